@@ -1,0 +1,221 @@
+//! A small blocking HTTP client over `wasi:http`.
+//!
+//! Every request leaves through the host, which checks it against the exporter's
+//! `allowed_hosts`, adds configured secret headers and applies timeouts. A request the policy
+//! refuses fails with [`HttpError::Denied`].
+
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
+use wasip2::io::streams::StreamError;
+
+/// An outgoing request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Absolute `http://` or `https://` URL.
+    pub url: String,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A `POST` of `body` to `url`.
+    pub fn post(url: &str, body: Vec<u8>) -> Self {
+        Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// A response, body fully read.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a request failed before a response arrived.
+#[derive(Debug, Clone)]
+pub enum HttpError {
+    /// The URL could not be parsed.
+    InvalidUrl(String),
+    /// The host's egress policy refused the destination.
+    Denied,
+    /// Connection, timeout or protocol failure (worth retrying).
+    Transport(String),
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpError::InvalidUrl(u) => write!(f, "invalid URL: {u}"),
+            HttpError::Denied => write!(f, "request denied by the host's egress policy"),
+            HttpError::Transport(e) => write!(f, "transport error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+fn transport(code: ErrorCode) -> HttpError {
+    match code {
+        ErrorCode::HttpRequestDenied => HttpError::Denied,
+        other => HttpError::Transport(format!("{other:?}")),
+    }
+}
+
+struct Url<'a> {
+    scheme: Scheme,
+    authority: &'a str,
+    path_and_query: &'a str,
+}
+
+fn parse_url(url: &str) -> Result<Url<'_>, HttpError> {
+    let bad = || HttpError::InvalidUrl(url.to_string());
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        _ => return Err(bad()),
+    };
+    let (authority, path_and_query) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
+        Some(_) => return Err(bad()),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(bad());
+    }
+    Ok(Url {
+        scheme,
+        authority,
+        path_and_query,
+    })
+}
+
+fn method(m: &str) -> Method {
+    match m.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        "PATCH" => Method::Patch,
+        "OPTIONS" => Method::Options,
+        other => Method::Other(other.to_string()),
+    }
+}
+
+/// Sends `req` and waits for the whole response.
+pub fn send(req: &Request) -> Result<Response, HttpError> {
+    let url = parse_url(&req.url)?;
+    let entries: Vec<(String, Vec<u8>)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect();
+    let headers = Fields::from_list(&entries)
+        .map_err(|e| HttpError::Transport(format!("invalid header: {e:?}")))?;
+    let outgoing = OutgoingRequest::new(headers);
+    let invalid = |what: &str| HttpError::InvalidUrl(format!("{what} in {}", req.url));
+    outgoing
+        .set_method(&method(&req.method))
+        .map_err(|_| invalid("method"))?;
+    outgoing
+        .set_scheme(Some(&url.scheme))
+        .map_err(|_| invalid("scheme"))?;
+    outgoing
+        .set_authority(Some(url.authority))
+        .map_err(|_| invalid("authority"))?;
+    outgoing
+        .set_path_with_query(Some(url.path_and_query))
+        .map_err(|_| invalid("path"))?;
+    let body = outgoing
+        .body()
+        .map_err(|_| HttpError::Transport("request body already taken".into()))?;
+    let pending = outgoing_handler::handle(outgoing, None).map_err(transport)?;
+    {
+        let stream = body
+            .write()
+            .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
+        // wasi:io caps one blocking write at 4096 bytes.
+        for chunk in req.body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| HttpError::Transport(format!("writing request body: {e:?}")))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(transport)?;
+
+    let response = loop {
+        match pending.get() {
+            Some(result) => break result,
+            None => pending.subscribe().block(),
+        }
+    };
+    let response = response
+        .map_err(|_| HttpError::Transport("response already taken".into()))?
+        .map_err(transport)?;
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|_| HttpError::Transport("response body already taken".into()))?;
+    let mut data = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|_| HttpError::Transport("response body stream unavailable".into()))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(HttpError::Transport(format!(
+                        "reading response body: {}",
+                        e.to_debug_string()
+                    )));
+                }
+            }
+        }
+    }
+    IncomingBody::finish(incoming);
+    Ok(Response {
+        status,
+        headers,
+        body: data,
+    })
+}

@@ -1,0 +1,29 @@
+//! Logging into the daemon's log; each line is tagged with the exporter's name by the host.
+
+use crate::bindings::ferry::plugin::host;
+use crate::LogLevel;
+
+/// Logs `message` at `level`.
+pub fn log(level: LogLevel, message: &str) {
+    host::log(level, message);
+}
+
+/// Logs at debug level.
+pub fn debug(message: &str) {
+    log(LogLevel::Debug, message);
+}
+
+/// Logs at info level.
+pub fn info(message: &str) {
+    log(LogLevel::Info, message);
+}
+
+/// Logs at warn level.
+pub fn warn(message: &str) {
+    log(LogLevel::Warn, message);
+}
+
+/// Logs at error level.
+pub fn error(message: &str) {
+    log(LogLevel::Error, message);
+}
