@@ -1,1 +1,92 @@
-fn main(){}
+//! Builds the first-party plugins (and the SDK example) for `wasm32-wasip2` and embeds the
+//! built-in ones, so `ferry` runs with no extra step. Like wasmtime's test-programs artifacts,
+//! this runs a nested `cargo build` with its own target directory (no lock contention with the
+//! outer build).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, wasm file stem, built-in name or None if only built for tests/examples)
+const PLUGINS: &[(&str, &str, Option<&str>)] = &[
+    ("ferry-plugin-debug", "ferry_plugin_debug", Some("debug")),
+    ("ferry-plugin-otlp-http", "ferry_plugin_otlp_http", Some("otlp-http")),
+    ("ferry-example-minimal", "ferry_example_minimal", None),
+];
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "plugin";
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    for dir in ["sdk", "plugins", "examples", "wit", "proto", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("plugins");
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .arg("build")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--profile")
+        .arg(PROFILE)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (pkg, _, _) in PLUGINS {
+        cmd.arg("-p").arg(pkg);
+    }
+    // The outer build's flags and wrappers (clippy, coverage, sanitizers) are for the host,
+    // not for the guest target.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_PROFILE_") || key.starts_with("CARGO_CFG_") || key.starts_with("CARGO_FEATURE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building the plugins for {TARGET} failed (is the target installed? run `rustup target add {TARGET}`)"
+        );
+    }
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let wasm_dir = target_dir.join(TARGET).join(PROFILE);
+    let mut builtins = String::from("/// Built-in plugins: (name, component bytes).\npub const PLUGINS: &[(&str, &[u8])] = &[\n");
+    for (_, stem, builtin) in PLUGINS {
+        let path = wasm_dir.join(format!("{stem}.wasm"));
+        assert!(path.exists(), "expected {} after the plugin build", path.display());
+        if let Some(name) = builtin {
+            builtins.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
+        }
+    }
+    builtins.push_str("];\n");
+    write_if_changed(&out_dir.join("builtin_plugins.rs"), &builtins);
+    // Tests and examples find the other components here.
+    println!("cargo:rustc-env=FERRY_PLUGIN_WASM_DIR={}", wasm_dir.display());
+}
+
+fn write_if_changed(path: &Path, content: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(content) {
+        std::fs::write(path, content).unwrap();
+    }
+}

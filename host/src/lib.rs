@@ -1,1 +1,12 @@
-//! placeholder
+//! Ferry: a telemetry daemon whose exporters are sandboxed WebAssembly components.
+//!
+//! Data flows `receiver` → `pipeline` → `plugin`.
+
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod pipeline;
+pub mod plugin;
+pub mod receiver;
+pub mod signal;
+pub mod telemetry;

@@ -1,0 +1,482 @@
+//! The daemon's TOML configuration: parsing, `${ENV}` substitution and validation.
+//!
+//! Each section is deserialised on its own so that one run reports every error in the file,
+//! each with its key path, instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use crate::signal::Signal;
+
+/// The configuration used when `ferry run` is given no file.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A whole daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[receivers]`.
+    pub receivers: Receivers,
+    /// `[plugins]`.
+    pub plugins: Plugins,
+    /// `[pipeline]`.
+    pub pipeline: PipelineConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[exporters.NAME]`, by name.
+    pub exporters: BTreeMap<String, ExporterConfig>,
+}
+
+/// `[receivers]`: which protocols to listen on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receivers {
+    /// `[receivers.otlp]`.
+    pub otlp: Option<OtlpReceiverConfig>,
+}
+
+/// `[receivers.otlp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// gRPC listen address (OTLP/gRPC); absent = off.
+    pub grpc: Option<SocketAddr>,
+    /// HTTP listen address (OTLP/HTTP); absent = off.
+    pub http: Option<SocketAddr>,
+    /// Largest request accepted, after decompression.
+    #[serde(default = "default_max_request", deserialize_with = "de_bytes")]
+    pub max_request_bytes: usize,
+}
+
+fn default_max_request() -> usize {
+    16 << 20
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugins {
+    /// Directory searched for `NAME.wasm` before the built-in plugins.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[pipeline]`: batching and queueing, per signal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// A batch is cut when it holds this many items...
+    #[serde(default = "default_batch_items")]
+    pub batch_max_items: u32,
+    /// ...or when its first item has waited this long.
+    #[serde(default = "default_batch_timeout", deserialize_with = "de_duration")]
+    pub batch_timeout: Duration,
+    /// Memory budget of each signal's queue; past it, receivers push back.
+    #[serde(default = "default_queue_bytes", deserialize_with = "de_bytes")]
+    pub queue_max_bytes: usize,
+}
+
+fn default_batch_items() -> u32 {
+    8192
+}
+fn default_batch_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_queue_bytes() -> usize {
+    64 << 20
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_max_items: default_batch_items(),
+            batch_timeout: default_batch_timeout(),
+            queue_max_bytes: default_queue_bytes(),
+        }
+    }
+}
+
+/// `[admin]`: self-metrics and health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address for `/metrics` and `/healthz`; `""` turns it off.
+    #[serde(default = "default_admin")]
+    pub listen: String,
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:8888".into()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin(),
+        }
+    }
+}
+
+/// `[exporters.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// Plugin name: `NAME.wasm` in the plugin directory, or a built-in plugin.
+    pub plugin: String,
+    /// Signals routed to this exporter; defaults to every signal the plugin supports.
+    pub signals: Option<Vec<Signal>>,
+    /// The plugin's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Destinations the plugin may reach (`scheme://host:port`, `*` wildcards for the port
+    /// and a leading `*.` for subdomains). Defaults to the hosts of the config's `*endpoint`
+    /// URLs.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Retry policy for failed exports.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Wall-clock limit of one `export` call.
+    #[serde(default = "default_call_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Exponential backoff with jitter, bounded in total time (as the Collector's exporterhelper).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before the first retry.
+    #[serde(default = "default_initial", deserialize_with = "de_duration")]
+    pub initial_interval: Duration,
+    /// Largest delay between two tries.
+    #[serde(default = "default_max_interval", deserialize_with = "de_duration")]
+    pub max_interval: Duration,
+    /// Give up (drop and count) once a batch has been retried for this long.
+    #[serde(default = "default_max_elapsed", deserialize_with = "de_duration")]
+    pub max_elapsed: Duration,
+}
+
+fn default_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_elapsed() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_interval: default_initial(),
+            max_interval: default_max_interval(),
+            max_elapsed: default_max_elapsed(),
+        }
+    }
+}
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// Parses a duration like `200ms`, `5s`, `1m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. \"200ms\", \"5s\", \"1m\")"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a size like `64MiB`, `512KiB`, `1GiB`, `100MB` or a bare number of bytes.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (expected e.g. \"64MiB\")"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(u64),
+    Str(String),
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => Ok(Duration::from_secs(n)),
+        NumOrStr::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => usize::try_from(n).map_err(serde::de::Error::custom),
+        NumOrStr::Str(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` with environment values; `$${` is a literal `${`.
+/// Every undefined variable is reported.
+pub fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                errors.push("unterminated ${ in config".to_string());
+                out.push('$');
+                rest = after;
+                continue;
+            };
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (lookup(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => errors.push(format!(
+                    "environment variable {name} is not set (used as ${{{name}}})"
+                )),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+const TOP_LEVEL: &[&str] = &["receivers", "plugins", "pipeline", "admin", "exporters"];
+
+fn section<T: DeserializeOwned + Default>(
+    root: &toml::Table,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> T {
+    match root.get(key) {
+        None => T::default(),
+        Some(v) => v.clone().try_into().unwrap_or_else(|e: toml::de::Error| {
+            errors.push(format!("{key}: {}", e.message().trim()));
+            T::default()
+        }),
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates config text, reporting every problem found.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let text = substitute_env(text, |k| std::env::var(k).ok()).map_err(ConfigErrors)?;
+        let root: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
+        let mut errors = Vec::new();
+        for key in root.keys() {
+            if !TOP_LEVEL.contains(&key.as_str()) {
+                errors.push(format!(
+                    "{key}: unknown section (expected one of {})",
+                    TOP_LEVEL.join(", ")
+                ));
+            }
+        }
+        let receivers: Receivers = section(&root, "receivers", &mut errors);
+        let plugins: Plugins = section(&root, "plugins", &mut errors);
+        let pipeline: PipelineConfig = section(&root, "pipeline", &mut errors);
+        let admin: AdminConfig = section(&root, "admin", &mut errors);
+        let mut exporters = BTreeMap::new();
+        match root.get("exporters") {
+            None => {}
+            Some(toml::Value::Table(t)) => {
+                for (name, value) in t {
+                    match value.clone().try_into::<ExporterConfig>() {
+                        Ok(e) => {
+                            exporters.insert(name.clone(), e);
+                        }
+                        Err(e) => errors.push(format!("exporters.{name}: {}", e.message().trim())),
+                    }
+                }
+            }
+            Some(_) => errors.push("exporters: expected a table of exporters".into()),
+        }
+        let config = Config {
+            receivers,
+            plugins,
+            pipeline,
+            admin,
+            exporters,
+        };
+        config.check(&mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn check(&self, errors: &mut Vec<String>) {
+        if self.pipeline.batch_max_items == 0 {
+            errors.push("pipeline.batch_max_items: must be at least 1".into());
+        }
+        if self.pipeline.batch_timeout.is_zero() {
+            errors.push("pipeline.batch_timeout: must be greater than zero".into());
+        }
+        if self.pipeline.queue_max_bytes < 64 << 10 {
+            errors.push("pipeline.queue_max_bytes: must be at least 64KiB".into());
+        }
+        if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "admin.listen: {:?} is not an address like 127.0.0.1:8888",
+                self.admin.listen
+            ));
+        }
+        if let Some(otlp) = &self.receivers.otlp {
+            if otlp.grpc.is_none() && otlp.http.is_none() {
+                errors.push("receivers.otlp: set `grpc`, `http` or both".into());
+            }
+            if otlp.grpc.is_some() && otlp.grpc == otlp.http {
+                errors.push("receivers.otlp: `grpc` and `http` cannot share an address".into());
+            }
+        }
+        if self.exporters.is_empty() {
+            errors.push("exporters: at least one exporter is required".into());
+        }
+        for (name, e) in &self.exporters {
+            if e.plugin.trim().is_empty() {
+                errors.push(format!("exporters.{name}.plugin: must name a plugin"));
+            }
+            if let Some(signals) = &e.signals
+                && signals.is_empty()
+            {
+                errors.push(format!("exporters.{name}.signals: must list at least one signal"));
+            }
+            if e.timeout.is_zero() {
+                errors.push(format!("exporters.{name}.timeout: must be greater than zero"));
+            }
+            if e.retry.initial_interval > e.retry.max_interval {
+                errors.push(format!(
+                    "exporters.{name}.retry: initial_interval exceeds max_interval"
+                ));
+            }
+            if let Some(hosts) = &e.allowed_hosts {
+                for (i, h) in hosts.iter().enumerate() {
+                    if let Err(msg) = crate::plugin::policy::HostPattern::parse(h) {
+                        errors.push(format!("exporters.{name}.allowed_hosts[{i}]: {msg}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = Config::parse(DEFAULT_CONFIG).expect("embedded default config");
+        assert!(c.exporters.contains_key("debug"));
+        assert!(c.receivers.otlp.is_some());
+    }
+
+    #[test]
+    fn reports_every_error_with_its_key_path() {
+        let text = r#"
+            bogus = 1
+            [pipeline]
+            batch_timeout = "5 fortnights"
+            [exporters.a]
+            plugin = "debug"
+            colour = "blue"
+            [exporters.b]
+            plugin = "debug"
+            signals = []
+            allowed_hosts = ["ftp://x"]
+        "#;
+        let err = Config::parse(text).unwrap_err().0;
+        let joined = err.join("\n");
+        assert!(joined.contains("bogus: unknown section"), "{joined}");
+        assert!(joined.contains("pipeline:") && joined.contains("fortnights"), "{joined}");
+        assert!(joined.contains("exporters.a:") && joined.contains("colour"), "{joined}");
+        assert!(joined.contains("exporters.b.signals"), "{joined}");
+        assert!(joined.contains("exporters.b.allowed_hosts[0]"), "{joined}");
+        assert_eq!(err.len(), 5, "{joined}");
+    }
+
+    #[test]
+    fn env_substitution() {
+        let env = |k: &str| (k == "PORT").then(|| "9999".to_string());
+        assert_eq!(substitute_env("a=${PORT}", env).unwrap(), "a=9999");
+        assert_eq!(substitute_env("a=${NOPE:-1}", env).unwrap(), "a=1");
+        assert_eq!(substitute_env("a=$${PORT} $x", env).unwrap(), "a=${PORT} $x");
+        let errs = substitute_env("${A} ${B}", env).unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].contains("A is not set"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("3 weeks").is_err());
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! The queue: one log per signal, bounded in bytes, with a cursor per exporter.
+//!
+//! One copy of each batch serves every exporter; a batch is freed when the slowest cursor
+//! has moved past it. [`Queue`] is the seam for a durable implementation; [`MemoryQueue`] is
+//! the in-memory one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::signal::Signal;
+
+/// How a batch is handed to a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// OTLP protobuf: the batch bytes as they are.
+    OtlpProtobuf,
+    /// OTLP/JSON, encoded once per batch on first use.
+    OtlpJson,
+}
+
+/// A sealed batch: OTLP export-request bytes for one signal.
+#[derive(Debug)]
+pub struct Batch {
+    /// Signal of every item in it.
+    pub signal: Signal,
+    /// Spans, data points or log records.
+    pub items: u32,
+    /// `Export*ServiceRequest` protobuf (a concatenation of received requests).
+    pub payload: Bytes,
+    json: OnceLock<Result<Bytes, String>>,
+}
+
+impl Batch {
+    /// A batch of `items` items.
+    pub fn new(signal: Signal, items: u32, payload: Bytes) -> Self {
+        Batch {
+            signal,
+            items,
+            payload,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The batch in `encoding`; JSON is computed once and shared by every exporter.
+    pub fn encoded(&self, encoding: Encoding) -> Result<Bytes, String> {
+        match encoding {
+            Encoding::OtlpProtobuf => Ok(self.payload.clone()),
+            Encoding::OtlpJson => self.json.get_or_init(|| self.to_json()).clone(),
+        }
+    }
+
+    fn to_json(&self) -> Result<Bytes, String> {
+        use ferry_proto::{logs_service, metrics_service, trace_service};
+        fn enc<M: Message + Default + serde::Serialize>(b: &[u8]) -> Result<Bytes, String> {
+            let m = M::decode(b).map_err(|e| format!("batch does not decode: {e}"))?;
+            serde_json::to_vec(&m)
+                .map(Bytes::from)
+                .map_err(|e| format!("JSON encoding failed: {e}"))
+        }
+        match self.signal {
+            Signal::Traces => enc::<trace_service::ExportTraceServiceRequest>(&self.payload),
+            Signal::Metrics => enc::<metrics_service::ExportMetricsServiceRequest>(&self.payload),
+            Signal::Logs => enc::<logs_service::ExportLogsServiceRequest>(&self.payload),
+        }
+    }
+}
+
+/// The queue has no room for this many bytes.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("queue full: {used} of {capacity} bytes used, {wanted} more requested")]
+pub struct QueueFull {
+    /// Bytes in use.
+    pub used: usize,
+    /// Budget.
+    pub capacity: usize,
+    /// Bytes asked for.
+    pub wanted: usize,
+}
+
+/// A per-signal log of batches with named cursors.
+pub trait Queue: Send + Sync {
+    /// Appends a batch; its sequence number is returned.
+    fn append(&self, batch: Arc<Batch>) -> Result<u64, QueueFull>;
+    /// The batch at `seq`, if it has been appended and not yet freed.
+    fn get(&self, seq: u64) -> Option<Arc<Batch>>;
+    /// Opens (or reopens) cursor `name`; returns the next sequence number it should read.
+    fn open_cursor(&self, name: &str) -> u64;
+    /// Marks every batch before `next` done for cursor `name`, freeing what all cursors passed.
+    fn commit(&self, name: &str, next: u64);
+    /// Removes cursor `name` so it no longer holds batches.
+    fn close_cursor(&self, name: &str);
+    /// Watches the next sequence number to be appended.
+    fn head(&self) -> watch::Receiver<u64>;
+    /// Bytes held.
+    fn used_bytes(&self) -> usize;
+    /// Byte budget.
+    fn capacity(&self) -> usize;
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Sequence number of `records[0]`.
+    base: u64,
+    records: VecDeque<Arc<Batch>>,
+    bytes: usize,
+    cursors: BTreeMap<String, u64>,
+}
+
+/// The in-memory queue.
+#[derive(Debug)]
+pub struct MemoryQueue {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    head: watch::Sender<u64>,
+}
+
+impl MemoryQueue {
+    /// A queue holding at most `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        MemoryQueue {
+            inner: Mutex::new(Inner {
+                base: 0,
+                records: VecDeque::new(),
+                bytes: 0,
+                cursors: BTreeMap::new(),
+            }),
+            capacity,
+            head: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("queue lock")
+    }
+}
+
+impl Inner {
+    fn trim(&mut self) {
+        let head = self.base + self.records.len() as u64;
+        // With no cursor nothing would ever read a batch; keeping it would only fill memory,
+        // and the pipeline refuses input for signals that have no exporter anyway.
+        let min = self.cursors.values().copied().min().unwrap_or(head);
+        while self.base < min {
+            let Some(b) = self.records.pop_front() else {
+                break;
+            };
+            self.bytes -= b.payload.len();
+            self.base += 1;
+        }
+    }
+}
+
+impl Queue for MemoryQueue {
+    fn append(&self, batch: Arc<Batch>) -> Result<u64, QueueFull> {
+        let mut inner = self.lock();
+        let wanted = batch.payload.len();
+        if inner.bytes + wanted > self.capacity {
+            return Err(QueueFull {
+                used: inner.bytes,
+                capacity: self.capacity,
+                wanted,
+            });
+        }
+        inner.bytes += wanted;
+        inner.records.push_back(batch);
+        let seq = inner.base + inner.records.len() as u64 - 1;
+        drop(inner);
+        self.head.send_replace(seq + 1);
+        Ok(seq)
+    }
+
+    fn get(&self, seq: u64) -> Option<Arc<Batch>> {
+        let inner = self.lock();
+        let i = seq.checked_sub(inner.base)?;
+        inner.records.get(i as usize).cloned()
+    }
+
+    fn open_cursor(&self, name: &str) -> u64 {
+        let mut inner = self.lock();
+        let head = inner.base + inner.records.len() as u64;
+        *inner.cursors.entry(name.to_string()).or_insert(head)
+    }
+
+    fn commit(&self, name: &str, next: u64) {
+        let mut inner = self.lock();
+        if let Some(c) = inner.cursors.get_mut(name) {
+            *c = (*c).max(next);
+        }
+        inner.trim();
+    }
+
+    fn close_cursor(&self, name: &str) {
+        let mut inner = self.lock();
+        inner.cursors.remove(name);
+        inner.trim();
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    fn used_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: usize) -> Arc<Batch> {
+        Arc::new(Batch::new(Signal::Logs, 1, Bytes::from(vec![0u8; n])))
+    }
+
+    #[test]
+    fn frees_only_what_the_slowest_cursor_passed() {
+        let q = MemoryQueue::new(1000);
+        assert_eq!(q.open_cursor("fast"), 0);
+        assert_eq!(q.open_cursor("slow"), 0);
+        for _ in 0..3 {
+            q.append(batch(100)).unwrap();
+        }
+        q.commit("fast", 3);
+        assert_eq!(q.used_bytes(), 300);
+        q.commit("slow", 2);
+        assert_eq!(q.used_bytes(), 100);
+        assert!(q.get(1).is_none());
+        assert!(q.get(2).is_some());
+        q.close_cursor("slow");
+        assert_eq!(q.used_bytes(), 0);
+    }
+
+    #[test]
+    fn refuses_past_budget() {
+        let q = MemoryQueue::new(250);
+        q.open_cursor("a");
+        q.append(batch(200)).unwrap();
+        let err = q.append(batch(100)).unwrap_err();
+        assert_eq!((err.used, err.wanted), (200, 100));
+        q.commit("a", 1);
+        q.append(batch(100)).unwrap();
+    }
+
+    #[test]
+    fn new_cursor_starts_at_head() {
+        let q = MemoryQueue::new(1000);
+        q.open_cursor("a");
+        q.append(batch(10)).unwrap();
+        assert_eq!(q.open_cursor("b"), 1);
+        assert_eq!(*q.head().borrow(), 1);
+    }
+}

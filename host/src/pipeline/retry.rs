@@ -1,0 +1,52 @@
+//! Exponential backoff with jitter, bounded by a total elapsed time.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::RetryConfig;
+
+/// Backoff state for one batch.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at the policy's initial interval.
+    pub fn new(policy: &RetryConfig) -> Self {
+        Backoff {
+            next: policy.initial_interval,
+            max: policy.max_interval,
+        }
+    }
+
+    /// The next delay: the current interval ±50% jitter; the interval then doubles up to max.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.5..1.5);
+        base.mul_f64(jitter).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_caps() {
+        let policy = RetryConfig {
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_millis(400),
+            max_elapsed: Duration::from_secs(1),
+        };
+        let mut b = Backoff::new(&policy);
+        let d: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(150));
+        assert!(d[1] >= Duration::from_millis(100) && d[1] <= Duration::from_millis(300));
+        assert!(d.iter().all(|x| *x <= Duration::from_millis(400)));
+        assert!(d[5] >= Duration::from_millis(200));
+    }
+}

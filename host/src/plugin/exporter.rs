@@ -1,0 +1,422 @@
+//! An exporter: a plugin component, pre-instantiated, with a small pool of initialised
+//! instances, called under the sandbox's limits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use wasmtime::Store;
+
+use super::bindings::ferry::plugin::types as wit;
+use super::bindings::{ExporterPlugin, ExporterPluginPre};
+use super::ctx::{Egress, PluginCtx};
+use super::engine::{EPOCH_TICK, EngineError, PluginEngine};
+use super::policy::AllowedHosts;
+use super::registry::PluginSource;
+use super::sender::HostSender;
+use crate::config::ExporterConfig;
+use crate::pipeline::Encoding;
+use crate::pipeline::router::{Export, ExportFuture, Outcome};
+use crate::signal::Signal;
+use crate::telemetry::{Counter, Histogram, Telemetry};
+
+/// Default memory cap of one plugin instance.
+pub const DEFAULT_MEMORY: usize = 64 << 20;
+
+/// Why an exporter could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Compilation or engine failure.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The component does not implement `ferry:plugin/exporter-plugin`, or imports something
+    /// the host does not provide.
+    #[error("plugin does not fit the ferry:plugin@0.1.0 exporter-plugin world: {0:#}")]
+    Contract(wasmtime::Error),
+    /// `describe` or `init` trapped.
+    #[error("plugin trapped during {during}: {error:#}{stderr}")]
+    Trap {
+        /// Which call.
+        during: &'static str,
+        /// The trap.
+        error: wasmtime::Error,
+        /// What the guest printed to stderr, if anything.
+        stderr: String,
+    },
+    /// `init` refused the configuration.
+    #[error("plugin rejected its config: {0}")]
+    Config(String),
+    /// The egress policy could not be built.
+    #[error("allowed_hosts: {0}")]
+    Policy(String),
+    /// The config asks for signals the plugin does not support.
+    #[error("plugin {plugin} does not support {signal} (it supports: {supported})")]
+    Signal {
+        /// Plugin name.
+        plugin: String,
+        /// Unsupported signal.
+        signal: Signal,
+        /// What it supports.
+        supported: String,
+    },
+    /// The config table could not become JSON.
+    #[error("config cannot be passed as JSON: {0}")]
+    Json(String),
+}
+
+/// A plugin's self-description, in host types.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Plugin's name.
+    pub name: String,
+    /// Plugin's version.
+    pub version: String,
+    /// Signals it exports.
+    pub signals: Vec<Signal>,
+    /// What it wants batches encoded as.
+    pub encoding: Encoding,
+}
+
+impl From<wit::Manifest> for Manifest {
+    fn from(m: wit::Manifest) -> Self {
+        Manifest {
+            name: m.name,
+            version: m.version,
+            signals: m.signals.into_iter().map(Signal::from).collect(),
+            encoding: match m.encoding {
+                wit::Encoding::OtlpProtobuf => Encoding::OtlpProtobuf,
+                wit::Encoding::OtlpJson => Encoding::OtlpJson,
+            },
+        }
+    }
+}
+
+impl From<wit::Signal> for Signal {
+    fn from(s: wit::Signal) -> Self {
+        match s {
+            wit::Signal::Traces => Signal::Traces,
+            wit::Signal::Metrics => Signal::Metrics,
+            wit::Signal::Logs => Signal::Logs,
+        }
+    }
+}
+
+impl From<Signal> for wit::Signal {
+    fn from(s: Signal) -> Self {
+        match s {
+            Signal::Traces => wit::Signal::Traces,
+            Signal::Metrics => wit::Signal::Metrics,
+            Signal::Logs => wit::Signal::Logs,
+        }
+    }
+}
+
+struct Instance {
+    store: Store<PluginCtx>,
+    plugin: ExporterPlugin,
+}
+
+/// Shared by every instance of one exporter.
+struct Shared {
+    name: String,
+    pre: ExporterPluginPre<PluginCtx>,
+    egress: Egress,
+    memory: usize,
+    config_json: String,
+}
+
+impl Shared {
+    fn new(
+        engine: &PluginEngine,
+        name: &str,
+        source: &PluginSource,
+        egress: Egress,
+        config_json: String,
+    ) -> Result<Shared, LoadError> {
+        let component = engine.compile(&source.wasm)?;
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(LoadError::Contract)?;
+        let pre = ExporterPluginPre::new(instance_pre).map_err(LoadError::Contract)?;
+        Ok(Shared {
+            name: name.to_string(),
+            pre,
+            egress,
+            memory: DEFAULT_MEMORY,
+            config_json,
+        })
+    }
+
+    async fn describe(&self, inst: &mut Instance) -> Result<Manifest, LoadError> {
+        match inst
+            .plugin
+            .ferry_plugin_exporter()
+            .call_describe(&mut inst.store)
+            .await
+        {
+            Ok(m) => Ok(m.into()),
+            Err(error) => Err(LoadError::Trap {
+                during: "describe",
+                error,
+                stderr: stderr_suffix(&inst.store),
+            }),
+        }
+    }
+
+    /// A fresh, uninitialised instance.
+    async fn instantiate(&self) -> Result<Instance, LoadError> {
+        let mut store = Store::new(
+            self.pre.engine(),
+            PluginCtx::new(self.egress.clone(), self.memory),
+        );
+        store.limiter(|c| &mut c.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(Duration::from_secs(10)));
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| LoadError::Trap {
+                during: "instantiation",
+                error: e,
+                stderr: String::new(),
+            })?;
+        Ok(Instance { store, plugin })
+    }
+
+    async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
+        inst.store.set_epoch_deadline(ticks(Duration::from_secs(10)));
+        let r = inst
+            .plugin
+            .ferry_plugin_exporter()
+            .call_init(&mut inst.store, &self.config_json)
+            .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(LoadError::Config(msg)),
+            Err(error) => Err(LoadError::Trap {
+                during: "init",
+                error,
+                stderr: stderr_suffix(&inst.store),
+            }),
+        }
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+fn stderr_suffix(store: &Store<PluginCtx>) -> String {
+    let text = store.data().stderr_text();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin stderr: {text})")
+    }
+}
+
+/// Reads a plugin's manifest without initialising it (its egress is denied).
+pub async fn describe(engine: &PluginEngine, source: &PluginSource) -> Result<Manifest, LoadError> {
+    let egress = Egress {
+        exporter: source.name.as_str().into(),
+        allowed: Arc::new(AllowedHosts::default()),
+        sender: HostSender::new(Default::default()),
+        denied: Counter::default(),
+    };
+    let shared = Shared::new(engine, &source.name, source, egress, "{}".into())?;
+    let mut inst = shared.instantiate().await?;
+    shared.describe(&mut inst).await
+}
+
+/// One configured exporter backed by a plugin.
+pub struct PluginExporter {
+    shared: Shared,
+    manifest: Manifest,
+    signals: Vec<Signal>,
+    timeout: Duration,
+    pool: Mutex<Vec<Instance>>,
+    latency: Histogram,
+    faults: Counter,
+    instances: Counter,
+}
+
+impl PluginExporter {
+    /// Compiles and pre-instantiates the plugin, reads its manifest and initialises one
+    /// instance with the exporter's config (so config errors surface at load time).
+    pub async fn load(
+        engine: &PluginEngine,
+        name: &str,
+        source: &PluginSource,
+        config: &ExporterConfig,
+        sender: HostSender,
+        telemetry: &Telemetry,
+    ) -> Result<PluginExporter, LoadError> {
+        let allowed = AllowedHosts::from_config(config.allowed_hosts.as_deref(), &config.config)
+            .map_err(LoadError::Policy)?;
+        let egress = Egress {
+            exporter: name.into(),
+            allowed: Arc::new(allowed),
+            sender,
+            denied: telemetry.counter(
+                "ferry_exporter_egress_denied_total",
+                "Plugin HTTP requests refused by the exporter's allowed_hosts.",
+                &[("exporter", name)],
+            ),
+        };
+        let config_json =
+            serde_json::to_string(&config.config).map_err(|e| LoadError::Json(e.to_string()))?;
+        let shared = Shared::new(engine, name, source, egress, config_json)?;
+        let mut first = shared.instantiate().await?;
+        let manifest = shared.describe(&mut first).await?;
+        let labels = [("exporter", name)];
+        let signals = match &config.signals {
+            None => manifest.signals.clone(),
+            Some(wanted) => {
+                for s in wanted {
+                    if !manifest.signals.contains(s) {
+                        return Err(LoadError::Signal {
+                            plugin: manifest.name.clone(),
+                            signal: *s,
+                            supported: manifest
+                                .signals
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                }
+                wanted.clone()
+            }
+        };
+        shared.init(&mut first).await?;
+        let instances = telemetry.counter(
+            "ferry_exporter_instances_created_total",
+            "Plugin instances created (a fault replaces its instance).",
+            &labels,
+        );
+        instances.inc();
+        Ok(PluginExporter {
+            shared,
+            manifest,
+            signals,
+            timeout: config.timeout,
+            pool: Mutex::new(vec![first]),
+            latency: telemetry.histogram(
+                "ferry_exporter_call_duration_seconds",
+                "Duration of plugin export calls.",
+                &labels,
+            ),
+            faults: telemetry.counter(
+                "ferry_exporter_faults_total",
+                "Plugin instances discarded after a trap, timeout or limit.",
+                &labels,
+            ),
+            instances,
+        })
+    }
+
+    /// The plugin's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The signals routed to this exporter.
+    pub fn signals(&self) -> &[Signal] {
+        &self.signals
+    }
+
+    async fn checkout(&self) -> Result<Instance, String> {
+        if let Some(inst) = self.pool.lock().expect("pool lock").pop() {
+            return Ok(inst);
+        }
+        let mut inst = self.shared.instantiate().await.map_err(|e| e.to_string())?;
+        self.shared.init(&mut inst).await.map_err(|e| e.to_string())?;
+        self.instances.inc();
+        Ok(inst)
+    }
+
+    /// Calls `shutdown` on every idle instance and drops them.
+    pub async fn shutdown(&self) {
+        let idle: Vec<Instance> = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
+        for mut inst in idle {
+            inst.store.set_epoch_deadline(ticks(Duration::from_secs(5)));
+            let call = inst
+                .plugin
+                .ferry_plugin_exporter()
+                .call_shutdown(&mut inst.store);
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), call).await {
+                tracing::warn!(exporter = self.shared.name, "plugin trapped in shutdown: {e:#}");
+            }
+        }
+    }
+
+    async fn call(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> Outcome {
+        let name = &self.shared.name;
+        let mut inst = match self.checkout().await {
+            Ok(i) => i,
+            Err(e) => {
+                self.faults.inc();
+                tracing::error!(exporter = name, "cannot create a plugin instance: {e}");
+                return Outcome::Fault(format!("cannot create a plugin instance: {e}"));
+            }
+        };
+        inst.store.set_epoch_deadline(ticks(self.timeout));
+        let meta = wit::BatchMeta {
+            signal: signal.into(),
+            items,
+            attempt,
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.timeout,
+            inst.plugin
+                .ferry_plugin_exporter()
+                .call_export(&mut inst.store, meta, &payload),
+        )
+        .await;
+        self.latency.observe(started.elapsed());
+        let result = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(trap)) => {
+                // A trapped instance must never be entered again: drop it, the next call
+                // builds a fresh one from the InstancePre.
+                self.faults.inc();
+                let msg = format!("plugin trapped: {trap:#}{}", stderr_suffix(&inst.store));
+                tracing::error!(exporter = name, "{msg}; instance discarded");
+                return Outcome::Fault(msg);
+            }
+            Err(_) => {
+                self.faults.inc();
+                let msg = format!("export call exceeded its {:?} timeout", self.timeout);
+                tracing::error!(exporter = name, "{msg}; instance discarded");
+                return Outcome::Fault(msg);
+            }
+        };
+        self.pool.lock().expect("pool lock").push(inst);
+        match result {
+            Ok(()) => Outcome::Ok,
+            Err(wit::ExportError::Retryable(m)) => Outcome::Retryable(m),
+            Err(wit::ExportError::Throttled(ms)) => Outcome::Throttled(Duration::from_millis(ms)),
+            Err(wit::ExportError::Partial((n, m))) => Outcome::Partial(n, m),
+            Err(wit::ExportError::Permanent(m)) => Outcome::Permanent(m),
+        }
+    }
+}
+
+impl Export for PluginExporter {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn encoding(&self) -> Encoding {
+        self.manifest.encoding
+    }
+
+    fn export(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> ExportFuture<'_> {
+        Box::pin(self.call(signal, items, attempt, payload))
+    }
+}

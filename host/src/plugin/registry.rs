@@ -1,0 +1,142 @@
+//! Where plugins come from: `NAME.wasm` in the plugin directory, or the built-in set compiled
+//! into the binary.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+}
+
+/// Where a plugin was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled into the `ferry` binary.
+    Builtin,
+    /// A file in the plugin directory.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("built-in"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A plugin's component bytes and where they came from.
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    /// Plugin name (file stem, or the built-in name).
+    pub name: String,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The component.
+    pub wasm: Cow<'static, [u8]>,
+}
+
+/// Why a plugin could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Neither in the directory nor built in.
+    #[error("plugin {name:?} not found (looked for {looked}; built-in plugins: {builtins})")]
+    NotFound {
+        /// Name asked for.
+        name: String,
+        /// Where we looked.
+        looked: String,
+        /// The built-in names.
+        builtins: String,
+    },
+    /// The name could escape the plugin directory.
+    #[error("invalid plugin name {0:?}: use letters, digits, '-' and '_'")]
+    BadName(String),
+    /// The file exists but could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Names of the built-in plugins.
+pub fn builtin_names() -> Vec<&'static str> {
+    builtin::PLUGINS.iter().map(|(n, _)| *n).collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Finds plugin `name`: `dir/NAME.wasm` first, then the built-in set.
+pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryError> {
+    if !valid_name(name) {
+        return Err(RegistryError::BadName(name.to_string()));
+    }
+    let mut looked = Vec::new();
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{name}.wasm"));
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                return Ok(PluginSource {
+                    name: name.to_string(),
+                    origin: Origin::File(path),
+                    wasm: Cow::Owned(bytes),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                looked.push(path.display().to_string());
+            }
+            Err(source) => return Err(RegistryError::Read { path, source }),
+        }
+    }
+    if let Some((_, wasm)) = builtin::PLUGINS.iter().find(|(n, _)| *n == name) {
+        return Ok(PluginSource {
+            name: name.to_string(),
+            origin: Origin::Builtin,
+            wasm: Cow::Borrowed(wasm),
+        });
+    }
+    looked.push("the built-in plugins".into());
+    Err(RegistryError::NotFound {
+        name: name.to_string(),
+        looked: looked.join(", "),
+        builtins: builtin_names().join(", "),
+    })
+}
+
+/// Every plugin available: the directory's `.wasm` files, then built-ins they do not shadow.
+pub fn list(dir: Option<&Path>) -> Result<Vec<PluginSource>, RegistryError> {
+    let mut out = Vec::new();
+    if let Some(dir) = dir {
+        let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension()? == "wasm").then(|| p.file_stem()?.to_str().map(str::to_string))?
+            })
+            .filter(|n| valid_name(n))
+            .collect();
+        names.sort();
+        for n in names {
+            out.push(find(&n, Some(dir))?);
+        }
+    }
+    for name in builtin_names() {
+        if !out.iter().any(|p| p.name == name) {
+            out.push(find(name, None)?);
+        }
+    }
+    Ok(out)
+}

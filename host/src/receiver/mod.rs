@@ -1,0 +1,176 @@
+//! Receivers: decode each wire protocol at the edge and hand validated OTLP to the pipeline.
+
+pub mod otlp_grpc;
+pub mod otlp_http;
+pub mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::pipeline::{Pipeline, Refusal};
+use crate::signal::Signal;
+use crate::telemetry::{Counter, Telemetry};
+
+/// Why a request was refused; each maps onto a gRPC status and an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Malformed or undecodable input (INVALID_ARGUMENT / 400).
+    #[error("invalid {signal} request: {message}")]
+    Invalid {
+        /// Signal of the endpoint.
+        signal: Signal,
+        /// What is wrong.
+        message: String,
+    },
+    /// Larger than the configured limit (RESOURCE_EXHAUSTED / 413).
+    #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Bytes seen (at least).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The pipeline refused it (queue full: RESOURCE_EXHAUSTED / 429; no exporter).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+impl IngestError {
+    /// Label for the refused-requests counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Invalid { .. } => "invalid",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Refused(Refusal::QueueFull(_)) => "queue_full",
+            IngestError::Refused(Refusal::NoExporter(_)) => "no_exporter",
+        }
+    }
+}
+
+/// What was accepted from one request.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    /// Items now owned by the pipeline.
+    pub items: u32,
+    /// Items rejected (reported to the sender as an OTLP partial success).
+    pub rejected: u32,
+    /// Why they were rejected.
+    pub message: String,
+}
+
+/// Counters of one receiver, per signal.
+struct SignalCounters {
+    accepted: Counter,
+    rejected: Counter,
+    refused: [Counter; 4],
+}
+
+/// The entry point shared by all receivers of one kind.
+pub struct Ingest {
+    pipeline: Arc<Pipeline>,
+    counters: [SignalCounters; 3],
+    /// Largest request body, after decompression.
+    pub max_request_bytes: usize,
+}
+
+const REASONS: [&str; 4] = ["invalid", "too_large", "queue_full", "no_exporter"];
+
+impl Ingest {
+    /// An entry point for receiver `receiver` (a metric label, e.g. `otlp_grpc`).
+    pub fn new(
+        receiver: &str,
+        pipeline: Arc<Pipeline>,
+        telemetry: &Telemetry,
+        max_request_bytes: usize,
+    ) -> Arc<Self> {
+        let counters = Signal::ALL.map(|signal| {
+            let l = [("receiver", receiver), ("signal", signal.as_str())];
+            SignalCounters {
+                accepted: telemetry.counter(
+                    "ferry_receiver_accepted_items_total",
+                    "Items accepted into the pipeline.",
+                    &l,
+                ),
+                rejected: telemetry.counter(
+                    "ferry_receiver_rejected_items_total",
+                    "Items rejected from otherwise valid requests (OTLP partial success).",
+                    &l,
+                ),
+                refused: REASONS.map(|reason| {
+                    telemetry.counter(
+                        "ferry_receiver_refused_requests_total",
+                        "Requests refused, by reason.",
+                        &[l[0], l[1], ("reason", reason)],
+                    )
+                }),
+            }
+        });
+        Arc::new(Ingest {
+            pipeline,
+            counters,
+            max_request_bytes,
+        })
+    }
+
+    /// Counts a refusal that happened before [`Ingest::otlp`] (e.g. an unreadable body).
+    pub fn count_refused(&self, signal: Signal, err: &IngestError) {
+        let i = REASONS.iter().position(|r| *r == err.reason()).unwrap_or(0);
+        self.counters[signal.index()].refused[i].inc();
+    }
+
+    /// Validates an OTLP protobuf export request and hands it to the pipeline.
+    pub fn otlp(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
+        let result = self.otlp_inner(signal, body);
+        let c = &self.counters[signal.index()];
+        match &result {
+            Ok(a) => {
+                c.accepted.add(a.items.into());
+                c.rejected.add(a.rejected.into());
+            }
+            Err(e) => self.count_refused(signal, e),
+        }
+        result
+    }
+
+    fn otlp_inner(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
+        if body.len() > self.max_request_bytes {
+            return Err(IngestError::TooLarge {
+                size: body.len(),
+                limit: self.max_request_bytes,
+            });
+        }
+        let summary = wire::inspect(signal, &body).map_err(|e| IngestError::Invalid {
+            signal,
+            message: e.to_string(),
+        })?;
+        let (body, items) = if summary.invalid == 0 {
+            (body, summary.items)
+        } else {
+            (drop_invalid_spans(&body)?, summary.items - summary.invalid)
+        };
+        self.pipeline.accept(signal, body, items)?;
+        Ok(Accepted {
+            items,
+            rejected: summary.invalid,
+            message: summary.invalid_reason.unwrap_or_default(),
+        })
+    }
+}
+
+/// Removes spans whose ids have the wrong length (rare: only then is the request decoded).
+fn drop_invalid_spans(body: &[u8]) -> Result<Bytes, IngestError> {
+    use ferry_proto::trace_service::ExportTraceServiceRequest;
+    let mut req = ExportTraceServiceRequest::decode(body).map_err(|e| IngestError::Invalid {
+        signal: Signal::Traces,
+        message: e.to_string(),
+    })?;
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans
+                .retain(|s| s.trace_id.len() == 16 && s.span_id.len() == 8);
+        }
+    }
+    Ok(req.encode_to_vec().into())
+}

@@ -1,0 +1,247 @@
+//! OTLP/gRPC receiver (default `127.0.0.1:4317`): the three unary `Export` methods.
+//!
+//! Requests go through a raw-bytes codec: the message bytes are validated by the wire walk and
+//! become the batch as they are; nothing is decoded into structs.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use ferry_proto::{logs_service, metrics_service, trace_service};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+use super::{Accepted, Ingest, IngestError};
+use crate::pipeline::Refusal;
+use crate::signal::Signal;
+
+/// Passes message bytes through untouched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+/// Decoder half of [`RawCodec`].
+#[derive(Debug)]
+pub struct RawDecoder;
+
+/// Encoder half of [`RawCodec`].
+#[derive(Debug)]
+pub struct RawEncoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+/// Maps a refusal onto the gRPC status OTLP clients understand.
+pub fn status(err: &IngestError) -> Status {
+    match err {
+        IngestError::Invalid { .. } => Status::invalid_argument(err.to_string()),
+        IngestError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
+        IngestError::Refused(Refusal::QueueFull(_)) => {
+            Status::resource_exhausted(format!("{err}; retry later"))
+        }
+        IngestError::Refused(Refusal::NoExporter(_)) => Status::unimplemented(err.to_string()),
+    }
+}
+
+/// The `Export*ServiceResponse` for an accepted request, with a partial success if items
+/// were rejected.
+pub fn response(signal: Signal, a: &Accepted) -> Bytes {
+    let rejected = i64::from(a.rejected);
+    let msg = a.message.clone();
+    let bytes = match signal {
+        Signal::Traces => trace_service::ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then_some(trace_service::ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: msg,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => metrics_service::ExportMetricsServiceResponse {
+            partial_success: (rejected > 0).then_some(
+                metrics_service::ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: msg,
+                },
+            ),
+        }
+        .encode_to_vec(),
+        Signal::Logs => logs_service::ExportLogsServiceResponse {
+            partial_success: (rejected > 0).then_some(logs_service::ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: msg,
+            }),
+        }
+        .encode_to_vec(),
+    };
+    bytes.into()
+}
+
+/// Names an OTLP gRPC service.
+pub trait OtlpService: Send + Sync + 'static {
+    /// Fully qualified service name.
+    const NAME: &'static str;
+    /// Its signal.
+    const SIGNAL: Signal;
+}
+
+/// `TraceService`.
+#[derive(Debug)]
+pub enum Traces {}
+/// `MetricsService`.
+#[derive(Debug)]
+pub enum Metrics {}
+/// `LogsService`.
+#[derive(Debug)]
+pub enum Logs {}
+
+impl OtlpService for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+}
+impl OtlpService for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+}
+impl OtlpService for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+}
+
+/// One OTLP gRPC service (tower service over HTTP/2 requests).
+pub struct ExportService<S> {
+    ingest: Arc<Ingest>,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for ExportService<S> {
+    fn clone(&self) -> Self {
+        ExportService {
+            ingest: self.ingest.clone(),
+            _signal: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpService> NamedService for ExportService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+struct ExportMethod {
+    ingest: Arc<Ingest>,
+    signal: Signal,
+}
+
+impl UnaryService<Bytes> for ExportMethod {
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let result = self.ingest.otlp(self.signal, request.into_inner());
+        std::future::ready(match result {
+            Ok(a) => Ok(Response::new(response(self.signal, &a))),
+            Err(e) => Err(status(&e)),
+        })
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S: OtlpService, B> tower::Service<http::Request<B>> for ExportService<S>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !req.uri().path().ends_with("/Export") {
+            return Box::pin(async {
+                Ok(Status::unimplemented("only the Export method exists").into_http())
+            });
+        }
+        let method = ExportMethod {
+            ingest: self.ingest.clone(),
+            signal: S::SIGNAL,
+        };
+        let mut grpc = Grpc::new(RawCodec)
+            .max_decoding_message_size(self.ingest.max_request_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        Box::pin(async move { Ok(grpc.unary(method, req).await) })
+    }
+}
+
+fn service<S: OtlpService>(ingest: &Arc<Ingest>) -> ExportService<S> {
+    ExportService {
+        ingest: ingest.clone(),
+        _signal: PhantomData,
+    }
+}
+
+/// Serves OTLP/gRPC on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let incoming = tokio_stream_listener(listener);
+    tonic::transport::Server::builder()
+        .add_service(service::<Traces>(&ingest))
+        .add_service(service::<Metrics>(&ingest))
+        .add_service(service::<Logs>(&ingest))
+        .serve_with_incoming(incoming)
+        .await
+        .map_err(|e| anyhow::anyhow!("OTLP/gRPC server on {addr} failed: {e}"))
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((r, l))
+    })
+}
