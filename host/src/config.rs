@@ -62,6 +62,20 @@ fn default_max_request() -> usize {
 pub struct Plugins {
     /// Directory searched for `NAME.wasm` before the built-in plugins.
     pub dir: Option<PathBuf>,
+    /// Where compiled plugin code is cached; `""` turns the cache off. Default:
+    /// `$FERRY_CACHE_DIR`, `$XDG_CACHE_HOME/ferry` or `~/.cache/ferry`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Plugins {
+    /// The compiled-code cache directory in effect, if any.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(d) if d.as_os_str().is_empty() => None,
+            Some(d) => Some(d.clone()),
+            None => crate::plugin::engine::default_cache_dir(),
+        }
+    }
 }
 
 /// `[pipeline]`: batching and queueing, per signal.

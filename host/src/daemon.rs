@@ -63,6 +63,7 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let engine = PluginEngine::builder()
+        .cache_dir(config.plugins.effective_cache_dir())
         .build()
         .context("setting up the plugin engine")?;
     let exporters = load_exporters(&config, &engine, &telemetry).await?;

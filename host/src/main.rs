@@ -44,6 +44,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -81,7 +82,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let engine = PluginEngine::builder().build()?;
+            let engine = PluginEngine::builder()
+                .cache_dir(config.plugins.effective_cache_dir())
+                .build()?;
             let telemetry = ferry::telemetry::Telemetry::new();
             match ferry::daemon::load_exporters(&config, &engine, &telemetry).await {
                 Ok(exporters) => {
@@ -100,7 +103,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugins { dir } => {
-            let engine = PluginEngine::builder().build()?;
+            let engine = PluginEngine::builder()
+                .cache_dir(ferry::plugin::engine::default_cache_dir())
+                .build()?;
             println!("{:<20} {:<10} {:<24} {:<14} SOURCE", "NAME", "VERSION", "SIGNALS", "ENCODING");
             for source in registry::list(dir.as_deref())? {
                 match ferry::plugin::exporter::describe(&engine, &source).await {

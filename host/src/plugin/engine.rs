@@ -1,6 +1,8 @@
 //! The thin wrapper that owns wasmtime's `Engine` and `Linker` setup.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,10 +30,16 @@ pub enum EngineError {
 /// Builds a [`PluginEngine`].
 #[derive(Debug, Default)]
 pub struct PluginEngineBuilder {
-    _private: (),
+    cache_dir: Option<PathBuf>,
 }
 
 impl PluginEngineBuilder {
+    /// Keeps compiled plugins in `dir` (created if missing), so a restart does not recompile.
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
     /// Builds the engine, its linker (WASI p2 with nothing granted, wasi:http through the
     /// host's hooks, and the `ferry:plugin/host` import) and starts the epoch ticker.
     pub fn build(self) -> Result<PluginEngine, EngineError> {
@@ -62,10 +70,17 @@ impl PluginEngineBuilder {
             })
             .map_err(|e| EngineError::Setup(wasmtime::Error::msg(e.to_string())))?;
 
+        let engine_key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("wasmtime{}-{:016x}", wasmtime_version(), h.finish())
+        };
         Ok(PluginEngine {
             engine,
             linker,
             compiled: Mutex::new(HashMap::new()),
+            cache_dir: self.cache_dir,
+            engine_key,
         })
     }
 }
@@ -76,6 +91,28 @@ pub struct PluginEngine {
     linker: Linker<PluginCtx>,
     /// Components by content hash, so exporters sharing a plugin compile it once.
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Where compiled code is kept across runs.
+    cache_dir: Option<PathBuf>,
+    /// Identifies this engine's code format in cache file names.
+    engine_key: String,
+}
+
+fn wasmtime_version() -> &'static str {
+    // Precompiled code loads only into the exact wasmtime version that produced it; the
+    // compatibility hash covers the settings, this covers the version pin.
+    "48.0.8"
+}
+
+/// The default compiled-code cache: `$FERRY_CACHE_DIR`, else `$XDG_CACHE_HOME/ferry`, else
+/// `$HOME/.cache/ferry`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("FERRY_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("ferry"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ferry"))
 }
 
 impl PluginEngine {
@@ -100,11 +137,44 @@ impl PluginEngine {
         if let Some(c) = self.compiled.lock().expect("compile cache").get(&key) {
             return Ok(c.clone());
         }
-        let component = Component::new(&self.engine, wasm).map_err(EngineError::Compile)?;
+        let component = match &self.cache_dir {
+            Some(dir) => self.compile_cached(dir, &key, wasm)?,
+            None => Component::new(&self.engine, wasm).map_err(EngineError::Compile)?,
+        };
         self.compiled
             .lock()
             .expect("compile cache")
             .insert(key, component.clone());
         Ok(component)
+    }
+
+    /// Loads compiled code from the cache, or compiles and stores it. Only files this engine
+    /// wrote are ever deserialised: names carry the content hash and the engine key, and the
+    /// directory is the host's own (never the plugin directory).
+    fn compile_cached(&self, dir: &Path, key: &[u8; 32], wasm: &[u8]) -> Result<Component, EngineError> {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("{hex}-{}.cwasm", self.engine_key));
+        if path.exists() {
+            // SAFETY: the file was produced by `precompile_component` of an engine with the
+            // same version and compatibility hash, and written atomically below.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compiled-code cache entry: {e:#}"),
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(wasm)
+            .map_err(EngineError::Compile)?;
+        let stored = std::fs::create_dir_all(dir).and_then(|()| {
+            let tmp = dir.join(format!(".{hex}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, &compiled)?;
+            std::fs::rename(&tmp, &path)
+        });
+        if let Err(e) = stored {
+            tracing::warn!(dir = %dir.display(), "cannot write the compiled-code cache: {e}");
+        }
+        // SAFETY: these bytes were just produced by this engine's `precompile_component`.
+        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(EngineError::Compile)
     }
 }
