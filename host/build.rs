@@ -9,7 +9,11 @@ use std::process::Command;
 /// (package, wasm file stem, built-in name or None if only built for tests/examples)
 const PLUGINS: &[(&str, &str, Option<&str>)] = &[
     ("ferry-plugin-debug", "ferry_plugin_debug", Some("debug")),
-    ("ferry-plugin-otlp-http", "ferry_plugin_otlp_http", Some("otlp-http")),
+    (
+        "ferry-plugin-otlp-http",
+        "ferry_plugin_otlp_http",
+        Some("otlp-http"),
+    ),
     ("ferry-example-minimal", "ferry_example_minimal", None),
 ];
 
@@ -19,7 +23,15 @@ const PROFILE: &str = "plugin";
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for dir in ["sdk", "plugins", "examples", "wit", "proto", "Cargo.toml", "Cargo.lock"] {
+    for dir in [
+        "sdk",
+        "plugins",
+        "examples",
+        "wit",
+        "proto",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -56,7 +68,10 @@ fn main() {
         cmd.env_remove(var);
     }
     for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_PROFILE_") || key.starts_with("CARGO_CFG_") || key.starts_with("CARGO_FEATURE_") {
+        if key.starts_with("CARGO_PROFILE_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("CARGO_FEATURE_")
+        {
             cmd.env_remove(key);
         }
     }
@@ -71,18 +86,30 @@ fn main() {
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let wasm_dir = target_dir.join(TARGET).join(PROFILE);
-    let mut builtins = String::from("/// Built-in plugins: (name, component bytes).\npub const PLUGINS: &[(&str, &[u8])] = &[\n");
+    let mut builtins = String::from(
+        "/// Built-in plugins: (name, component bytes).\npub const PLUGINS: &[(&str, &[u8])] = &[\n",
+    );
     for (_, stem, builtin) in PLUGINS {
         let path = wasm_dir.join(format!("{stem}.wasm"));
-        assert!(path.exists(), "expected {} after the plugin build", path.display());
+        assert!(
+            path.exists(),
+            "expected {} after the plugin build",
+            path.display()
+        );
         if let Some(name) = builtin {
-            builtins.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
+            builtins.push_str(&format!(
+                "    ({name:?}, include_bytes!({:?})),\n",
+                path.display().to_string()
+            ));
         }
     }
     builtins.push_str("];\n");
     write_if_changed(&out_dir.join("builtin_plugins.rs"), &builtins);
     // Tests and examples find the other components here.
-    println!("cargo:rustc-env=FERRY_PLUGIN_WASM_DIR={}", wasm_dir.display());
+    println!(
+        "cargo:rustc-env=FERRY_PLUGIN_WASM_DIR={}",
+        wasm_dir.display()
+    );
 }
 
 fn write_if_changed(path: &Path, content: &str) {

@@ -216,7 +216,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -239,7 +243,8 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         "gib" => 1 << 30,
         other => return Err(format!("invalid size unit {other:?} in {s:?}")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 #[derive(Deserialize)]
@@ -313,6 +318,19 @@ pub fn substitute_env(
 
 const TOP_LEVEL: &[&str] = &["receivers", "plugins", "pipeline", "admin", "exporters"];
 
+/// Deserialises `value` found at `key`, naming the full key path of any error.
+fn at_path<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() {
+            key.to_string()
+        } else {
+            format!("{key}.{inner}")
+        };
+        format!("{path}: {}", e.inner().message().trim())
+    })
+}
+
 fn section<T: DeserializeOwned + Default>(
     root: &toml::Table,
     key: &str,
@@ -320,8 +338,8 @@ fn section<T: DeserializeOwned + Default>(
 ) -> T {
     match root.get(key) {
         None => T::default(),
-        Some(v) => v.clone().try_into().unwrap_or_else(|e: toml::de::Error| {
-            errors.push(format!("{key}: {}", e.message().trim()));
+        Some(v) => at_path(key, v).unwrap_or_else(|e| {
+            errors.push(e);
             T::default()
         }),
     }
@@ -338,8 +356,8 @@ impl Config {
     /// Parses and validates config text, reporting every problem found.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         let text = substitute_env(text, |k| std::env::var(k).ok()).map_err(ConfigErrors)?;
-        let root: toml::Table = toml::from_str(&text)
-            .map_err(|e| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
+        let root: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
         let mut errors = Vec::new();
         for key in root.keys() {
             if !TOP_LEVEL.contains(&key.as_str()) {
@@ -355,14 +373,17 @@ impl Config {
         let admin: AdminConfig = section(&root, "admin", &mut errors);
         let mut exporters = BTreeMap::new();
         match root.get("exporters") {
-            None => {}
+            None => errors.push("exporters: at least one exporter is required".into()),
             Some(toml::Value::Table(t)) => {
+                if t.is_empty() {
+                    errors.push("exporters: at least one exporter is required".into());
+                }
                 for (name, value) in t {
-                    match value.clone().try_into::<ExporterConfig>() {
+                    match at_path::<ExporterConfig>(&format!("exporters.{name}"), value) {
                         Ok(e) => {
                             exporters.insert(name.clone(), e);
                         }
-                        Err(e) => errors.push(format!("exporters.{name}: {}", e.message().trim())),
+                        Err(e) => errors.push(e),
                     }
                 }
             }
@@ -403,12 +424,9 @@ impl Config {
             if otlp.grpc.is_none() && otlp.http.is_none() {
                 errors.push("receivers.otlp: set `grpc`, `http` or both".into());
             }
-            if otlp.grpc.is_some() && otlp.grpc == otlp.http {
+            if otlp.grpc.is_some_and(|a| a.port() != 0) && otlp.grpc == otlp.http {
                 errors.push("receivers.otlp: `grpc` and `http` cannot share an address".into());
             }
-        }
-        if self.exporters.is_empty() {
-            errors.push("exporters: at least one exporter is required".into());
         }
         for (name, e) in &self.exporters {
             if e.plugin.trim().is_empty() {
@@ -417,10 +435,14 @@ impl Config {
             if let Some(signals) = &e.signals
                 && signals.is_empty()
             {
-                errors.push(format!("exporters.{name}.signals: must list at least one signal"));
+                errors.push(format!(
+                    "exporters.{name}.signals: must list at least one signal"
+                ));
             }
             if e.timeout.is_zero() {
-                errors.push(format!("exporters.{name}.timeout: must be greater than zero"));
+                errors.push(format!(
+                    "exporters.{name}.timeout: must be greater than zero"
+                ));
             }
             if e.retry.initial_interval > e.retry.max_interval {
                 errors.push(format!(
@@ -466,8 +488,11 @@ mod tests {
         let err = Config::parse(text).unwrap_err().0;
         let joined = err.join("\n");
         assert!(joined.contains("bogus: unknown section"), "{joined}");
-        assert!(joined.contains("pipeline:") && joined.contains("fortnights"), "{joined}");
-        assert!(joined.contains("exporters.a:") && joined.contains("colour"), "{joined}");
+        assert!(
+            joined.contains("pipeline.batch_timeout:") && joined.contains("fortnights"),
+            "{joined}"
+        );
+        assert!(joined.contains("exporters.a.colour:"), "{joined}");
         assert!(joined.contains("exporters.b.signals"), "{joined}");
         assert!(joined.contains("exporters.b.allowed_hosts[0]"), "{joined}");
         assert_eq!(err.len(), 5, "{joined}");
@@ -478,7 +503,10 @@ mod tests {
         let env = |k: &str| (k == "PORT").then(|| "9999".to_string());
         assert_eq!(substitute_env("a=${PORT}", env).unwrap(), "a=9999");
         assert_eq!(substitute_env("a=${NOPE:-1}", env).unwrap(), "a=1");
-        assert_eq!(substitute_env("a=$${PORT} $x", env).unwrap(), "a=${PORT} $x");
+        assert_eq!(
+            substitute_env("a=$${PORT} $x", env).unwrap(),
+            "a=${PORT} $x"
+        );
         let errs = substitute_env("${A} ${B}", env).unwrap_err();
         assert_eq!(errs.len(), 2);
         assert!(errs[0].contains("A is not set"));

@@ -98,13 +98,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Some(addr) = otlp.grpc {
             let l = bind("OTLP/gRPC", addr).await?;
             tracing::info!(receiver = "otlp_grpc", addr = %l.local_addr()?, "listening");
-            let ingest = Ingest::new("otlp_grpc", pipeline.clone(), &telemetry, otlp.max_request_bytes);
+            let ingest = Ingest::new(
+                "otlp_grpc",
+                pipeline.clone(),
+                &telemetry,
+                otlp.max_request_bytes,
+            );
             servers.spawn(otlp_grpc::serve(l, ingest));
         }
         if let Some(addr) = otlp.http {
             let l = bind("OTLP/HTTP", addr).await?;
             tracing::info!(receiver = "otlp_http", addr = %l.local_addr()?, "listening");
-            let ingest = Ingest::new("otlp_http", pipeline.clone(), &telemetry, otlp.max_request_bytes);
+            let ingest = Ingest::new(
+                "otlp_http",
+                pipeline.clone(),
+                &telemetry,
+                otlp.max_request_bytes,
+            );
             servers.spawn(otlp_http::serve(l, ingest));
         }
     }
@@ -136,9 +146,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     pipeline.flush();
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, futures::future::join_all(workers)).await;
-    let left: usize = Signal::ALL.iter().map(|s| pipeline.buffered_bytes(*s)).sum();
+    let left: usize = Signal::ALL
+        .iter()
+        .map(|s| pipeline.buffered_bytes(*s))
+        .sum();
     if drained.is_err() {
-        tracing::error!(bytes = left, "drain deadline passed; undelivered data is lost");
+        tracing::error!(
+            bytes = left,
+            "drain deadline passed; undelivered data is lost"
+        );
     }
     for e in &exporters {
         e.shutdown().await;

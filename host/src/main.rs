@@ -9,7 +9,11 @@ use ferry::config::{Config, DEFAULT_CONFIG};
 use ferry::plugin::{PluginEngine, registry};
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "A telemetry daemon with sandboxed WebAssembly exporters")]
+#[command(
+    name = "ferry",
+    version,
+    about = "A telemetry daemon with sandboxed WebAssembly exporters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,14 +110,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let engine = PluginEngine::builder()
                 .cache_dir(ferry::plugin::engine::default_cache_dir())
                 .build()?;
-            println!("{:<20} {:<10} {:<24} {:<14} SOURCE", "NAME", "VERSION", "SIGNALS", "ENCODING");
+            println!(
+                "{:<20} {:<10} {:<24} {:<14} SOURCE",
+                "NAME", "VERSION", "SIGNALS", "ENCODING"
+            );
             for source in registry::list(dir.as_deref())? {
                 match ferry::plugin::exporter::describe(&engine, &source).await {
                     Ok(m) => println!(
                         "{:<20} {:<10} {:<24} {:<14} {}",
                         source.name,
                         m.version,
-                        m.signals.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                        m.signals
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
                         format!("{:?}", m.encoding),
                         source.origin
                     ),

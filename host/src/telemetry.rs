@@ -152,27 +152,58 @@ impl Telemetry {
     }
 
     /// The counter `name{labels}`, created on first use.
-    pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
-        self.series(name, help, "counter", labels, || Series::Counter(Counter::default()), |s| match s {
-            Series::Counter(c) => Some(c.clone()),
-            _ => None,
-        })
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Counter {
+        self.series(
+            name,
+            help,
+            "counter",
+            labels,
+            || Series::Counter(Counter::default()),
+            |s| match s {
+                Series::Counter(c) => Some(c.clone()),
+                _ => None,
+            },
+        )
     }
 
     /// The gauge `name{labels}`, created on first use.
     pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        self.series(name, help, "gauge", labels, || Series::Gauge(Gauge::default()), |s| match s {
-            Series::Gauge(g) => Some(g.clone()),
-            _ => None,
-        })
+        self.series(
+            name,
+            help,
+            "gauge",
+            labels,
+            || Series::Gauge(Gauge::default()),
+            |s| match s {
+                Series::Gauge(g) => Some(g.clone()),
+                _ => None,
+            },
+        )
     }
 
     /// The histogram `name{labels}`, created on first use.
-    pub fn histogram(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Histogram {
-        self.series(name, help, "histogram", labels, || Series::Histogram(Histogram::new()), |s| match s {
-            Series::Histogram(h) => Some(h.clone()),
-            _ => None,
-        })
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Histogram {
+        self.series(
+            name,
+            help,
+            "histogram",
+            labels,
+            || Series::Histogram(Histogram::new()),
+            |s| match s {
+                Series::Histogram(h) => Some(h.clone()),
+                _ => None,
+            },
+        )
     }
 
     /// Renders every series in the Prometheus text exposition format.
@@ -230,10 +261,14 @@ mod tests {
         let t = Telemetry::new();
         let c = t.counter("ferry_x_total", "things", &[("exporter", "a\"b")]);
         c.add(3);
-        t.counter("ferry_x_total", "things", &[("exporter", "a\"b")]).inc();
+        t.counter("ferry_x_total", "things", &[("exporter", "a\"b")])
+            .inc();
         let text = t.render();
         assert!(text.contains("# TYPE ferry_x_total counter"), "{text}");
-        assert!(text.contains("ferry_x_total{exporter=\"a\\\"b\"} 4"), "{text}");
+        assert!(
+            text.contains("ferry_x_total{exporter=\"a\\\"b\"} 4"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -243,8 +278,14 @@ mod tests {
         h.observe(std::time::Duration::from_millis(3));
         h.observe(std::time::Duration::from_secs(60));
         let text = t.render();
-        assert!(text.contains("ferry_lat_seconds_bucket{le=\"0.005\"} 1"), "{text}");
-        assert!(text.contains("ferry_lat_seconds_bucket{le=\"+Inf\"} 2"), "{text}");
+        assert!(
+            text.contains("ferry_lat_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferry_lat_seconds_bucket{le=\"+Inf\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("ferry_lat_seconds_count 2"), "{text}");
     }
 }

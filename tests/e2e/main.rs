@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `ferry` binary, real clients, real (or scripted) backends.
 
+mod harness;
+
+mod backend;
+mod cli;
+mod ingest_errors;
+mod otel_sdk;

@@ -12,7 +12,10 @@ use crate::telemetry::Telemetry;
 
 async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         t.render(),
     )
 }
@@ -27,7 +30,10 @@ pub fn router(telemetry: Arc<Telemetry>) -> Router {
 }
 
 /// Serves the admin endpoint on `listener`.
-pub async fn serve(listener: tokio::net::TcpListener, telemetry: Arc<Telemetry>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    telemetry: Arc<Telemetry>,
+) -> anyhow::Result<()> {
     axum::serve(listener, router(telemetry)).await?;
     Ok(())
 }

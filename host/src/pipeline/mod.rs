@@ -231,9 +231,11 @@ mod tests {
         p.subscribe(Signal::Traces);
         let q = p.queue(Signal::Traces);
         q.open_cursor("x");
-        p.accept(Signal::Traces, Bytes::from_static(b"ab"), 2).unwrap();
+        p.accept(Signal::Traces, Bytes::from_static(b"ab"), 2)
+            .unwrap();
         assert!(q.get(0).is_none());
-        p.accept(Signal::Traces, Bytes::from_static(b"cd"), 1).unwrap();
+        p.accept(Signal::Traces, Bytes::from_static(b"cd"), 1)
+            .unwrap();
         let b = q.get(0).expect("sealed at 3 items");
         assert_eq!((b.items, &b.payload[..]), (3, &b"abcd"[..]));
     }
@@ -261,12 +263,14 @@ mod tests {
         ));
         p.subscribe(Signal::Metrics);
         p.queue(Signal::Metrics).open_cursor("slow");
-        p.accept(Signal::Metrics, Bytes::from(vec![0; 8]), 1).unwrap();
+        p.accept(Signal::Metrics, Bytes::from(vec![0; 8]), 1)
+            .unwrap();
         assert!(matches!(
             p.accept(Signal::Metrics, Bytes::from(vec![0; 8]), 1),
             Err(Refusal::QueueFull(_))
         ));
         p.queue(Signal::Metrics).commit("slow", 1);
-        p.accept(Signal::Metrics, Bytes::from(vec![0; 8]), 1).unwrap();
+        p.accept(Signal::Metrics, Bytes::from(vec![0; 8]), 1)
+            .unwrap();
     }
 }

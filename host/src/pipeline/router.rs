@@ -252,8 +252,12 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(w.run(rx));
         tokio::task::yield_now().await;
-        q.append(Arc::new(Batch::new(Signal::Traces, 10, Bytes::from_static(b"x"))))
-            .unwrap();
+        q.append(Arc::new(Batch::new(
+            Signal::Traces,
+            10,
+            Bytes::from_static(b"x"),
+        )))
+        .unwrap();
         tx.send(true).unwrap();
         task.await.unwrap();
         assert_eq!(q.used_bytes(), 0, "batch freed once handled");
@@ -289,7 +293,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn permanent_is_dropped_once() {
-        let (t, attempts) = run(vec![Outcome::Permanent("400".into())], Duration::from_secs(60)).await;
+        let (t, attempts) = run(
+            vec![Outcome::Permanent("400".into())],
+            Duration::from_secs(60),
+        )
+        .await;
         assert_eq!(attempts, vec![0]);
         let text = t.render();
         assert!(text.contains("reason=\"permanent\"} 10"), "{text}");
@@ -305,7 +313,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn partial_counts_both_sides() {
-        let (t, _) = run(vec![Outcome::Partial(4, "bad".into())], Duration::from_secs(60)).await;
+        let (t, _) = run(
+            vec![Outcome::Partial(4, "bad".into())],
+            Duration::from_secs(60),
+        )
+        .await;
         assert_eq!(count(&t, "ferry_exporter_sent_items_total{"), 6);
         assert!(t.render().contains("reason=\"rejected\"} 4"));
     }

@@ -151,7 +151,12 @@ impl PluginEngine {
     /// Loads compiled code from the cache, or compiles and stores it. Only files this engine
     /// wrote are ever deserialised: names carry the content hash and the engine key, and the
     /// directory is the host's own (never the plugin directory).
-    fn compile_cached(&self, dir: &Path, key: &[u8; 32], wasm: &[u8]) -> Result<Component, EngineError> {
+    fn compile_cached(
+        &self,
+        dir: &Path,
+        key: &[u8; 32],
+        wasm: &[u8],
+    ) -> Result<Component, EngineError> {
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{hex}-{}.cwasm", self.engine_key));
         if path.exists() {
@@ -159,7 +164,9 @@ impl PluginEngine {
             // same version and compatibility hash, and written atomically below.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compiled-code cache entry: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable compiled-code cache entry: {e:#}")
+                }
             }
         }
         let compiled = self

@@ -187,7 +187,8 @@ impl Shared {
     }
 
     async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
-        inst.store.set_epoch_deadline(ticks(Duration::from_secs(10)));
+        inst.store
+            .set_epoch_deadline(ticks(Duration::from_secs(10)));
         let r = inst
             .plugin
             .ferry_plugin_exporter()
@@ -334,7 +335,10 @@ impl PluginExporter {
             return Ok(inst);
         }
         let mut inst = self.shared.instantiate().await.map_err(|e| e.to_string())?;
-        self.shared.init(&mut inst).await.map_err(|e| e.to_string())?;
+        self.shared
+            .init(&mut inst)
+            .await
+            .map_err(|e| e.to_string())?;
         self.instances.inc();
         Ok(inst)
     }
@@ -349,7 +353,10 @@ impl PluginExporter {
                 .ferry_plugin_exporter()
                 .call_shutdown(&mut inst.store);
             if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), call).await {
-                tracing::warn!(exporter = self.shared.name, "plugin trapped in shutdown: {e:#}");
+                tracing::warn!(
+                    exporter = self.shared.name,
+                    "plugin trapped in shutdown: {e:#}"
+                );
             }
         }
     }

@@ -44,7 +44,10 @@ impl HostPattern {
                 let port = if p == "*" {
                     None
                 } else {
-                    Some(p.parse::<u16>().map_err(|_| format!("{s:?}: invalid port {p:?}"))?)
+                    Some(
+                        p.parse::<u16>()
+                            .map_err(|_| format!("{s:?}: invalid port {p:?}"))?,
+                    )
                 };
                 (h, port)
             }
@@ -57,7 +60,9 @@ impl HostPattern {
         let host = match host.strip_prefix("*.") {
             Some(suffix) if !suffix.is_empty() => HostMatch::Suffix(suffix.to_string()),
             _ if host.contains('*') => {
-                return Err(format!("{s:?}: `*` is only allowed as a leading `*.` or as the port"));
+                return Err(format!(
+                    "{s:?}: `*` is only allowed as a leading `*.` or as the port"
+                ));
             }
             _ => HostMatch::Exact(host),
         };

@@ -196,7 +196,9 @@ async fn export(ingest: Arc<Ingest>, signal: Signal, req: Request) -> Response {
             .unwrap_or_else(|| "none".into());
         let err = invalid(
             signal,
-            format!("unsupported Content-Type {got:?} (use application/x-protobuf or application/json)"),
+            format!(
+                "unsupported Content-Type {got:?} (use application/x-protobuf or application/json)"
+            ),
         );
         ingest.count_refused(signal, &err);
         return encode(
@@ -222,9 +224,11 @@ async fn export(ingest: Arc<Ingest>, signal: Signal, req: Request) -> Response {
 /// The OTLP/HTTP routes.
 pub fn router(ingest: Arc<Ingest>) -> Router {
     let route = |signal: Signal| {
-        post(move |State(ingest): State<Arc<Ingest>>, req: Request<Body>| {
-            export(ingest, signal, req)
-        })
+        post(
+            move |State(ingest): State<Arc<Ingest>>, req: Request<Body>| {
+                export(ingest, signal, req)
+            },
+        )
     };
     Router::new()
         .route("/v1/traces", route(Signal::Traces))

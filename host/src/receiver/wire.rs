@@ -252,7 +252,13 @@ const LOGS: Level = Level {
     item: None,
 };
 
-fn walk(buf: &[u8], base: usize, level: &Level, depth: u8, out: &mut Summary) -> Result<(), WireError> {
+fn walk(
+    buf: &[u8],
+    base: usize,
+    level: &Level,
+    depth: u8,
+    out: &mut Summary,
+) -> Result<(), WireError> {
     if depth > 8 {
         return Err(WireError::TooDeep);
     }
@@ -296,7 +302,9 @@ fn walk(buf: &[u8], base: usize, level: &Level, depth: u8, out: &mut Summary) ->
             !seen
         });
         if let Some(&(_, name, len)) = missing {
-            bad_id.get_or_insert_with(|| format!("{}.{name} is missing (must be {len} bytes)", level.name));
+            bad_id.get_or_insert_with(|| {
+                format!("{}.{name} is missing (must be {len} bytes)", level.name)
+            });
         }
         if let Some(reason) = bad_id {
             out.invalid += 1;
@@ -324,7 +332,9 @@ mod tests {
     use ferry_proto::common::{AnyValue, KeyValue, any_value};
     use ferry_proto::logs::{LogRecord, ResourceLogs, ScopeLogs};
     use ferry_proto::logs_service::ExportLogsServiceRequest;
-    use ferry_proto::metrics::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric};
+    use ferry_proto::metrics::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
+    };
     use ferry_proto::metrics_service::ExportMetricsServiceRequest;
     use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span};
     use ferry_proto::trace_service::ExportTraceServiceRequest;
@@ -365,7 +375,11 @@ mod tests {
         let s = inspect(Signal::Traces, &buf).unwrap();
         assert_eq!(s.items, 4);
         assert_eq!(s.invalid, 2);
-        assert!(s.invalid_reason.unwrap().contains("trace_id must be 16 bytes"));
+        assert!(
+            s.invalid_reason
+                .unwrap()
+                .contains("trace_id must be 16 bytes")
+        );
     }
 
     #[test]
@@ -429,7 +443,10 @@ mod tests {
     fn rejects_malformed_input() {
         let good = traces(vec![span(16, 8)]);
         for cut in 1..good.len() {
-            assert!(inspect(Signal::Traces, &good[..cut]).is_err(), "cut at {cut} accepted");
+            assert!(
+                inspect(Signal::Traces, &good[..cut]).is_err(),
+                "cut at {cut} accepted"
+            );
         }
         // resource_spans as a varint.
         assert!(matches!(
@@ -437,16 +454,25 @@ mod tests {
             Err(WireError::WrongType { .. })
         ));
         // Field number 0.
-        assert!(matches!(inspect(Signal::Traces, &[0x02, 0x00]), Err(WireError::BadTag { .. })));
+        assert!(matches!(
+            inspect(Signal::Traces, &[0x02, 0x00]),
+            Err(WireError::BadTag { .. })
+        ));
         // Group wire type.
-        assert!(matches!(inspect(Signal::Logs, &[0x0b]), Err(WireError::BadTag { .. })));
+        assert!(matches!(
+            inspect(Signal::Logs, &[0x0b]),
+            Err(WireError::BadTag { .. })
+        ));
         // Absurd length.
         assert!(matches!(
             inspect(Signal::Metrics, &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
             Err(WireError::Truncated { .. })
         ));
         // Overlong varint.
-        assert!(matches!(inspect(Signal::Traces, &[0xff; 11]), Err(WireError::BadVarint { .. })));
+        assert!(matches!(
+            inspect(Signal::Traces, &[0xff; 11]),
+            Err(WireError::BadVarint { .. })
+        ));
         assert_eq!(inspect(Signal::Traces, &[]).unwrap().items, 0);
     }
 }

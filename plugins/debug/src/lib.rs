@@ -1,9 +1,9 @@
 //! `debug`: logs one line per batch (signal, items, bytes) and, at `verbosity = "detailed"`,
 //! one line per span, data point or log record.
 
-use ferry_sdk::proto::common::{any_value, AnyValue, KeyValue};
+use ferry_sdk::proto::common::{AnyValue, KeyValue, any_value};
 use ferry_sdk::proto::metrics::metric;
-use ferry_sdk::{otlp, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal, otlp};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default, PartialEq)]
@@ -54,7 +54,10 @@ impl Debug {
         match meta.signal {
             Signal::Traces => {
                 for rs in otlp::decode_traces(payload).map_err(bad)?.resource_spans {
-                    let res = rs.resource.map(|r| attrs(&r.attributes)).unwrap_or_default();
+                    let res = rs
+                        .resource
+                        .map(|r| attrs(&r.attributes))
+                        .unwrap_or_default();
                     for ss in rs.scope_spans {
                         for s in ss.spans {
                             ferry_sdk::log::info(&format!(

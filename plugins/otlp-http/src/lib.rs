@@ -75,15 +75,21 @@ fn retry_after_ms(resp: &Response) -> Option<u64> {
 fn partial_success(signal: Signal, body: &[u8]) -> Option<(u32, String)> {
     let (rejected, msg) = match signal {
         Signal::Traces => {
-            let p = ExportTraceServiceResponse::decode(body).ok()?.partial_success?;
+            let p = ExportTraceServiceResponse::decode(body)
+                .ok()?
+                .partial_success?;
             (p.rejected_spans, p.error_message)
         }
         Signal::Metrics => {
-            let p = ExportMetricsServiceResponse::decode(body).ok()?.partial_success?;
+            let p = ExportMetricsServiceResponse::decode(body)
+                .ok()?
+                .partial_success?;
             (p.rejected_data_points, p.error_message)
         }
         Signal::Logs => {
-            let p = ExportLogsServiceResponse::decode(body).ok()?.partial_success?;
+            let p = ExportLogsServiceResponse::decode(body)
+                .ok()?
+                .partial_success?;
             (p.rejected_log_records, p.error_message)
         }
     };

@@ -1,0 +1,155 @@
+//! The CLI: `validate`, `plugins`, and a plugin from `examples/` loaded from a directory.
+
+use std::process::Command;
+
+use crate::harness::{Ferry, built_wasm, eventually, post_traces, traces_request};
+
+fn ferry(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env(
+            "FERRY_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_reports_every_error_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+        [receivers.otlp]
+        grpc = "not an address"
+        [pipeline]
+        batch_max_items = 0
+        [exporters.a]
+        plugin = "debug"
+        colour = "red"
+        "#,
+    )
+    .unwrap();
+    let (ok, _, err) = ferry(&["validate", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("receivers.otlp.grpc: invalid socket address"),
+        "{err}"
+    );
+    assert!(err.contains("pipeline.batch_max_items"), "{err}");
+    assert!(err.contains("exporters.a.colour: unknown field"), "{err}");
+
+    // Plugin-level problems are reported too, all at once.
+    let plugins = dir.path().join("plugins.toml");
+    std::fs::write(
+        &plugins,
+        r#"
+        [exporters.nope]
+        plugin = "no-such-plugin"
+        [exporters.noendpoint]
+        plugin = "otlp-http"
+        [exporters.debugbad]
+        plugin = "debug"
+        config = { verbosity = "extreme" }
+        "#,
+    )
+    .unwrap();
+    let (ok, _, err) = ferry(&["validate", plugins.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("exporters.nope.plugin") && err.contains("not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exporters.noendpoint")
+            && err.contains("`endpoint` or `traces_endpoint` is required"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exporters.debugbad") && err.contains("extreme"),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[exporters.up]\nplugin = \"otlp-http\"\nconfig = { endpoint = \"http://${FERRY_TEST_HOST:-127.0.0.1}:4318\" }\n",
+    )
+    .unwrap();
+    let (ok, out, err) = ferry(&["validate", good.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("valid (1 exporter)"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_plugin_from_a_directory_builds_lists_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        built_wasm("ferry_example_minimal"),
+        dir.path().join("minimal.wasm"),
+    )
+    .unwrap();
+
+    let (ok, out, err) = ferry(&["plugins", "--dir", dir.path().to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("minimal "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("traces,metrics,logs") && line.contains("minimal.wasm"),
+        "{line}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("debug ") && l.contains("built-in")),
+        "{out}"
+    );
+
+    let ferry = Ferry::start(
+        "minimal",
+        &format!(
+            r#"
+            [receivers.otlp]
+            http = "127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            [plugins]
+            dir = "{}"
+            [pipeline]
+            batch_timeout = "20ms"
+            [exporters.mini]
+            plugin = "minimal"
+            "#,
+            dir.path().display()
+        ),
+    );
+    let (status, _, _) = post_traces(&ferry, traces_request(3, "m", 0)).await;
+    assert_eq!(status, 200);
+    eventually("the example plugin logs its batch", async || {
+        ferry.logs().contains("minimal: batch 1 of 3 items")
+    })
+    .await;
+    assert!(ferry.logs().contains("exporter=\"mini\""));
+}
+
+#[test]
+fn unknown_plugin_fails_startup_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[exporters.x]\nplugin = \"ghost\"\n[admin]\nlisten = \"\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = ferry(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("plugin \"ghost\" not found"), "{err}");
+}

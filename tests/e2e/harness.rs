@@ -1,0 +1,520 @@
+//! Test harness: starts the real `ferry` binary, a capture backend, and real clients.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Liveness bound for anything a test waits on (never a performance threshold).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `f` until it returns true or `PATIENCE` passes.
+pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running `ferry run` process.
+pub struct Ferry {
+    child: Child,
+    /// Bound OTLP/gRPC address.
+    pub grpc: Option<SocketAddr>,
+    /// Bound OTLP/HTTP address.
+    pub http: Option<SocketAddr>,
+    /// Bound admin address.
+    pub admin: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Ferry {
+    /// Starts `ferry run --config` with `toml` (use port 0 everywhere; the bound addresses are
+    /// read back from the log).
+    pub fn start(name: &str, toml: &str) -> Ferry {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, toml).unwrap();
+        Self::spawn(name, &["run", "--config", path.to_str().unwrap()], dir)
+    }
+
+    /// Starts `ferry run` on its embedded default config.
+    pub fn start_default() -> Ferry {
+        Self::spawn("default", &["run"], tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(name: &str, args: &[&str], dir: tempfile::TempDir) -> Ferry {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env("FERRY_LOG", "info")
+            .env(
+                "FERRY_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferry");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[ferry {tag}] {line}");
+                if line.contains("ferry ready") || line.contains("error") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+            let _ = tx.send("<exited>".into());
+        });
+        loop {
+            let line = rx
+                .recv_timeout(PATIENCE)
+                .expect("ferry did not become ready");
+            if line.contains("ferry ready") {
+                break;
+            }
+            if line == "<exited>" {
+                panic!(
+                    "ferry exited before it was ready:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        }
+        let find = |receiver: &str| -> Option<SocketAddr> {
+            let needle = format!("receiver=\"{receiver}\" addr=");
+            logs.lock().unwrap().iter().find_map(|l| {
+                let rest = &l[l.find(&needle)? + needle.len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            })
+        };
+        Ferry {
+            grpc: find("otlp_grpc"),
+            http: find("otlp_http"),
+            admin: find("admin"),
+            child,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// `http://` base URL of the OTLP/HTTP receiver.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http.expect("http receiver"))
+    }
+
+    /// `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = request(
+            "GET",
+            &format!("http://{}/metrics", self.admin.unwrap()),
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// Sum of every series of `name` whose labels contain all of `labels` (`k="v"` strings).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ferry did not stop after SIGTERM");
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns status, headers and body.
+pub async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, HeaderMap, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+/// One unary gRPC call with a raw message; returns (grpc-status, grpc-message, response body).
+pub async fn grpc_unary(addr: SocketAddr, path: &str, message: &[u8]) -> (i32, String, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))
+        .unwrap();
+    let resp = client.request(req).await.expect("gRPC request");
+    let head = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let body = collected.to_bytes();
+    let get = |k: &str| {
+        trailers
+            .get(k)
+            .or_else(|| head.get(k))
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let status = get("grpc-status").expect("grpc-status").parse().unwrap();
+    let message = get("grpc-message")
+        .map(|m| percent_decode(&m))
+        .unwrap_or_default();
+    let payload = if body.len() >= 5 {
+        body.slice(5..)
+    } else {
+        body
+    };
+    (status, message, payload)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the capture backend answers.
+#[derive(Clone, Default)]
+pub struct Script {
+    /// Statuses for the first requests, in order; afterwards `then`.
+    pub first: Vec<(u16, Option<&'static str>)>,
+    /// Status once `first` is used up (0 = 200).
+    pub then: u16,
+}
+
+#[derive(Default)]
+struct SinkState {
+    received: Vec<(String, Bytes)>,
+    attempts: Vec<(String, u16)>,
+    script: Script,
+}
+
+/// An OTLP/HTTP backend that records what it accepted and answers as scripted.
+pub struct Sink {
+    /// Bound address.
+    pub addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+}
+
+async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip");
+    let body = axum::body::to_bytes(req.into_body(), 256 << 20)
+        .await
+        .unwrap();
+    let body = if gzip {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let mut s = state.lock().unwrap();
+    let (status, retry_after) = if s.script.first.is_empty() {
+        (
+            if s.script.then == 0 {
+                200
+            } else {
+                s.script.then
+            },
+            None,
+        )
+    } else {
+        s.script.first.remove(0)
+    };
+    s.attempts.push((path.clone(), status));
+    if status == 200 {
+        s.received.push((path, body));
+        return (
+            StatusCode::OK,
+            [("content-type", "application/x-protobuf")],
+            Vec::<u8>::new(),
+        )
+            .into_response();
+    }
+    let mut resp = (StatusCode::from_u16(status).unwrap(), "scripted failure").into_response();
+    if let Some(ra) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", ra.parse().unwrap());
+    }
+    resp
+}
+
+impl Sink {
+    /// Starts a sink on a free loopback port.
+    pub async fn start(script: Script) -> Sink {
+        let state = Arc::new(Mutex::new(SinkState {
+            script,
+            ..Default::default()
+        }));
+        let app = Router::new()
+            .fallback(sink_handler)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Sink { addr, state }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the script.
+    pub fn set_script(&self, script: Script) {
+        self.state.lock().unwrap().script = script;
+    }
+
+    /// Accepted request bodies for `path`.
+    pub fn bodies(&self, path: &str) -> Vec<Bytes> {
+        let s = self.state.lock().unwrap();
+        s.received
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Every request seen, accepted or not: (path, status answered).
+    pub fn attempts(&self) -> Vec<(String, u16)> {
+        self.state.lock().unwrap().attempts.clone()
+    }
+}
+
+/// The Python interpreter of a venv with the OpenTelemetry SDK and OTLP exporters, created on
+/// first use (pinned versions, from PyPI).
+pub fn python() -> PathBuf {
+    const PACKAGES: &[&str] = &[
+        "opentelemetry-sdk==1.45.2",
+        "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
+        "opentelemetry-exporter-otlp-proto-http==1.45.2",
+    ];
+    let venv = workspace().join("target").join("e2e-venv");
+    let py = venv.join("bin").join("python");
+    let ready = || {
+        Command::new(&py)
+            .args([
+                "-c",
+                "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return py;
+    }
+    // Several test processes may get here at once: a directory is the lock.
+    let lock = workspace().join("target").join("e2e-venv.lock");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while std::fs::create_dir(&lock).is_err() {
+        assert!(Instant::now() < deadline, "stale lock {}", lock.display());
+        std::thread::sleep(Duration::from_millis(200));
+        if ready() {
+            return py;
+        }
+    }
+    struct Unlock(PathBuf);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _unlock = Unlock(lock);
+    {
+        if !ready() {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "python3 -m venv failed");
+            let ok = Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(PACKAGES)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install of the OpenTelemetry SDK failed");
+        }
+    }
+    assert!(ready(), "the e2e venv is not usable");
+    py
+}
+
+/// Runs `tests/e2e/clients/otel_send.py` and returns what it reports having sent.
+pub fn otel_send(protocol: &str, endpoint: &str, run: &str) -> serde_json::Value {
+    let script = workspace().join("tests/e2e/clients/otel_send.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(["--protocol", protocol, "--endpoint", endpoint, "--run", run])
+        .output()
+        .expect("run the OpenTelemetry SDK client");
+    assert!(
+        out.status.success(),
+        "SDK client failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+/// Path of a wasm component built by the host's build script.
+pub fn built_wasm(stem: &str) -> PathBuf {
+    Path::new(env!("FERRY_PLUGIN_WASM_DIR")).join(format!("{stem}.wasm"))
+}
+
+/// An OTLP traces request with `n` spans named `{tag}-{i}`; span ids start at `first_id`.
+pub fn traces_request(n: usize, tag: &str, first_id: u64) -> Vec<u8> {
+    use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span};
+    use ferry_proto::trace_service::ExportTraceServiceRequest;
+    use prost::Message;
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: [7u8; 16].to_vec(),
+            span_id: (first_id + i as u64).to_be_bytes().to_vec(),
+            name: format!("{tag}-{i}"),
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 2_000,
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Span names in every traces body the sink accepted.
+pub fn span_names(sink: &Sink) -> Vec<String> {
+    use ferry_proto::trace_service::ExportTraceServiceRequest;
+    use prost::Message;
+    sink.bodies("/v1/traces")
+        .into_iter()
+        .flat_map(|b| ExportTraceServiceRequest::decode(b).unwrap().resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .map(|s| s.name)
+        .collect()
+}
+
+/// `POST /v1/traces` as protobuf.
+pub async fn post_traces(ferry: &Ferry, body: Vec<u8>) -> (u16, HeaderMap, Bytes) {
+    request(
+        "POST",
+        &format!("{}/v1/traces", ferry.http_url()),
+        &[("content-type", "application/x-protobuf")],
+        body,
+    )
+    .await
+}
