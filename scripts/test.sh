@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (host and plugin targets), unit and end-to-end tests.
+# Needs only rustup, cargo and python3; everything else (the wasm32-wasip2 target, the
+# OpenTelemetry Python SDK in target/e2e-venv) is installed here or by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --target wasm32-wasip2 --target-dir target/plugins \
+  -p ferry-sdk -p ferry-plugin-debug -p ferry-plugin-otlp-http -p ferry-example-minimal \
+  -- -D warnings
+cargo test --workspace
