@@ -424,6 +424,13 @@ impl Config {
             if otlp.grpc.is_none() && otlp.http.is_none() {
                 errors.push("receivers.otlp: set `grpc`, `http` or both".into());
             }
+            if otlp.max_request_bytes > self.pipeline.queue_max_bytes {
+                errors.push(format!(
+                    "receivers.otlp.max_request_bytes: {} exceeds pipeline.queue_max_bytes ({}); \
+                     such a request could never be queued",
+                    otlp.max_request_bytes, self.pipeline.queue_max_bytes
+                ));
+            }
             if otlp.grpc.is_some_and(|a| a.port() != 0) && otlp.grpc == otlp.http {
                 errors.push("receivers.otlp: `grpc` and `http` cannot share an address".into());
             }

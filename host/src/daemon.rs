@@ -92,6 +92,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     pipeline.spawn_timers();
+    for signal in Signal::ALL {
+        let l = [("signal", signal.as_str())];
+        let queued = telemetry.gauge(
+            "ferry_queue_bytes",
+            "Bytes held by the signal's queue and open batch.",
+            &l,
+        );
+        telemetry
+            .gauge(
+                "ferry_queue_capacity_bytes",
+                "Byte budget of the signal's queue.",
+                &l,
+            )
+            .set(config.pipeline.queue_max_bytes as i64);
+        let p = pipeline.clone();
+        telemetry.on_render(move || queued.set(p.buffered_bytes(signal) as i64));
+    }
 
     let mut servers = tokio::task::JoinSet::new();
     if let Some(otlp) = &config.receivers.otlp {

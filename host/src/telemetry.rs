@@ -104,10 +104,20 @@ struct Family {
     series: BTreeMap<String, Series>,
 }
 
+/// Refreshes gauges that are read from elsewhere, just before rendering.
+type Refresh = Box<dyn Fn() + Send + Sync>;
+
 /// The daemon's metric registry.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Telemetry {
     families: Mutex<BTreeMap<&'static str, Family>>,
+    refreshers: Mutex<Vec<Refresh>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
 }
 
 fn label_key(labels: &[(&str, &str)]) -> String {
@@ -206,8 +216,20 @@ impl Telemetry {
         )
     }
 
+    /// Runs `f` before every render (for gauges whose value lives elsewhere, such as queue
+    /// sizes, so the hot path never updates them).
+    pub fn on_render(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.refreshers
+            .lock()
+            .expect("telemetry lock")
+            .push(Box::new(f));
+    }
+
     /// Renders every series in the Prometheus text exposition format.
     pub fn render(&self) -> String {
+        for refresh in self.refreshers.lock().expect("telemetry lock").iter() {
+            refresh();
+        }
         let families = self.families.lock().expect("telemetry lock");
         let mut out = String::with_capacity(4096);
         for (name, family) in families.iter() {

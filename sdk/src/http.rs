@@ -162,28 +162,19 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
         .body()
         .map_err(|_| HttpError::Transport("request body already taken".into()))?;
     let pending = outgoing_handler::handle(outgoing, None).map_err(transport)?;
-    {
-        let stream = body
-            .write()
-            .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
-        // wasi:io caps one blocking write at 4096 bytes.
-        for chunk in req.body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| HttpError::Transport(format!("writing request body: {e:?}")))?;
+    match write_body(&body, &req.body) {
+        Ok(()) => OutgoingBody::finish(body, None).map_err(transport)?,
+        Err(write_error) => {
+            // A host that refuses the request (e.g. egress policy) closes the body stream;
+            // the response future holds the actual reason, which matters more than ours.
+            drop(body);
+            return Err(match wait(&pending) {
+                Err(reason) => reason,
+                Ok(_) => write_error,
+            });
         }
     }
-    OutgoingBody::finish(body, None).map_err(transport)?;
-
-    let response = loop {
-        match pending.get() {
-            Some(result) => break result,
-            None => pending.subscribe().block(),
-        }
-    };
-    let response = response
-        .map_err(|_| HttpError::Transport("response already taken".into()))?
-        .map_err(transport)?;
+    let response = wait(&pending)?;
     let status = response.status();
     let headers = response
         .headers()
@@ -218,4 +209,31 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
         headers,
         body: data,
     })
+}
+
+fn write_body(body: &OutgoingBody, data: &[u8]) -> Result<(), HttpError> {
+    let stream = body
+        .write()
+        .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
+    // wasi:io caps one blocking write at 4096 bytes.
+    for chunk in data.chunks(4096) {
+        stream
+            .blocking_write_and_flush(chunk)
+            .map_err(|e| HttpError::Transport(format!("writing request body: {e:?}")))?;
+    }
+    Ok(())
+}
+
+fn wait(
+    pending: &wasip2::http::types::FutureIncomingResponse,
+) -> Result<wasip2::http::types::IncomingResponse, HttpError> {
+    let response = loop {
+        match pending.get() {
+            Some(result) => break result,
+            None => pending.subscribe().block(),
+        }
+    };
+    response
+        .map_err(|_| HttpError::Transport("response already taken".into()))?
+        .map_err(transport)
 }

@@ -95,6 +95,9 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, S
 macro_rules! export {
     ($t:ty) => {
         const _: () = {
+            // On a native target (e.g. `cargo test --workspace`) the component exports are not
+            // emitted: their symbol names are only meaningful to wasm32 component tooling.
+            #[allow(dead_code)]
             struct __FerryPlugin;
 
             ::std::thread_local! {
@@ -136,7 +139,24 @@ macro_rules! export {
                 }
             }
 
+            #[cfg(target_arch = "wasm32")]
             $crate::bindings::__export_exporter_plugin!(__FerryPlugin with_types_in $crate::bindings);
+
+            // Natively nothing calls the guest functions; keep them (and the plugin's code)
+            // alive so a native build type-checks and lints the plugin like the wasm one.
+            #[cfg(not(target_arch = "wasm32"))]
+            #[used]
+            static __FERRY_NATIVE: (
+                fn() -> $crate::Manifest,
+                fn(::std::string::String) -> ::core::result::Result<(), ::std::string::String>,
+                fn($crate::BatchMeta, ::std::vec::Vec<u8>) -> ::core::result::Result<(), $crate::ExportError>,
+                fn(),
+            ) = (
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::describe,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::init,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::export,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::shutdown,
+            );
         };
     };
 }

@@ -34,6 +34,7 @@ async fn backend_503_then_recovery_loses_nothing() {
     let sink = Sink::start(Script {
         first: vec![(503, None), (503, Some("1")), (502, None), (503, None)],
         then: 200,
+        ..Default::default()
     })
     .await;
     let ferry = Ferry::start("503", &config(&sink, ""));
@@ -84,8 +85,8 @@ async fn backend_503_then_recovery_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn backend_400_is_dropped_and_counted_not_retried() {
     let sink = Sink::start(Script {
-        first: vec![],
         then: 400,
+        ..Default::default()
     })
     .await;
     let ferry = Ferry::start("400", &config(&sink, ""));
@@ -124,15 +125,18 @@ async fn backend_400_is_dropped_and_counted_not_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn full_queue_pushes_senders_back_then_drains() {
     let sink = Sink::start(Script {
-        first: vec![],
         then: 503,
+        ..Default::default()
     })
     .await;
     let ferry = Ferry::start(
         "full",
-        &config(&sink, "queue_max_bytes = \"64KiB\"\nbatch_max_items = 1"),
+        &config(&sink, "queue_max_bytes = \"64KiB\"\nbatch_max_items = 1").replace(
+            "http = \"127.0.0.1:0\"",
+            "http = \"127.0.0.1:0\"\nmax_request_bytes = \"32KiB\"",
+        ),
     );
-    // ~5 KB per request: the 64 KiB budget fills within a few dozen requests.
+    // ~2.5 KB per request: the 64 KiB budget fills within a few dozen requests.
     let mut accepted = BTreeSet::new();
     let mut refusal = None;
     for r in 0..200u64 {
@@ -174,10 +178,7 @@ async fn full_queue_pushes_senders_back_then_drains() {
     );
 
     // The backend recovers: everything that was accepted arrives, exactly once.
-    sink.set_script(Script {
-        first: vec![],
-        then: 200,
-    });
+    sink.set_script(Script::default());
     eventually("the backlog drains", async || {
         span_names(&sink).len() >= accepted.len()
     })
@@ -194,4 +195,110 @@ async fn full_queue_pushes_senders_back_then_drains() {
     // And the receiver takes data again.
     let (status, _, _) = post_traces(&ferry, traces_request(1, "after", 5_000_000)).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_partial_success_is_counted_as_rejected() {
+    use ferry_proto::trace_service::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+    use prost::Message;
+    let answer = ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: 2,
+            error_message: "2 spans too old".into(),
+        }),
+    };
+    let sink = Sink::start(Script {
+        ok_body: answer.encode_to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let ferry = Ferry::start("partial", &config(&sink, ""));
+    let (status, _, _) = post_traces(&ferry, traces_request(5, "p", 0)).await;
+    assert_eq!(status, 200);
+    eventually("the partial rejection is counted", async || {
+        ferry
+            .metric(
+                "ferry_exporter_dropped_items_total",
+                &["reason=\"rejected\""],
+            )
+            .await
+            == 2
+    })
+    .await;
+    assert_eq!(
+        ferry.metric("ferry_exporter_sent_items_total", &[]).await,
+        3
+    );
+    assert_eq!(ferry.metric("ferry_exporter_retries_total", &[]).await, 0);
+    assert_eq!(sink.attempts().len(), 1);
+    assert!(ferry.logs().contains("2 spans too old"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_outside_allowed_hosts_are_denied_and_counted() {
+    let sink = Sink::start(Script::default()).await;
+    let ferry = Ferry::start(
+        "egress",
+        &format!(
+            r#"
+            [receivers.otlp]
+            http = "127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            [pipeline]
+            batch_timeout = "20ms"
+            [exporters.fenced]
+            plugin = "otlp-http"
+            signals = ["traces"]
+            allowed_hosts = ["http://127.0.0.1:1"]
+            config = {{ endpoint = "{}" }}
+            "#,
+            sink.url()
+        ),
+    );
+    let (status, _, _) = post_traces(&ferry, traces_request(4, "fenced", 0)).await;
+    assert_eq!(status, 200);
+    eventually("the denied batch is dropped", async || {
+        ferry
+            .metric("ferry_exporter_dropped_items_total", &[])
+            .await
+            == 4
+    })
+    .await;
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_exporter_egress_denied_total",
+                &["exporter=\"fenced\""]
+            )
+            .await,
+        1
+    );
+    assert!(
+        sink.attempts().is_empty(),
+        "nothing may reach a host that was not granted"
+    );
+    assert!(
+        ferry.logs().contains("denied: not in allowed_hosts"),
+        "{}",
+        ferry.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_flushes_open_batches_before_exit() {
+    let sink = Sink::start(Script::default()).await;
+    // Batches would otherwise wait an hour: only the shutdown flush can deliver them.
+    let mut ferry = Ferry::start(
+        "sigterm",
+        &config(&sink, "batch_max_items = 100000")
+            .replace("batch_timeout = \"20ms\"", "batch_timeout = \"1h\""),
+    );
+    let (status, _, _) = post_traces(&ferry, traces_request(4, "late", 0)).await;
+    assert_eq!(status, 200);
+    assert!(span_names(&sink).is_empty());
+    let exit = ferry.terminate();
+    assert!(exit.success(), "clean exit after SIGTERM: {exit}");
+    assert_eq!(span_names(&sink).len(), 4);
+    assert!(ferry.logs().contains("shutting down"));
 }

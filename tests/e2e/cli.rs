@@ -153,3 +153,35 @@ fn unknown_plugin_fails_startup_with_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("plugin \"ghost\" not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_exporter_in_detailed_mode_logs_every_item() {
+    let ferry = Ferry::start(
+        "detailed",
+        r#"
+        [receivers.otlp]
+        http = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
+        [pipeline]
+        batch_timeout = "20ms"
+        [exporters.debug]
+        plugin = "debug"
+        config = { verbosity = "detailed" }
+        "#,
+    );
+    let (status, _, _) = post_traces(&ferry, traces_request(2, "d", 0x10)).await;
+    assert_eq!(status, 200);
+    eventually("one line per span", async || {
+        let logs = ferry.logs();
+        logs.contains("batch signal=traces items=2")
+            && logs.contains("span_id=0000000000000010 parent= name=\"d-0\"")
+            && logs.contains("span_id=0000000000000011 parent= name=\"d-1\"")
+    })
+    .await;
+    assert!(
+        ferry
+            .logs()
+            .contains("trace_id=07070707070707070707070707070707")
+    );
+}

@@ -278,6 +278,8 @@ pub struct Script {
     pub first: Vec<(u16, Option<&'static str>)>,
     /// Status once `first` is used up (0 = 200).
     pub then: u16,
+    /// Body of every 200 answer (empty: a plain OTLP success).
+    pub ok_body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -329,10 +331,11 @@ async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) 
     s.attempts.push((path.clone(), status));
     if status == 200 {
         s.received.push((path, body));
+        let answer = s.script.ok_body.clone();
         return (
             StatusCode::OK,
             [("content-type", "application/x-protobuf")],
-            Vec::<u8>::new(),
+            answer,
         )
             .into_response();
     }

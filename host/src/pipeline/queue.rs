@@ -250,6 +250,48 @@ mod tests {
     }
 
     #[test]
+    fn json_encoding_follows_otlp_json_and_is_computed_once() {
+        use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span};
+        use ferry_proto::trace_service::ExportTraceServiceRequest;
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: vec![0xab; 16],
+                        span_id: vec![0x01; 8],
+                        name: "op".into(),
+                        start_time_unix_nano: 1_700_000_000_000_000_000,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let b = Batch::new(Signal::Traces, 1, Bytes::from(req.encode_to_vec()));
+        let json = b.encoded(Encoding::OtlpJson).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let span = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "abababababababababababababababab");
+        assert_eq!(span["spanId"], "0101010101010101");
+        assert_eq!(span["name"], "op");
+        assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
+        let again = b.encoded(Encoding::OtlpJson).unwrap();
+        assert_eq!(json.as_ptr(), again.as_ptr(), "shared, not re-encoded");
+        assert_eq!(b.encoded(Encoding::OtlpProtobuf).unwrap(), b.payload);
+    }
+
+    #[test]
+    fn undecodable_batch_cannot_become_json() {
+        let b = Batch::new(Signal::Logs, 1, Bytes::from_static(&[0x0a, 0xff]));
+        assert!(
+            b.encoded(Encoding::OtlpJson)
+                .unwrap_err()
+                .contains("does not decode")
+        );
+    }
+
+    #[test]
     fn new_cursor_starts_at_head() {
         let q = MemoryQueue::new(1000);
         q.open_cursor("a");
