@@ -26,7 +26,7 @@ pub async fn load_exporters(
     config: &Config,
     engine: &PluginEngine,
     telemetry: &Telemetry,
-) -> Result<Vec<Arc<PluginExporter>>, crate::config::ConfigErrors> {
+) -> Result<Vec<(String, Arc<PluginExporter>)>, crate::config::ConfigErrors> {
     let sender = HostSender::new(SenderLimits::default());
     let mut exporters = Vec::new();
     let mut errors = Vec::new();
@@ -39,7 +39,7 @@ pub async fn load_exporters(
             }
         };
         match PluginExporter::load(engine, name, &source, ec, sender.clone(), telemetry).await {
-            Ok(e) => exporters.push(Arc::new(e)),
+            Ok(e) => exporters.push((name.clone(), Arc::new(e))),
             Err(e) => errors.push(format!(
                 "exporters.{name} (plugin {} from {}): {e}",
                 source.name, source.origin
@@ -71,20 +71,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pipeline = Pipeline::new(&config.pipeline, &telemetry);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
-    for exporter in &exporters {
+    for (name, exporter) in &exporters {
         for &signal in exporter.signals() {
             pipeline.subscribe(signal);
             let worker = Worker::new(
                 exporter.clone(),
                 pipeline.queue(signal),
                 signal,
-                config.exporters[exporter_name(exporter)].retry.clone(),
+                config.exporters[name].retry.clone(),
                 &telemetry,
             );
             workers.push(tokio::spawn(worker.run(stop_rx.clone())));
         }
         tracing::info!(
-            exporter = exporter_name(exporter),
+            exporter = name.as_str(),
             plugin = %exporter.manifest().name,
             version = %exporter.manifest().version,
             signals = ?exporter.signals().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
@@ -173,15 +173,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "drain deadline passed; undelivered data is lost"
         );
     }
-    for e in &exporters {
+    for (_, e) in &exporters {
         e.shutdown().await;
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn exporter_name(e: &PluginExporter) -> &str {
-    crate::pipeline::router::Export::name(e)
 }
 
 async fn shutdown_signal() {

@@ -263,10 +263,16 @@ fn walk(
         return Err(WireError::TooDeep);
     }
     let mut bad_id: Option<String> = None;
+    // Bit i set = the i-th id field of an item was present.
+    let mut seen_ids = 0u8;
     fields(buf, base, |f| {
         if let Some(ids) = level.item {
-            for &(number, name, len) in ids {
-                if f.number == number && f.wire_type == WIRE_LEN && f.bytes.len() != len {
+            for (i, &(number, name, len)) in ids.iter().enumerate() {
+                if f.number != number {
+                    continue;
+                }
+                seen_ids |= 1 << i;
+                if f.wire_type == WIRE_LEN && f.bytes.len() != len {
                     bad_id.get_or_insert_with(|| {
                         format!(
                             "{}.{name} must be {len} bytes, got {}",
@@ -293,15 +299,11 @@ fn walk(
     if let Some(ids) = level.item {
         out.items = out.items.saturating_add(1);
         // An item with no id at all is as invalid as one with a short id.
-        let missing = ids.iter().find(|&&(number, _, _)| {
-            let mut seen = false;
-            let _ = fields(buf, base, |f| {
-                seen |= f.number == number;
-                Ok(())
-            });
-            !seen
-        });
-        if let Some(&(_, name, len)) = missing {
+        if let Some((_, &(_, name, len))) = ids
+            .iter()
+            .enumerate()
+            .find(|(i, _)| seen_ids & (1 << i) == 0)
+        {
             bad_id.get_or_insert_with(|| {
                 format!("{}.{name} is missing (must be {len} bytes)", level.name)
             });
