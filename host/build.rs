@@ -15,6 +15,7 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
         Some("otlp-http"),
     ),
     ("ferry-example-minimal", "ferry_example_minimal", None),
+    ("ferry-test-hostile", "ferry_test_hostile", None),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

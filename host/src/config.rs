@@ -65,6 +65,51 @@ pub struct Plugins {
     /// Where compiled plugin code is cached; `""` turns the cache off. Default:
     /// `$FERRY_CACHE_DIR`, `$XDG_CACHE_HOME/ferry` or `~/.cache/ferry`.
     pub cache_dir: Option<PathBuf>,
+    /// Limits of the host's HTTP sender, which sends every plugin request.
+    #[serde(default)]
+    pub http: HttpLimits,
+}
+
+/// `[plugins.http]`: limits on plugin HTTP requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// TCP/TLS connect timeout.
+    #[serde(default = "default_connect", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Time until the response head arrives.
+    #[serde(default = "default_first_byte", deserialize_with = "de_duration")]
+    pub first_byte_timeout: Duration,
+    /// Time until the whole response has arrived.
+    #[serde(default = "default_total", deserialize_with = "de_duration")]
+    pub total_timeout: Duration,
+    /// Largest response body handed to a plugin.
+    #[serde(default = "default_response_cap", deserialize_with = "de_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_first_byte() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_total() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_response_cap() -> usize {
+    16 << 20
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connect_timeout: default_connect(),
+            first_byte_timeout: default_first_byte(),
+            total_timeout: default_total(),
+            max_response_bytes: default_response_cap(),
+        }
+    }
 }
 
 impl Plugins {
@@ -152,9 +197,74 @@ pub struct ExporterConfig {
     /// Retry policy for failed exports.
     #[serde(default)]
     pub retry: RetryConfig,
-    /// Wall-clock limit of one `export` call.
+    /// Limit of one `export` (or `init`) call: a CPU deadline (epoch interruption) and a
+    /// wall-clock timeout. An instance that hits it is discarded.
     #[serde(default = "default_call_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Memory cap of one plugin instance.
+    #[serde(default = "default_memory", deserialize_with = "de_bytes")]
+    pub memory: usize,
+    /// Headers the host adds to the plugin's allowed requests; the plugin never sees them.
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, SecretSource>,
+    /// A host directory the plugin may use, visible to it as `/data`. Nothing else of the
+    /// filesystem is.
+    pub granted_dir: Option<PathBuf>,
+    /// When repeated faults stop calls to this exporter for a while.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+fn default_memory() -> usize {
+    64 << 20
+}
+
+/// Where a secret header's value comes from: exactly one of `env` and `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Environment variable holding the value.
+    pub env: Option<String>,
+    /// File holding the value (trailing newline removed).
+    pub file: Option<PathBuf>,
+    /// Put before the value, e.g. `"Bearer "`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Circuit breaker of one exporter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive faults (traps, timeouts, limits) that open the circuit.
+    #[serde(default = "default_threshold")]
+    pub threshold: u32,
+    /// How long the circuit first stays open; doubles on each failed probe.
+    #[serde(default = "default_open_for", deserialize_with = "de_duration")]
+    pub open_for: Duration,
+    /// Longest time the circuit stays open before a probe.
+    #[serde(default = "default_max_open_for", deserialize_with = "de_duration")]
+    pub max_open_for: Duration,
+}
+
+fn default_threshold() -> u32 {
+    5
+}
+fn default_open_for() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_open_for() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            threshold: default_threshold(),
+            open_for: default_open_for(),
+            max_open_for: default_max_open_for(),
+        }
+    }
 }
 
 fn default_call_timeout() -> Duration {
@@ -454,6 +564,31 @@ impl Config {
             if e.retry.initial_interval > e.retry.max_interval {
                 errors.push(format!(
                     "exporters.{name}.retry: initial_interval exceeds max_interval"
+                ));
+            }
+            if e.memory < 1 << 20 {
+                errors.push(format!("exporters.{name}.memory: must be at least 1MiB"));
+            }
+            if e.circuit_breaker.threshold == 0 {
+                errors.push(format!(
+                    "exporters.{name}.circuit_breaker.threshold: must be at least 1"
+                ));
+            }
+            for (header, source) in &e.secret_headers {
+                let key = format!("exporters.{name}.secret_headers.{header}");
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    errors.push(format!("{key}: not a valid header name"));
+                }
+                if source.env.is_some() == source.file.is_some() {
+                    errors.push(format!("{key}: set exactly one of `env` and `file`"));
+                }
+            }
+            if let Some(dir) = &e.granted_dir
+                && !dir.is_dir()
+            {
+                errors.push(format!(
+                    "exporters.{name}.granted_dir: {} is not a directory",
+                    dir.display()
                 ));
             }
             if let Some(hosts) = &e.allowed_hosts {

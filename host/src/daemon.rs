@@ -27,7 +27,13 @@ pub async fn load_exporters(
     engine: &PluginEngine,
     telemetry: &Telemetry,
 ) -> Result<Vec<(String, Arc<PluginExporter>)>, crate::config::ConfigErrors> {
-    let sender = HostSender::new(SenderLimits::default());
+    let http = &config.plugins.http;
+    let sender = HostSender::new(SenderLimits {
+        connect: http.connect_timeout,
+        first_byte: http.first_byte_timeout,
+        total: http.total_timeout,
+        max_response_bytes: http.max_response_bytes,
+    });
     let mut exporters = Vec::new();
     let mut errors = Vec::new();
     for (name, ec) in &config.exporters {

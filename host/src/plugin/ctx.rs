@@ -1,16 +1,17 @@
 //! Per-instance store state (`PluginCtx`) and the host side of the plugin's imports.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
 use super::bindings::ferry::plugin::{host, types};
-use super::policy::AllowedHosts;
+use super::policy::{AllowedHosts, SecretHeaders};
 use super::sender::HostSender;
 use crate::telemetry::Counter;
 
@@ -21,6 +22,8 @@ pub struct Egress {
     pub exporter: Arc<str>,
     /// Destinations it may reach.
     pub allowed: Arc<AllowedHosts>,
+    /// Headers added on the way out.
+    pub secrets: Arc<SecretHeaders>,
     /// The pooled sender.
     pub sender: HostSender,
     /// Refused requests.
@@ -30,7 +33,7 @@ pub struct Egress {
 impl WasiHttpHooks for Egress {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<
@@ -54,6 +57,7 @@ impl WasiHttpHooks for Egress {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        self.secrets.apply(request.headers_mut());
         let sender = self.sender.clone();
         Box::new(async move {
             let response = sender.send(request, options).await?;
@@ -62,6 +66,9 @@ impl WasiHttpHooks for Egress {
         })
     }
 }
+
+/// Where a granted directory appears inside the plugin.
+pub const GRANTED_DIR: &str = "/data";
 
 /// The state of one plugin instance's store.
 pub struct PluginCtx {
@@ -76,16 +83,25 @@ pub struct PluginCtx {
 }
 
 impl PluginCtx {
-    /// A sandboxed context: no files, no environment, no args, no sockets; stdout discarded.
-    pub fn new(egress: Egress, memory_bytes: usize) -> Self {
+    /// A sandboxed context: no environment, no args, no sockets, stdout discarded, and no
+    /// files except `granted_dir` (as `/data`) when the config grants one.
+    pub fn new(
+        egress: Egress,
+        memory_bytes: usize,
+        granted_dir: Option<&Path>,
+    ) -> wasmtime::Result<Self> {
         let stderr = MemoryOutputPipe::new(16 << 10);
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        builder
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        PluginCtx {
+            .allow_ip_name_lookup(false);
+        if let Some(dir) = granted_dir {
+            builder.preopened_dir(dir, GRANTED_DIR, FsPerms::ReadWrite)?;
+        }
+        let wasi = builder.build();
+        Ok(PluginCtx {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
@@ -95,7 +111,7 @@ impl PluginCtx {
                 .trap_on_grow_failure(true)
                 .build(),
             stderr,
-        }
+        })
     }
 
     /// The guest's stderr so far, as text.

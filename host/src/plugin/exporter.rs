@@ -1,6 +1,7 @@
 //! An exporter: a plugin component, pre-instantiated, with a small pool of initialised
 //! instances, called under the sandbox's limits.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use wasmtime::Store;
 
 use super::bindings::ferry::plugin::types as wit;
 use super::bindings::{ExporterPlugin, ExporterPluginPre};
+use super::breaker::Breaker;
 use super::ctx::{Egress, PluginCtx};
 use super::engine::{EPOCH_TICK, EngineError, PluginEngine};
-use super::policy::AllowedHosts;
+use super::policy::{AllowedHosts, SecretHeaders};
 use super::registry::PluginSource;
 use super::sender::HostSender;
 use crate::config::ExporterConfig;
@@ -43,6 +45,14 @@ pub enum LoadError {
         error: wasmtime::Error,
         /// What the guest printed to stderr, if anything.
         stderr: String,
+    },
+    /// A call did not finish within the exporter's timeout.
+    #[error("plugin did not finish {during} within {limit:?}")]
+    Timeout {
+        /// Which call.
+        during: &'static str,
+        /// The limit.
+        limit: Duration,
     },
     /// `init` refused the configuration.
     #[error("plugin rejected its config: {0}")]
@@ -117,12 +127,33 @@ struct Instance {
     plugin: ExporterPlugin,
 }
 
+/// What every instance of one exporter is confined to.
+#[derive(Debug, Clone)]
+pub struct InstanceLimits {
+    /// Memory cap.
+    pub memory: usize,
+    /// CPU deadline and wall-clock timeout of one call.
+    pub timeout: Duration,
+    /// The only directory the plugin may open, if any.
+    pub granted_dir: Option<PathBuf>,
+}
+
+impl Default for InstanceLimits {
+    fn default() -> Self {
+        InstanceLimits {
+            memory: DEFAULT_MEMORY,
+            timeout: Duration::from_secs(10),
+            granted_dir: None,
+        }
+    }
+}
+
 /// Shared by every instance of one exporter.
 struct Shared {
     name: String,
     pre: ExporterPluginPre<PluginCtx>,
     egress: Egress,
-    memory: usize,
+    limits: InstanceLimits,
     config_json: String,
 }
 
@@ -132,6 +163,7 @@ impl Shared {
         name: &str,
         source: &PluginSource,
         egress: Egress,
+        limits: InstanceLimits,
         config_json: String,
     ) -> Result<Shared, LoadError> {
         let component = engine.compile(&source.wasm)?;
@@ -144,7 +176,7 @@ impl Shared {
             name: name.to_string(),
             pre,
             egress,
-            memory: DEFAULT_MEMORY,
+            limits,
             config_json,
         })
     }
@@ -167,13 +199,16 @@ impl Shared {
 
     /// A fresh, uninitialised instance.
     async fn instantiate(&self) -> Result<Instance, LoadError> {
-        let mut store = Store::new(
-            self.pre.engine(),
-            PluginCtx::new(self.egress.clone(), self.memory),
-        );
+        let ctx = PluginCtx::new(
+            self.egress.clone(),
+            self.limits.memory,
+            self.limits.granted_dir.as_deref(),
+        )
+        .map_err(|e| LoadError::Policy(format!("granted_dir: {e:#}")))?;
+        let mut store = Store::new(self.pre.engine(), ctx);
         store.limiter(|c| &mut c.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(Duration::from_secs(10)));
+        store.set_epoch_deadline(ticks(self.limits.timeout));
         let plugin = self
             .pre
             .instantiate_async(&mut store)
@@ -187,20 +222,25 @@ impl Shared {
     }
 
     async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
-        inst.store
-            .set_epoch_deadline(ticks(Duration::from_secs(10)));
-        let r = inst
-            .plugin
-            .ferry_plugin_exporter()
-            .call_init(&mut inst.store, &self.config_json)
-            .await;
+        inst.store.set_epoch_deadline(ticks(self.limits.timeout));
+        let r = tokio::time::timeout(
+            self.limits.timeout,
+            inst.plugin
+                .ferry_plugin_exporter()
+                .call_init(&mut inst.store, &self.config_json),
+        )
+        .await;
         match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(LoadError::Config(msg)),
-            Err(error) => Err(LoadError::Trap {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(msg))) => Err(LoadError::Config(msg)),
+            Ok(Err(error)) => Err(LoadError::Trap {
                 during: "init",
                 error,
                 stderr: stderr_suffix(&inst.store),
+            }),
+            Err(_) => Err(LoadError::Timeout {
+                during: "init",
+                limit: self.limits.timeout,
             }),
         }
     }
@@ -224,10 +264,12 @@ pub async fn describe(engine: &PluginEngine, source: &PluginSource) -> Result<Ma
     let egress = Egress {
         exporter: source.name.as_str().into(),
         allowed: Arc::new(AllowedHosts::default()),
+        secrets: Arc::new(SecretHeaders::default()),
         sender: HostSender::new(Default::default()),
         denied: Counter::default(),
     };
-    let shared = Shared::new(engine, &source.name, source, egress, "{}".into())?;
+    let limits = InstanceLimits::default();
+    let shared = Shared::new(engine, &source.name, source, egress, limits, "{}".into())?;
     let mut inst = shared.instantiate().await?;
     shared.describe(&mut inst).await
 }
@@ -237,11 +279,11 @@ pub struct PluginExporter {
     shared: Shared,
     manifest: Manifest,
     signals: Vec<Signal>,
-    timeout: Duration,
     pool: Mutex<Vec<Instance>>,
     latency: Histogram,
     faults: Counter,
     instances: Counter,
+    breaker: Breaker,
 }
 
 impl PluginExporter {
@@ -257,9 +299,11 @@ impl PluginExporter {
     ) -> Result<PluginExporter, LoadError> {
         let allowed = AllowedHosts::from_config(config.allowed_hosts.as_deref(), &config.config)
             .map_err(LoadError::Policy)?;
+        let secrets = SecretHeaders::resolve(&config.secret_headers).map_err(LoadError::Policy)?;
         let egress = Egress {
             exporter: name.into(),
             allowed: Arc::new(allowed),
+            secrets: Arc::new(secrets),
             sender,
             denied: telemetry.counter(
                 "ferry_exporter_egress_denied_total",
@@ -269,7 +313,12 @@ impl PluginExporter {
         };
         let config_json =
             serde_json::to_string(&config.config).map_err(|e| LoadError::Json(e.to_string()))?;
-        let shared = Shared::new(engine, name, source, egress, config_json)?;
+        let limits = InstanceLimits {
+            memory: config.memory,
+            timeout: config.timeout,
+            granted_dir: config.granted_dir.clone(),
+        };
+        let shared = Shared::new(engine, name, source, egress, limits, config_json)?;
         let mut first = shared.instantiate().await?;
         let manifest = shared.describe(&mut first).await?;
         let labels = [("exporter", name)];
@@ -293,30 +342,49 @@ impl PluginExporter {
                 wanted.clone()
             }
         };
-        shared.init(&mut first).await?;
         let instances = telemetry.counter(
             "ferry_exporter_instances_created_total",
             "Plugin instances created (a fault replaces its instance).",
             &labels,
         );
-        instances.inc();
+        let faults = telemetry.counter(
+            "ferry_exporter_faults_total",
+            "Plugin instances discarded after a trap, timeout or limit.",
+            &labels,
+        );
+        let breaker = Breaker::new(name, &config.circuit_breaker, telemetry);
+        let mut pool = Vec::new();
+        match shared.init(&mut first).await {
+            Ok(()) => {
+                instances.inc();
+                pool.push(first);
+            }
+            // The plugin refused its config: that is the user's to fix before starting.
+            Err(e @ LoadError::Config(_)) => return Err(e),
+            // A plugin that traps or hangs in `init` is faulty, not misconfigured: the daemon
+            // and every other exporter run; this one retries under its circuit breaker.
+            Err(fault) => {
+                faults.inc();
+                breaker.fault();
+                tracing::error!(
+                    exporter = name,
+                    "{fault}; the exporter starts without an instance and retries later"
+                );
+            }
+        }
         Ok(PluginExporter {
             shared,
             manifest,
             signals,
-            timeout: config.timeout,
-            pool: Mutex::new(vec![first]),
+            pool: Mutex::new(pool),
             latency: telemetry.histogram(
                 "ferry_exporter_call_duration_seconds",
                 "Duration of plugin export calls.",
                 &labels,
             ),
-            faults: telemetry.counter(
-                "ferry_exporter_faults_total",
-                "Plugin instances discarded after a trap, timeout or limit.",
-                &labels,
-            ),
+            faults,
             instances,
+            breaker,
         })
     }
 
@@ -362,16 +430,30 @@ impl PluginExporter {
     }
 
     async fn call(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> Outcome {
+        self.breaker.ready().await;
+        let outcome = self.attempt(signal, items, attempt, payload).await;
+        match &outcome {
+            Outcome::Fault(_) => {
+                self.faults.inc();
+                self.breaker.fault();
+            }
+            _ => self.breaker.success(),
+        }
+        outcome
+    }
+
+    async fn attempt(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> Outcome {
         let name = &self.shared.name;
+        let timeout = self.shared.limits.timeout;
         let mut inst = match self.checkout().await {
             Ok(i) => i,
             Err(e) => {
-                self.faults.inc();
-                tracing::error!(exporter = name, "cannot create a plugin instance: {e}");
-                return Outcome::Fault(format!("cannot create a plugin instance: {e}"));
+                let msg = format!("cannot create a plugin instance: {e}");
+                tracing::error!(exporter = name, "{msg}");
+                return Outcome::Fault(msg);
             }
         };
-        inst.store.set_epoch_deadline(ticks(self.timeout));
+        inst.store.set_epoch_deadline(ticks(timeout));
         let meta = wit::BatchMeta {
             signal: signal.into(),
             items,
@@ -379,7 +461,7 @@ impl PluginExporter {
         };
         let started = Instant::now();
         let result = tokio::time::timeout(
-            self.timeout,
+            timeout,
             inst.plugin
                 .ferry_plugin_exporter()
                 .call_export(&mut inst.store, meta, &payload),
@@ -391,14 +473,12 @@ impl PluginExporter {
             Ok(Err(trap)) => {
                 // A trapped instance must never be entered again: drop it, the next call
                 // builds a fresh one from the InstancePre.
-                self.faults.inc();
                 let msg = format!("plugin trapped: {trap:#}{}", stderr_suffix(&inst.store));
                 tracing::error!(exporter = name, "{msg}; instance discarded");
                 return Outcome::Fault(msg);
             }
             Err(_) => {
-                self.faults.inc();
-                let msg = format!("export call exceeded its {:?} timeout", self.timeout);
+                let msg = format!("export call exceeded its {timeout:?} timeout");
                 tracing::error!(exporter = name, "{msg}; instance discarded");
                 return Outcome::Fault(msg);
             }

@@ -5,6 +5,7 @@
 //! `exporter` pre-instantiates a plugin and calls it under the sandbox's limits.
 
 pub mod bindings;
+pub mod breaker;
 pub mod ctx;
 pub mod engine;
 pub mod exporter;

@@ -176,3 +176,60 @@ mod tests {
         assert!(!none.permits(&uri("http://127.0.0.1:1/")));
     }
 }
+
+/// Headers the host adds to a plugin's outgoing requests; resolved once at load, from the
+/// environment or files, so the plugin never sees them.
+#[derive(Clone, Default)]
+pub struct SecretHeaders(Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl std::fmt::Debug for SecretHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values never reach a log.
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl SecretHeaders {
+    /// Resolves every source; the error names the header and what is missing, never a value.
+    pub fn resolve(
+        sources: &std::collections::BTreeMap<String, crate::config::SecretSource>,
+    ) -> Result<SecretHeaders, String> {
+        let mut out = Vec::new();
+        for (name, src) in sources {
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("secret_headers.{name}: not a valid header name"))?;
+            let raw = match (&src.env, &src.file) {
+                (Some(var), None) => std::env::var(var).map_err(|_| {
+                    format!("secret_headers.{name}: environment variable {var} is not set")
+                })?,
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        format!("secret_headers.{name}: cannot read {}: {e}", path.display())
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                _ => {
+                    return Err(format!(
+                        "secret_headers.{name}: set exactly one of `env` and `file`"
+                    ));
+                }
+            };
+            let mut value =
+                http::HeaderValue::from_str(&format!("{}{raw}", src.prefix)).map_err(|_| {
+                    format!("secret_headers.{name}: the value is not a valid header value")
+                })?;
+            value.set_sensitive(true);
+            out.push((header, value));
+        }
+        Ok(SecretHeaders(out))
+    }
+
+    /// Sets every secret header on `headers`, replacing whatever the plugin put there.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for (k, v) in &self.0 {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+}
