@@ -58,21 +58,27 @@ impl Ferry {
     /// Starts `ferry run --config` with `toml` (use port 0 everywhere; the bound addresses are
     /// read back from the log).
     pub fn start(name: &str, toml: &str) -> Ferry {
+        Self::start_with_env(name, toml, &[])
+    }
+
+    /// Like [`Ferry::start`], with extra environment variables for the daemon.
+    pub fn start_with_env(name: &str, toml: &str, env: &[(&str, &str)]) -> Ferry {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
         std::fs::write(&path, toml).unwrap();
-        Self::spawn(name, &["run", "--config", path.to_str().unwrap()], dir)
+        Self::spawn(name, &["run", "--config", path.to_str().unwrap()], env, dir)
     }
 
     /// Starts `ferry run` on its embedded default config.
     pub fn start_default() -> Ferry {
-        Self::spawn("default", &["run"], tempfile::tempdir().unwrap())
+        Self::spawn("default", &["run"], &[], tempfile::tempdir().unwrap())
     }
 
-    fn spawn(name: &str, args: &[&str], dir: tempfile::TempDir) -> Ferry {
+    fn spawn(name: &str, args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Ferry {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(args)
             .env("FERRY_LOG", "info")
+            .envs(env.iter().copied())
             .env(
                 "FERRY_CACHE_DIR",
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache"),
@@ -280,11 +286,15 @@ pub struct Script {
     pub then: u16,
     /// Body of every 200 answer (empty: a plain OTLP success).
     pub ok_body: Vec<u8>,
+    /// `Location` of every 3xx answer.
+    pub redirect_to: String,
+    /// Wait this long before answering.
+    pub delay: Duration,
 }
 
 #[derive(Default)]
 struct SinkState {
-    received: Vec<(String, Bytes)>,
+    received: Vec<(String, HeaderMap, Bytes)>,
     attempts: Vec<(String, u16)>,
     script: Script,
 }
@@ -298,6 +308,7 @@ pub struct Sink {
 
 async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
     let gzip = req
         .headers()
         .get("content-encoding")
@@ -305,6 +316,8 @@ async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) 
     let body = axum::body::to_bytes(req.into_body(), 256 << 20)
         .await
         .unwrap();
+    let delay = state.lock().unwrap().script.delay;
+    tokio::time::sleep(delay).await;
     let body = if gzip {
         use std::io::Read;
         let mut out = Vec::new();
@@ -330,7 +343,7 @@ async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) 
     };
     s.attempts.push((path.clone(), status));
     if status == 200 {
-        s.received.push((path, body));
+        s.received.push((path, headers, body));
         let answer = s.script.ok_body.clone();
         return (
             StatusCode::OK,
@@ -343,6 +356,10 @@ async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) 
     if let Some(ra) = retry_after {
         resp.headers_mut()
             .insert("retry-after", ra.parse().unwrap());
+    }
+    if (300..400).contains(&status) {
+        resp.headers_mut()
+            .insert("location", s.script.redirect_to.parse().unwrap());
     }
     resp
 }
@@ -378,9 +395,15 @@ impl Sink {
         let s = self.state.lock().unwrap();
         s.received
             .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, b)| b.clone())
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, _, b)| b.clone())
             .collect()
+    }
+
+    /// Request headers of every accepted request, any path.
+    pub fn headers(&self) -> Vec<HeaderMap> {
+        let s = self.state.lock().unwrap();
+        s.received.iter().map(|(_, h, _)| h.clone()).collect()
     }
 
     /// Every request seen, accepted or not: (path, status answered).

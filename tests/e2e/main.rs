@@ -6,3 +6,4 @@ mod backend;
 mod cli;
 mod ingest_errors;
 mod otel_sdk;
+mod sandbox;

@@ -185,3 +185,51 @@ impl PluginEngine {
         unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(EngineError::Compile)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn caches_compiled_code_and_survives_a_corrupt_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PluginEngine::builder()
+            .cache_dir(Some(dir.path().to_path_buf()))
+            .build()
+            .unwrap();
+        engine.compile(EMPTY_COMPONENT).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            name.ends_with(".cwasm") && name.contains("wasmtime48.0.8"),
+            "{name}"
+        );
+
+        // A second engine loads it; a corrupted entry is replaced, not trusted.
+        std::fs::write(&files[0], b"garbage").unwrap();
+        let again = PluginEngine::builder()
+            .cache_dir(Some(dir.path().to_path_buf()))
+            .build()
+            .unwrap();
+        again.compile(EMPTY_COMPONENT).unwrap();
+        assert_ne!(std::fs::read(&files[0]).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_component() {
+        let engine = PluginEngine::builder().build().unwrap();
+        let err = engine.compile(b"definitely not wasm").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a valid WebAssembly component"),
+            "{err}"
+        );
+    }
+}

@@ -37,7 +37,7 @@ pub enum LoadError {
     #[error("plugin does not fit the ferry:plugin@0.1.0 exporter-plugin world: {0:#}")]
     Contract(wasmtime::Error),
     /// `describe` or `init` trapped.
-    #[error("plugin trapped during {during}: {error:#}{stderr}")]
+    #[error("plugin trapped during {during}: {}{stderr}", trap_reason("-", error))]
     Trap {
         /// Which call.
         during: &'static str,
@@ -250,13 +250,37 @@ fn ticks(d: Duration) -> u64 {
     (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
+/// What the guest printed to stderr, folded onto one line and bounded, for a log message.
 fn stderr_suffix(store: &Store<PluginCtx>) -> String {
     let text = store.data().stderr_text();
     if text.is_empty() {
-        String::new()
-    } else {
-        format!(" (plugin stderr: {text})")
+        return String::new();
     }
+    let folded: String = text.lines().collect::<Vec<_>>().join(" | ");
+    let bounded: String = folded.chars().take(1024).collect();
+    format!(" (plugin stderr: {bounded})")
+}
+
+/// A trap's reason on one line (the trap code, or the root cause such as a memory limit);
+/// the full chain with the wasm backtrace goes to the debug log.
+fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
+    tracing::debug!(exporter, "plugin trap in full: {e:?}");
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => {
+            let root = e.root_cause().to_string();
+            let trap = trap.to_string();
+            if root == trap {
+                trap
+            } else {
+                format!("{trap}: {root}")
+            }
+        }
+        None => e.root_cause().to_string(),
+    }
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_string()
 }
 
 /// Reads a plugin's manifest without initialising it (its egress is denied).
@@ -473,7 +497,11 @@ impl PluginExporter {
             Ok(Err(trap)) => {
                 // A trapped instance must never be entered again: drop it, the next call
                 // builds a fresh one from the InstancePre.
-                let msg = format!("plugin trapped: {trap:#}{}", stderr_suffix(&inst.store));
+                let msg = format!(
+                    "plugin trapped: {}{}",
+                    trap_reason(name, &trap),
+                    stderr_suffix(&inst.store)
+                );
                 tracing::error!(exporter = name, "{msg}; instance discarded");
                 return Outcome::Fault(msg);
             }
