@@ -163,6 +163,59 @@ mod tests {
     }
 
     #[test]
+    fn secrets_come_from_files_or_the_environment_and_stay_out_of_debug_output() {
+        use crate::config::SecretSource;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "file-secret\n").unwrap();
+        let sources = std::collections::BTreeMap::from([
+            (
+                "x-api-key".to_string(),
+                SecretSource {
+                    env: None,
+                    file: Some(file),
+                    prefix: String::new(),
+                },
+            ),
+            (
+                "authorization".to_string(),
+                SecretSource {
+                    env: Some("PATH".into()),
+                    file: None,
+                    prefix: "Bearer ".into(),
+                },
+            ),
+        ]);
+        let secrets = SecretHeaders::resolve(&sources).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-api-key", "the plugin's own".parse().unwrap());
+        secrets.apply(&mut headers);
+        assert_eq!(headers["x-api-key"], "file-secret", "the host's value wins");
+        assert!(
+            headers["authorization"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer /")
+        );
+        assert!(headers["x-api-key"].is_sensitive());
+        assert!(!format!("{secrets:?}").contains("file-secret"));
+
+        let missing = std::collections::BTreeMap::from([(
+            "authorization".to_string(),
+            SecretSource {
+                env: Some("FERRY_SURELY_UNSET_VARIABLE".into()),
+                file: None,
+                prefix: String::new(),
+            },
+        )]);
+        let err = SecretHeaders::resolve(&missing).unwrap_err();
+        assert!(
+            err.contains("FERRY_SURELY_UNSET_VARIABLE is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn defaults_to_endpoint_hosts() {
         let cfg: toml::Table = toml::from_str(
             "endpoint = \"http://127.0.0.1:14318\"\nlogs_endpoint = \"https://logs.example.com/v1/logs\"",
