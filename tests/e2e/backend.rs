@@ -5,19 +5,13 @@ use std::collections::BTreeSet;
 use ferry_proto::grpc_path;
 
 use crate::harness::{
-    Ferry, Script, Sink, eventually, grpc_unary, post_traces, span_names, traces_request,
+    Ferry, PREAMBLE, Script, Sink, eventually, grpc_unary, post_traces, span_names, traces_request,
 };
 
 fn config(sink: &Sink, extra: &str) -> String {
     format!(
         r#"
-        [receivers.otlp]
-        grpc = "127.0.0.1:0"
-        http = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [pipeline]
-        batch_timeout = "20ms"
+        {PREAMBLE}
         {extra}
         [exporters.backend]
         plugin = "otlp-http"
@@ -241,12 +235,7 @@ async fn requests_outside_allowed_hosts_are_denied_and_counted() {
         "egress",
         &format!(
             r#"
-            [receivers.otlp]
-            http = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            [pipeline]
-            batch_timeout = "20ms"
+            {PREAMBLE}
             [exporters.fenced]
             plugin = "otlp-http"
             signals = ["traces"]

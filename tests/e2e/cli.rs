@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Ferry, built_wasm, eventually, post_traces, traces_request};
+use crate::harness::{Ferry, PREAMBLE, built_wasm, eventually, post_traces, traces_request};
 
 fn ferry(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -117,14 +117,9 @@ async fn example_plugin_from_a_directory_builds_lists_and_runs() {
         "minimal",
         &format!(
             r#"
-            [receivers.otlp]
-            http = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
+            {PREAMBLE}
             [plugins]
             dir = "{}"
-            [pipeline]
-            batch_timeout = "20ms"
             [exporters.mini]
             plugin = "minimal"
             "#,
@@ -158,17 +153,14 @@ fn unknown_plugin_fails_startup_with_a_clear_error() {
 async fn debug_exporter_in_detailed_mode_logs_every_item() {
     let ferry = Ferry::start(
         "detailed",
-        r#"
-        [receivers.otlp]
-        http = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [pipeline]
-        batch_timeout = "20ms"
-        [exporters.debug]
-        plugin = "debug"
-        config = { verbosity = "detailed" }
-        "#,
+        &format!(
+            r#"
+            {PREAMBLE}
+            [exporters.debug]
+            plugin = "debug"
+            config = {{ verbosity = "detailed" }}
+            "#
+        ),
     );
     let (status, _, _) = post_traces(&ferry, traces_request(2, "d", 0x10)).await;
     assert_eq!(status, 200);

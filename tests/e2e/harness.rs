@@ -19,6 +19,19 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// The usual start of a test config: both OTLP receivers and the admin endpoint on free
+/// loopback ports (read back from the log), and quick batches. Ends inside `[pipeline]`, so
+/// pipeline keys may follow.
+pub const PREAMBLE: &str = r#"
+[receivers.otlp]
+grpc = "127.0.0.1:0"
+http = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[pipeline]
+batch_timeout = "20ms"
+"#;
+
 /// Liveness bound for anything a test waits on (never a performance threshold).
 pub const PATIENCE: Duration = Duration::from_secs(60);
 

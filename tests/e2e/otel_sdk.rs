@@ -12,7 +12,7 @@ use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::harness::{Ferry, Script, Sink, eventually, otel_send};
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, otel_send};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -220,13 +220,7 @@ async fn sdk_over_grpc_and_http_through_two_ferries_arrives_intact() {
         "B",
         &format!(
             r#"
-            [receivers.otlp]
-            grpc = "127.0.0.1:0"
-            http = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            [pipeline]
-            batch_timeout = "50ms"
+            {PREAMBLE}
             [exporters.capture]
             plugin = "otlp-http"
             config = {{ endpoint = "{}" }}
@@ -238,13 +232,7 @@ async fn sdk_over_grpc_and_http_through_two_ferries_arrives_intact() {
         "A",
         &format!(
             r#"
-            [receivers.otlp]
-            grpc = "127.0.0.1:0"
-            http = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            [pipeline]
-            batch_timeout = "50ms"
+            {PREAMBLE}
             [exporters.upstream]
             plugin = "otlp-http"
             signals = ["traces", "metrics", "logs"]

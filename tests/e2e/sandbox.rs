@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::harness::{
-    Ferry, Script, Sink, built_wasm, eventually, post_traces, span_names, traces_request,
+    Ferry, PREAMBLE, Script, Sink, built_wasm, eventually, post_traces, span_names, traces_request,
 };
 
 struct Setup {
@@ -46,12 +46,7 @@ async fn setup_with(name: &str, hostile_exporters: &str, env: &[(&str, &str)]) -
     let plugins = plugin_dir();
     let toml = format!(
         r#"
-        [receivers.otlp]
-        http = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [pipeline]
-        batch_timeout = "20ms"
+        {PREAMBLE}
         [plugins]
         dir = "{}"
         [exporters.good]
@@ -531,12 +526,7 @@ async fn host_sender_caps_responses_and_times_out_slow_backends() {
     };
     let toml = format!(
         r#"
-        [receivers.otlp]
-        http = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [pipeline]
-        batch_timeout = "20ms"
+        {PREAMBLE}
         [plugins]
         dir = "{}"
         http = {{ first_byte_timeout = "300ms", max_response_bytes = "4KiB" }}
@@ -589,12 +579,7 @@ async fn precompiled_files_in_the_plugin_directory_are_never_loaded() {
     let good = Sink::start(Script::default()).await;
     let toml = format!(
         r#"
-        [receivers.otlp]
-        http = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [pipeline]
-        batch_timeout = "20ms"
+        {PREAMBLE}
         [plugins]
         dir = "{}"
         [exporters.good]
