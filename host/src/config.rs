@@ -37,6 +37,19 @@ pub struct Config {
 pub struct Receivers {
     /// `[receivers.otlp]`.
     pub otlp: Option<OtlpReceiverConfig>,
+    /// `[receivers.zipkin]`.
+    pub zipkin: Option<ZipkinReceiverConfig>,
+}
+
+/// `[receivers.zipkin]`: Zipkin v1/v2 over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZipkinReceiverConfig {
+    /// Listen address (Zipkin's usual port is 9411).
+    pub http: SocketAddr,
+    /// Largest request accepted, after decompression.
+    #[serde(default = "default_max_request", deserialize_with = "de_bytes")]
+    pub max_request_bytes: usize,
 }
 
 /// `[receivers.otlp]`.
@@ -529,6 +542,19 @@ impl Config {
                 "admin.listen: {:?} is not an address like 127.0.0.1:8888",
                 self.admin.listen
             ));
+        }
+        if let Some(z) = &self.receivers.zipkin {
+            if !cfg!(feature = "zipkin") {
+                errors.push(
+                    "receivers.zipkin: this ferry was built without the zipkin receiver".into(),
+                );
+            }
+            if z.max_request_bytes > self.pipeline.queue_max_bytes {
+                errors.push(format!(
+                    "receivers.zipkin.max_request_bytes: {} exceeds pipeline.queue_max_bytes ({})",
+                    z.max_request_bytes, self.pipeline.queue_max_bytes
+                ));
+            }
         }
         if let Some(otlp) = &self.receivers.otlp {
             if otlp.grpc.is_none() && otlp.http.is_none() {

@@ -141,6 +141,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             servers.spawn(otlp_http::serve(l, ingest));
         }
     }
+    #[cfg(feature = "zipkin")]
+    if let Some(z) = &config.receivers.zipkin {
+        let l = bind("Zipkin", z.http).await?;
+        tracing::info!(receiver = "zipkin", addr = %l.local_addr()?, "listening");
+        let ingest = Ingest::new("zipkin", pipeline.clone(), &telemetry, z.max_request_bytes);
+        servers.spawn(crate::receiver::zipkin::serve(l, ingest));
+    }
     if !config.admin.listen.is_empty() {
         let addr: SocketAddr = config.admin.listen.parse()?;
         let l = bind("the admin endpoint", addr).await?;

@@ -1,7 +1,6 @@
 //! OTLP/HTTP receiver (default `127.0.0.1:4318`): `POST /v1/traces|metrics|logs` in
 //! `application/x-protobuf` or `application/json`, optionally gzip-compressed.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
@@ -82,55 +81,14 @@ fn invalid(signal: Signal, message: impl Into<String>) -> IngestError {
     }
 }
 
-/// Reads the body (bounded), gunzips it if asked (bounded), and turns JSON into protobuf.
+/// Reads the body (bounded, gunzipped if asked) and turns JSON into protobuf.
 async fn read_body(
     ingest: &Ingest,
     signal: Signal,
     format: Format,
     req: Request,
 ) -> Result<Bytes, IngestError> {
-    let limit = ingest.max_request_bytes;
-    let encoding = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    let raw = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                IngestError::TooLarge {
-                    size: limit + 1,
-                    limit,
-                }
-            } else {
-                invalid(signal, format!("cannot read body: {e}"))
-            }
-        })?;
-    let body = match encoding.as_deref() {
-        None | Some("identity") | Some("") => raw,
-        Some("gzip") | Some("x-gzip") => {
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| invalid(signal, format!("gzip body does not decompress: {e}")))?;
-            if out.len() > limit {
-                return Err(IngestError::TooLarge {
-                    size: out.len(),
-                    limit,
-                });
-            }
-            out.into()
-        }
-        Some(other) => {
-            return Err(invalid(
-                signal,
-                format!("unsupported Content-Encoding {other:?} (use gzip or none)"),
-            ));
-        }
-    };
+    let body = super::read_http_body(ingest.max_request_bytes, signal, req).await?;
     match format {
         Format::Protobuf => Ok(body),
         Format::Json => json_to_protobuf(signal, &body),
