@@ -130,21 +130,27 @@ impl Ferry {
                 );
             }
         }
-        let find = |receiver: &str| -> Option<SocketAddr> {
-            let needle = format!("receiver=\"{receiver}\" addr=");
-            logs.lock().unwrap().iter().find_map(|l| {
-                let rest = &l[l.find(&needle)? + needle.len()..];
-                rest.split_whitespace().next()?.parse().ok()
-            })
-        };
-        Ferry {
-            grpc: find("otlp_grpc"),
-            http: find("otlp_http"),
-            admin: find("admin"),
+        let mut ferry = Ferry {
+            grpc: None,
+            http: None,
+            admin: None,
             child,
             logs,
             _dir: dir,
-        }
+        };
+        ferry.grpc = ferry.receiver_addr("otlp_grpc");
+        ferry.http = ferry.receiver_addr("otlp_http");
+        ferry.admin = ferry.receiver_addr("admin");
+        ferry
+    }
+
+    /// The address `receiver` (e.g. `zipkin`) bound, as the daemon logged it.
+    pub fn receiver_addr(&self, receiver: &str) -> Option<SocketAddr> {
+        let needle = format!("receiver=\"{receiver}\" addr=");
+        self.logs.lock().unwrap().iter().find_map(|l| {
+            let rest = &l[l.find(&needle)? + needle.len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
     }
 
     /// Everything the daemon logged so far.
@@ -428,19 +434,24 @@ impl Sink {
 /// The Python interpreter of a venv with the OpenTelemetry SDK and OTLP exporters, created on
 /// first use (pinned versions, from PyPI).
 pub fn python() -> PathBuf {
-    const PACKAGES: &[&str] = &[
-        "opentelemetry-sdk==1.45.2",
-        "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
-        "opentelemetry-exporter-otlp-proto-http==1.45.2",
-    ];
+    python_with(
+        &[
+            "opentelemetry-sdk==1.45.2",
+            "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
+            "opentelemetry-exporter-otlp-proto-http==1.45.2",
+        ],
+        "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
+    )
+}
+
+/// The Python interpreter of the shared e2e venv, with `packages` installed (from PyPI) unless
+/// `import_check` already succeeds.
+pub fn python_with(packages: &[&str], import_check: &str) -> PathBuf {
     let venv = workspace().join("target").join("e2e-venv");
     let py = venv.join("bin").join("python");
     let ready = || {
         Command::new(&py)
-            .args([
-                "-c",
-                "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
-            ])
+            .args(["-c", import_check])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -467,18 +478,20 @@ pub fn python() -> PathBuf {
     let _unlock = Unlock(lock);
     {
         if !ready() {
-            let ok = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "python3 -m venv failed");
+            if !py.exists() {
+                let ok = Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "python3 -m venv failed");
+            }
             let ok = Command::new(venv.join("bin").join("pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(PACKAGES)
+                .args(packages)
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(ok, "pip install of the OpenTelemetry SDK failed");
+            assert!(ok, "pip install of {packages:?} failed");
         }
     }
     assert!(ready(), "the e2e venv is not usable");

@@ -7,3 +7,4 @@ mod cli;
 mod ingest_errors;
 mod otel_sdk;
 mod sandbox;
+mod zipkin;

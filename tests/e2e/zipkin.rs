@@ -1,0 +1,233 @@
+//! The real py_zipkin client (v1 JSON, v2 JSON, v2 protobuf) → Ferry's Zipkin receiver →
+//! otlp-http → capture, checked field by field.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use ferry_proto::common::any_value;
+use ferry_proto::trace::Span;
+use ferry_proto::trace_service::ExportTraceServiceRequest;
+use prost::Message;
+use serde_json::Value;
+
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, python_with, request};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn text_attr(s: &Span, key: &str) -> Option<String> {
+    s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(v) => Some(v.clone()),
+            any_value::Value::IntValue(i) => Some(i.to_string()),
+            _ => None,
+        }
+    })
+}
+
+/// Spans at the sink by span id, with their resource's service.name.
+fn received(sink: &Sink) -> BTreeMap<String, Vec<(Span, String)>> {
+    let mut out: BTreeMap<String, Vec<(Span, String)>> = BTreeMap::new();
+    for body in sink.bodies("/v1/traces") {
+        for rs in ExportTraceServiceRequest::decode(body)
+            .unwrap()
+            .resource_spans
+        {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.entry(hex(&s.span_id))
+                        .or_default()
+                        .push((s, service.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn zipkin_send(url: &str, encoding: &str, run: &str) -> Value {
+    let py = python_with(
+        &["py_zipkin==1.2.8", "protobuf"],
+        "import py_zipkin, google.protobuf",
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/clients/zipkin_send.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args(["--url", url, "--encoding", encoding, "--run", run])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "py_zipkin client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn py_zipkin_v1_v2_json_and_proto_arrive_as_otlp() {
+    let sink = Sink::start(Script::default()).await;
+    let ferry = Ferry::start(
+        "zipkin",
+        &format!(
+            r#"{PREAMBLE}
+            [receivers.zipkin]
+            http = "127.0.0.1:0"
+            [exporters.capture]
+            plugin = "otlp-http"
+            config = {{ endpoint = "{}" }}
+            "#,
+            sink.url()
+        ),
+    );
+    let zipkin_addr = ferry
+        .receiver_addr("zipkin")
+        .expect("zipkin receiver address");
+    let url = format!("http://{zipkin_addr}");
+    let mut sent = Vec::new();
+    for encoding in ["v1-json", "v2-json", "v2-proto"] {
+        sent.push(zipkin_send(&url, encoding, &format!("run-{encoding}")));
+    }
+    let total: usize = sent
+        .iter()
+        .map(|s| s["spans"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(total, 6);
+    eventually("every Zipkin span reaches the OTLP backend", async || {
+        received(&sink).values().map(Vec::len).sum::<usize>() >= total
+    })
+    .await;
+    let got = received(&sink);
+    for run in &sent {
+        for want in run["spans"].as_array().unwrap() {
+            let id = want["span_id"].as_str().unwrap();
+            let copies = got.get(id).unwrap_or_else(|| panic!("span {id} missing"));
+            assert_eq!(copies.len(), 1, "span {id} arrived {} times", copies.len());
+            let (s, service) = &copies[0];
+            assert_eq!(service, run["service"].as_str().unwrap());
+            let trace = want["trace_id"].as_str().unwrap();
+            assert_eq!(
+                hex(&s.trace_id),
+                format!("{trace:0>32}"),
+                "trace id of {id}"
+            );
+            match want["parent_span_id"].as_str() {
+                Some(p) => assert_eq!(hex(&s.parent_span_id), p),
+                None => assert!(s.parent_span_id.is_empty()),
+            }
+            assert_eq!(s.name, want["name"].as_str().unwrap());
+            assert_eq!(
+                i64::from(s.kind),
+                want["kind"].as_i64().unwrap(),
+                "kind of {}",
+                s.name
+            );
+            assert!(
+                s.start_time_unix_nano > 1_600_000_000_000_000_000,
+                "start time of {}",
+                s.name
+            );
+            assert!(s.end_time_unix_nano >= s.start_time_unix_nano);
+            for (k, v) in want["tags"].as_object().unwrap() {
+                assert_eq!(
+                    text_attr(s, k).as_deref(),
+                    v.as_str(),
+                    "tag {k} of {}",
+                    s.name
+                );
+            }
+            let events: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
+            let want_events: Vec<&str> = want["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_str().unwrap())
+                .collect();
+            assert_eq!(events, want_events, "events of {}", s.name);
+            if let Some(peer) = want.get("peer_service") {
+                assert_eq!(text_attr(s, "peer.service").as_deref(), peer.as_str());
+                assert_eq!(text_attr(s, "net.peer.port").as_deref(), Some("5432"));
+            }
+        }
+    }
+    // v2 JSON carries exact microsecond times: they must survive as nanoseconds.
+    let v2 = &sent[1];
+    let payload = base64_decode(v2["payloads"][0].as_str().unwrap());
+    let zspans: Vec<Value> = serde_json::from_slice(&payload).unwrap();
+    for z in zspans {
+        let (s, _) = &got[z["id"].as_str().unwrap()][0];
+        let ts = z["timestamp"].as_u64().unwrap();
+        assert_eq!(s.start_time_unix_nano, ts * 1000);
+        assert_eq!(
+            s.end_time_unix_nano,
+            (ts + z["duration"].as_u64().unwrap()) * 1000
+        );
+    }
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_accepted_items_total",
+                &["receiver=\"zipkin\""]
+            )
+            .await,
+        6
+    );
+
+    // Malformed input: a clear 400, counted, and the receiver keeps working.
+    let (status, _, body) = request(
+        "POST",
+        &format!("{url}/api/v2/spans"),
+        &[("content-type", "application/json")],
+        b"[{\"traceId\": \"xyz\", \"id\": \"1\"}]".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not hex"));
+    let (status, _, _) = request(
+        "POST",
+        &format!("{url}/api/v1/spans"),
+        &[("content-type", "application/x-thrift")],
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_refused_requests_total",
+                &["receiver=\"zipkin\"", "reason=\"invalid\""]
+            )
+            .await,
+        2
+    );
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    out
+}
