@@ -231,3 +231,123 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opentelemetry_zipkin_json_exporter_arrives_as_otlp() {
+    let sink = Sink::start(Script::default()).await;
+    let ferry = Ferry::start(
+        "otel-zipkin",
+        &format!(
+            r#"{PREAMBLE}
+            [receivers.zipkin]
+            http = "127.0.0.1:0"
+            [exporters.capture]
+            plugin = "otlp-http"
+            config = {{ endpoint = "{}" }}
+            "#,
+            sink.url()
+        ),
+    );
+    let url = format!(
+        "http://{}/api/v2/spans",
+        ferry.receiver_addr("zipkin").unwrap()
+    );
+    let py = python_with(
+        &["opentelemetry-exporter-zipkin-json==1.45.1"],
+        "import opentelemetry.exporter.zipkin.json",
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/clients/otel_zipkin_send.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args(["--url", &url, "--run", "otel-zipkin-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = sent["spans"].as_array().unwrap();
+    assert_eq!(want.len(), 3);
+    eventually("the exporter's spans arrive", async || {
+        received(&sink).values().map(Vec::len).sum::<usize>() >= 3
+    })
+    .await;
+    let got = received(&sink);
+    for w in want {
+        let id = w["span_id"].as_str().unwrap();
+        let (s, service) = &got[id][0];
+        assert_eq!(got[id].len(), 1);
+        assert_eq!(service, "otel-zipkin");
+        assert_eq!(hex(&s.trace_id), w["trace_id"].as_str().unwrap());
+        assert_eq!(
+            hex(&s.parent_span_id),
+            w["parent_span_id"].as_str().unwrap()
+        );
+        assert_eq!(s.name, w["name"].as_str().unwrap());
+        assert_eq!(
+            i64::from(s.kind),
+            w["kind"].as_i64().unwrap(),
+            "kind of {}",
+            s.name
+        );
+        assert_eq!(
+            s.start_time_unix_nano,
+            w["start_us"].as_u64().unwrap() * 1000
+        );
+        assert_eq!(s.end_time_unix_nano, w["end_us"].as_u64().unwrap() * 1000);
+        let st = s.status.clone().unwrap_or_default();
+        match w["error"].as_str() {
+            Some(msg) => assert_eq!((st.code, st.message.as_str()), (2, msg)),
+            None => assert_ne!(st.code, 2),
+        }
+        // Resource attributes the exporter copied into tags went back to the resource.
+        assert!(
+            text_attr(s, "service.name").is_none()
+                && text_attr(s, "telemetry.sdk.language").is_none()
+        );
+        for e in w["events"].as_array().unwrap() {
+            let ev = s
+                .events
+                .iter()
+                .find(|x| x.name == e["name"].as_str().unwrap())
+                .expect("event");
+            let attrs: BTreeMap<String, Value> = ev
+                .attributes
+                .iter()
+                .map(|kv| {
+                    let v = match kv.value.as_ref().unwrap().value.as_ref().unwrap() {
+                        any_value::Value::StringValue(v) => Value::from(v.clone()),
+                        any_value::Value::IntValue(i) => Value::from(*i),
+                        other => panic!("{other:?}"),
+                    };
+                    (kv.key.clone(), v)
+                })
+                .collect();
+            let want_attrs: BTreeMap<String, Value> = e["attributes"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(attrs, want_attrs, "attributes of event {}", ev.name);
+        }
+    }
+    let root = got
+        .values()
+        .map(|v| &v[0].0)
+        .find(|s| s.name == "checkout")
+        .unwrap();
+    assert_eq!(
+        text_attr(root, "e2e.run").as_deref(),
+        Some("otel-zipkin-run")
+    );
+    assert_eq!(text_attr(root, "retry.count").as_deref(), Some("3"));
+    assert_eq!(text_attr(root, "user.premium").as_deref(), Some("true"));
+    assert_eq!(
+        text_attr(root, "items").as_deref(),
+        Some("[\"apple\",\"pear\"]")
+    );
+}

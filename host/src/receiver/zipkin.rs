@@ -429,6 +429,36 @@ fn event(ts_us: u64, value: String) -> span::Event {
     ev
 }
 
+/// Tags that describe the process, not the span: the Collector moves them to the resource
+/// (OpenTelemetry's Zipkin exporters copy resource attributes into every span's tags).
+const RESOURCE_TAGS: &[&str] = &[
+    "service.name",
+    "service.namespace",
+    "service.version",
+    "service.instance.id",
+    "telemetry.sdk.name",
+    "telemetry.sdk.language",
+    "telemetry.sdk.version",
+    "telemetry.auto.version",
+    "host.name",
+    "host.id",
+    "host.type",
+    "host.arch",
+    "os.type",
+    "os.description",
+    "process.pid",
+    "process.executable.name",
+    "process.command_line",
+    "process.runtime.name",
+    "process.runtime.version",
+    "container.id",
+    "deployment.environment",
+    "cloud.provider",
+    "cloud.region",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+];
+
 const SCOPE_NAME_TAGS: [&str; 2] = ["otel.scope.name", "otel.library.name"];
 const SCOPE_VERSION_TAGS: [&str; 2] = ["otel.scope.version", "otel.library.version"];
 
@@ -528,12 +558,21 @@ fn to_span(mut z: ZSpan) -> Span {
 /// Groups spans by local service (the resource) and instrumentation scope.
 fn to_otlp(spans: Vec<ZSpan>) -> ExportTraceServiceRequest {
     let mut by_service: BTreeMap<String, BTreeMap<(String, String), Vec<Span>>> = BTreeMap::new();
+    let mut resource_tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for mut z in spans {
         let service = z
             .local
             .as_ref()
             .map(|l| l.service_name.clone())
             .unwrap_or_default();
+        let res = resource_tags.entry(service.clone()).or_default();
+        for key in RESOURCE_TAGS {
+            if let Some(v) = z.tags.remove(*key)
+                && *key != "service.name"
+            {
+                res.entry(key.to_string()).or_insert(v);
+            }
+        }
         let scope = (
             take_first(&mut z.tags, &SCOPE_NAME_TAGS).unwrap_or_default(),
             take_first(&mut z.tags, &SCOPE_VERSION_TAGS).unwrap_or_default(),
@@ -549,11 +588,13 @@ fn to_otlp(spans: Vec<ZSpan>) -> ExportTraceServiceRequest {
         .into_iter()
         .map(|(service, scopes)| ResourceSpans {
             resource: Some(Resource {
-                attributes: if service.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![text("service.name", service)]
-                },
+                attributes: resource_tags
+                    .remove(&service)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| text(&k, v))
+                    .chain((!service.is_empty()).then(|| text("service.name", service)))
+                    .collect(),
                 ..Default::default()
             }),
             scope_spans: scopes
