@@ -39,6 +39,18 @@ pub struct Receivers {
     pub otlp: Option<OtlpReceiverConfig>,
     /// `[receivers.zipkin]`.
     pub zipkin: Option<ZipkinReceiverConfig>,
+    /// `[receivers.jaeger]`.
+    pub jaeger: Option<JaegerReceiverConfig>,
+}
+
+/// `[receivers.jaeger]`: the Jaeger agent's UDP ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JaegerReceiverConfig {
+    /// UDP address for thrift compact `emitBatch` (Jaeger's usual port is 6831).
+    pub thrift_compact: Option<SocketAddr>,
+    /// UDP address for thrift binary `emitBatch` (usually 6832).
+    pub thrift_binary: Option<SocketAddr>,
 }
 
 /// `[receivers.zipkin]`: Zipkin v1/v2 over HTTP.
@@ -542,6 +554,17 @@ impl Config {
                 "admin.listen: {:?} is not an address like 127.0.0.1:8888",
                 self.admin.listen
             ));
+        }
+        if let Some(j) = &self.receivers.jaeger {
+            if !cfg!(feature = "jaeger") {
+                errors.push(
+                    "receivers.jaeger: this ferry was built without the jaeger receiver".into(),
+                );
+            }
+            if j.thrift_compact.is_none() && j.thrift_binary.is_none() {
+                errors
+                    .push("receivers.jaeger: set `thrift_compact`, `thrift_binary` or both".into());
+            }
         }
         if let Some(z) = &self.receivers.zipkin {
             if !cfg!(feature = "zipkin") {

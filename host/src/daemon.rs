@@ -141,6 +141,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             servers.spawn(otlp_http::serve(l, ingest));
         }
     }
+    #[cfg(feature = "jaeger")]
+    if let Some(j) = &config.receivers.jaeger {
+        use crate::receiver::jaeger::{serve_udp, thrift::Protocol};
+        let ports = [
+            ("jaeger_compact", j.thrift_compact, Protocol::Compact),
+            ("jaeger_binary", j.thrift_binary, Protocol::Binary),
+        ];
+        for (name, addr, protocol) in ports {
+            let Some(addr) = addr else { continue };
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for Jaeger thrift on udp {addr}"))?;
+            tracing::info!(receiver = name, addr = %socket.local_addr()?, "listening");
+            // A datagram is at most 64 KiB; its OTLP form can be somewhat larger.
+            let ingest = Ingest::new(name, pipeline.clone(), &telemetry, 1 << 20);
+            servers.spawn(serve_udp(socket, protocol, ingest));
+        }
+    }
     #[cfg(feature = "zipkin")]
     if let Some(z) = &config.receivers.zipkin {
         let l = bind("Zipkin", z.http).await?;

@@ -5,6 +5,7 @@ mod harness;
 mod backend;
 mod cli;
 mod ingest_errors;
+mod jaeger;
 mod otel_sdk;
 mod sandbox;
 mod zipkin;

@@ -1,5 +1,7 @@
 //! Receivers: decode each wire protocol at the edge and hand validated OTLP to the pipeline.
 
+#[cfg(feature = "jaeger")]
+pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod wire;

@@ -1,0 +1,193 @@
+//! The real jaeger-client (Python, UDP thrift compact) → Ferry's Jaeger receiver → otlp-http
+//! → capture, checked field by field; malformed datagrams are counted and skipped.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use ferry_proto::common::any_value;
+use ferry_proto::trace::Span;
+use ferry_proto::trace_service::ExportTraceServiceRequest;
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, python_with};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn value(v: &any_value::Value) -> Value {
+    match v {
+        any_value::Value::StringValue(s) => json!(s),
+        any_value::Value::IntValue(i) => json!(i),
+        any_value::Value::DoubleValue(d) => json!(d),
+        any_value::Value::BoolValue(b) => json!(b),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+fn spans(sink: &Sink) -> BTreeMap<String, Vec<(Span, Vec<String>)>> {
+    let mut out: BTreeMap<String, Vec<(Span, Vec<String>)>> = BTreeMap::new();
+    for body in sink.bodies("/v1/traces") {
+        for rs in ExportTraceServiceRequest::decode(body)
+            .unwrap()
+            .resource_spans
+        {
+            let res: Vec<String> = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .map(|kv| {
+                    format!(
+                        "{}={}",
+                        kv.key,
+                        value(kv.value.as_ref().unwrap().value.as_ref().unwrap())
+                    )
+                })
+                .collect();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.entry(hex(&s.span_id))
+                        .or_default()
+                        .push((s, res.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jaeger_client_python_over_udp_compact_arrives_as_otlp() {
+    let sink = Sink::start(Script::default()).await;
+    let ferry = Ferry::start(
+        "jaeger",
+        &format!(
+            r#"{PREAMBLE}
+            [receivers.jaeger]
+            thrift_compact = "127.0.0.1:0"
+            thrift_binary = "127.0.0.1:0"
+            [exporters.capture]
+            plugin = "otlp-http"
+            config = {{ endpoint = "{}" }}
+            "#,
+            sink.url()
+        ),
+    );
+    let port = ferry
+        .receiver_addr("jaeger_compact")
+        .expect("compact port")
+        .port();
+    let py = python_with(&["jaeger-client==4.8.0", "six"], "import jaeger_client");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/clients/jaeger_send.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args(["--port", &port.to_string(), "--run", "jaeger-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = sent["spans"].as_array().unwrap();
+    eventually("jaeger spans arrive", async || {
+        spans(&sink).values().map(Vec::len).sum::<usize>() >= want.len()
+    })
+    .await;
+    let got = spans(&sink);
+    for w in want {
+        let id = w["span_id"].as_str().unwrap();
+        let copies = got.get(id).unwrap_or_else(|| panic!("span {id} missing"));
+        assert_eq!(copies.len(), 1);
+        let (s, resource) = &copies[0];
+        assert!(
+            resource.contains(&"service.name=\"jaeger-py\"".to_string()),
+            "{resource:?}"
+        );
+        assert!(
+            resource.iter().any(|r| r.starts_with("jaeger.version=")),
+            "{resource:?}"
+        );
+        assert_eq!(hex(&s.trace_id), sent["trace_id"].as_str().unwrap());
+        assert_eq!(hex(&s.parent_span_id), w["parent"].as_str().unwrap());
+        assert_eq!(s.name, w["name"].as_str().unwrap());
+        assert_eq!(i64::from(s.kind), w["kind"].as_i64().unwrap());
+        let is_error = s.status.as_ref().is_some_and(|st| st.code == 2);
+        assert_eq!(
+            is_error,
+            w["error"].as_bool().unwrap(),
+            "status of {}",
+            s.name
+        );
+        assert!(s.start_time_unix_nano > 0 && s.end_time_unix_nano >= s.start_time_unix_nano);
+        let attrs: BTreeMap<String, Value> = s
+            .attributes
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    value(kv.value.as_ref().unwrap().value.as_ref().unwrap()),
+                )
+            })
+            .collect();
+        for (k, v) in w["tags"].as_object().unwrap() {
+            assert_eq!(
+                attrs.get(k),
+                Some(v),
+                "tag {k} of {} (types must survive)",
+                s.name
+            );
+        }
+        for e in w["events"].as_array().unwrap() {
+            let ev = s
+                .events
+                .iter()
+                .find(|x| x.name == e["name"].as_str().unwrap())
+                .expect("event");
+            for (k, v) in e["attributes"].as_object().unwrap() {
+                let got = ev
+                    .attributes
+                    .iter()
+                    .find(|kv| &kv.key == k)
+                    .expect("event attribute");
+                assert_eq!(
+                    &value(got.value.as_ref().unwrap().value.as_ref().unwrap()),
+                    v
+                );
+            }
+        }
+    }
+
+    // A malformed datagram on either port is counted and skipped; the receiver lives on.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for receiver in ["jaeger_compact", "jaeger_binary"] {
+        udp.send_to(
+            b"\x82\x81\x00\x09emitBatch\x1c\xff",
+            ferry.receiver_addr(receiver).unwrap(),
+        )
+        .unwrap();
+    }
+    eventually("malformed datagrams are counted", async || {
+        ferry
+            .metric(
+                "ferry_receiver_refused_requests_total",
+                &["reason=\"invalid\"", "receiver=\"jaeger_"],
+            )
+            .await
+            == 2
+    })
+    .await;
+    assert!(ferry.logs().contains("skipping malformed Jaeger datagram"));
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_accepted_items_total",
+                &["receiver=\"jaeger_compact\""]
+            )
+            .await,
+        2
+    );
+}
