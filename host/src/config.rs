@@ -51,6 +51,11 @@ pub struct JaegerReceiverConfig {
     pub thrift_compact: Option<SocketAddr>,
     /// UDP address for thrift binary `emitBatch` (usually 6832).
     pub thrift_binary: Option<SocketAddr>,
+    /// HTTP address for the collector's `POST /api/traces` (thrift binary; usually 14268).
+    pub thrift_http: Option<SocketAddr>,
+    /// Largest HTTP request accepted, after decompression.
+    #[serde(default = "default_max_request", deserialize_with = "de_bytes")]
+    pub max_request_bytes: usize,
 }
 
 /// `[receivers.zipkin]`: Zipkin v1/v2 over HTTP.
@@ -561,9 +566,11 @@ impl Config {
                     "receivers.jaeger: this ferry was built without the jaeger receiver".into(),
                 );
             }
-            if j.thrift_compact.is_none() && j.thrift_binary.is_none() {
-                errors
-                    .push("receivers.jaeger: set `thrift_compact`, `thrift_binary` or both".into());
+            if j.thrift_compact.is_none() && j.thrift_binary.is_none() && j.thrift_http.is_none() {
+                errors.push(
+                    "receivers.jaeger: set at least one of `thrift_compact`, `thrift_binary`, `thrift_http`"
+                        .into(),
+                );
             }
         }
         if let Some(z) = &self.receivers.zipkin {

@@ -158,6 +158,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let ingest = Ingest::new(name, pipeline.clone(), &telemetry, 1 << 20);
             servers.spawn(serve_udp(socket, protocol, ingest));
         }
+        if let Some(addr) = j.thrift_http {
+            let l = bind("Jaeger thrift HTTP", addr).await?;
+            tracing::info!(receiver = "jaeger_http", addr = %l.local_addr()?, "listening");
+            let ingest = Ingest::new(
+                "jaeger_http",
+                pipeline.clone(),
+                &telemetry,
+                j.max_request_bytes,
+            );
+            let app = crate::receiver::jaeger::http_router(ingest);
+            servers.spawn(async move {
+                axum::serve(l, app).await?;
+                Ok(())
+            });
+        }
     }
     #[cfg(feature = "zipkin")]
     if let Some(z) = &config.receivers.zipkin {

@@ -60,20 +60,7 @@ fn spans(sink: &Sink) -> BTreeMap<String, Vec<(Span, Vec<String>)>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn jaeger_client_python_over_udp_compact_arrives_as_otlp() {
     let sink = Sink::start(Script::default()).await;
-    let ferry = Ferry::start(
-        "jaeger",
-        &format!(
-            r#"{PREAMBLE}
-            [receivers.jaeger]
-            thrift_compact = "127.0.0.1:0"
-            thrift_binary = "127.0.0.1:0"
-            [exporters.capture]
-            plugin = "otlp-http"
-            config = {{ endpoint = "{}" }}
-            "#,
-            sink.url()
-        ),
-    );
+    let ferry = Ferry::start("jaeger", &config(&sink));
     let port = ferry
         .receiver_addr("jaeger_compact")
         .expect("compact port")
@@ -97,14 +84,53 @@ async fn jaeger_client_python_over_udp_compact_arrives_as_otlp() {
         spans(&sink).values().map(Vec::len).sum::<usize>() >= want.len()
     })
     .await;
-    let got = spans(&sink);
+    check(&sink, &sent, "jaeger-py");
+
+    // A malformed datagram on either port is counted and skipped; the receiver lives on.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for receiver in ["jaeger_compact", "jaeger_binary"] {
+        udp.send_to(
+            b"\x82\x81\x00\x09emitBatch\x1c\xff",
+            ferry.receiver_addr(receiver).unwrap(),
+        )
+        .unwrap();
+    }
+    eventually("malformed datagrams are counted", async || {
+        ferry
+            .metric(
+                "ferry_receiver_refused_requests_total",
+                &["reason=\"invalid\"", "receiver=\"jaeger_"],
+            )
+            .await
+            == 2
+    })
+    .await;
+    eventually("the skipped datagram is logged", async || {
+        ferry.logs().contains("skipping malformed Jaeger datagram")
+    })
+    .await;
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_accepted_items_total",
+                &["receiver=\"jaeger_compact\""]
+            )
+            .await,
+        2
+    );
+}
+
+/// Every span the client reported arrived once, with its fields intact.
+fn check(sink: &Sink, sent: &Value, service: &str) {
+    let want = sent["spans"].as_array().unwrap();
+    let got = spans(sink);
     for w in want {
         let id = w["span_id"].as_str().unwrap();
         let copies = got.get(id).unwrap_or_else(|| panic!("span {id} missing"));
         assert_eq!(copies.len(), 1);
         let (s, resource) = &copies[0];
         assert!(
-            resource.contains(&"service.name=\"jaeger-py\"".to_string()),
+            resource.contains(&format!("service.name=\"{service}\"")),
             "{resource:?}"
         );
         assert!(
@@ -160,34 +186,122 @@ async fn jaeger_client_python_over_udp_compact_arrives_as_otlp() {
             }
         }
     }
+}
 
-    // A malformed datagram on either port is counted and skipped; the receiver lives on.
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for receiver in ["jaeger_compact", "jaeger_binary"] {
-        udp.send_to(
-            b"\x82\x81\x00\x09emitBatch\x1c\xff",
-            ferry.receiver_addr(receiver).unwrap(),
-        )
-        .unwrap();
+fn config(sink: &Sink) -> String {
+    format!(
+        r#"{PREAMBLE}
+        [receivers.jaeger]
+        thrift_compact = "127.0.0.1:0"
+        thrift_binary = "127.0.0.1:0"
+        thrift_http = "127.0.0.1:0"
+        [exporters.capture]
+        plugin = "otlp-http"
+        config = {{ endpoint = "{}" }}
+        "#,
+        sink.url()
+    )
+}
+
+/// `node` with jaeger-client installed in target/e2e-node (from npm) on first use.
+fn node_client() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-node");
+    if !dir.join("node_modules/jaeger-client").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        if !dir.join("package.json").exists() {
+            std::fs::write(dir.join("package.json"), "{\"private\":true}").unwrap();
+        }
+        let ok = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "jaeger-client@3.19.0"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "npm install jaeger-client failed");
     }
-    eventually("malformed datagrams are counted", async || {
-        ferry
-            .metric(
-                "ferry_receiver_refused_requests_total",
-                &["reason=\"invalid\"", "receiver=\"jaeger_"],
-            )
-            .await
-            == 2
-    })
-    .await;
-    assert!(ferry.logs().contains("skipping malformed Jaeger datagram"));
+    dir.join("node_modules")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jaeger_client_node_over_udp_binary_and_http_arrives_as_otlp() {
+    let sink = Sink::start(Script::default()).await;
+    let ferry = Ferry::start("jaeger-node", &config(&sink));
+    let modules = node_client();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/clients/jaeger_send.js");
+    let targets = [
+        (
+            "udp",
+            ferry
+                .receiver_addr("jaeger_binary")
+                .unwrap()
+                .port()
+                .to_string(),
+        ),
+        (
+            "http",
+            format!(
+                "http://{}/api/traces",
+                ferry.receiver_addr("jaeger_http").unwrap()
+            ),
+        ),
+    ];
+    for (mode, target) in targets {
+        let out = Command::new("node")
+            .env("NODE_PATH", &modules)
+            .arg(&script)
+            .args([mode, &target, &format!("node-{mode}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n = sent["spans"].as_array().unwrap().len();
+        eventually(&format!("node {mode} spans arrive"), async || {
+            let got = spans(&sink);
+            sent["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| got.contains_key(w["span_id"].as_str().unwrap()))
+                .count()
+                == n
+        })
+        .await;
+        check(&sink, &sent, &format!("jaeger-node-{mode}"));
+    }
     assert_eq!(
         ferry
             .metric(
                 "ferry_receiver_accepted_items_total",
-                &["receiver=\"jaeger_compact\""]
+                &["receiver=\"jaeger_binary\""]
             )
             .await,
         2
     );
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_accepted_items_total",
+                &["receiver=\"jaeger_http\""]
+            )
+            .await,
+        2
+    );
+
+    // A bad HTTP body is a clear 400, counted.
+    let (status, _, body) = crate::harness::request(
+        "POST",
+        &format!(
+            "http://{}/api/traces",
+            ferry.receiver_addr("jaeger_http").unwrap()
+        ),
+        &[("content-type", "application/x-thrift")],
+        vec![12, 0, 1, 11],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("invalid Jaeger thrift Batch"));
 }

@@ -242,6 +242,79 @@ pub fn decode_datagram(protocol: Protocol, datagram: &[u8]) -> Result<Bytes, Str
     Ok(batch_to_otlp(batch)?.encode_to_vec().into())
 }
 
+/// The collector's HTTP endpoint: `POST /api/traces` with a thrift-binary `Batch` (chunked
+/// bodies included), answered with `202 Accepted`.
+pub fn http_router(ingest: Arc<Ingest>) -> axum::Router {
+    axum::Router::new()
+        .route("/api/traces", axum::routing::post(http_traces))
+        .with_state(ingest)
+}
+
+fn http_status(e: &IngestError) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    match e {
+        IngestError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IngestError::Refused(crate::pipeline::Refusal::QueueFull(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        IngestError::Refused(crate::pipeline::Refusal::NoExporter(_)) => StatusCode::NOT_FOUND,
+    }
+}
+
+/// Reads and translates one `POST /api/traces` into OTLP protobuf.
+async fn http_translate(
+    ingest: &Ingest,
+    req: axum::extract::Request,
+) -> Result<Bytes, IngestError> {
+    let invalid = |message: String| IngestError::Invalid {
+        signal: Signal::Traces,
+        message,
+    };
+    let mime = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if mime != "application/x-thrift" && mime != "application/vnd.apache.thrift.binary" {
+        return Err(invalid(format!(
+            "unsupported Content-Type {mime:?} (use application/x-thrift)"
+        )));
+    }
+    let body = super::read_http_body(ingest.max_request_bytes, Signal::Traces, req).await?;
+    let batch = thrift::decode_struct(Protocol::Binary, &body)
+        .map_err(|e| e.to_string())
+        .and_then(|b| batch_to_otlp(&b))
+        .map_err(|m| invalid(format!("invalid Jaeger thrift Batch: {m}")))?;
+    Ok(batch.encode_to_vec().into())
+}
+
+async fn http_traces(
+    axum::extract::State(ingest): axum::extract::State<Arc<Ingest>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let result = match http_translate(&ingest, req).await {
+        // `Ingest::otlp` counts its own outcomes.
+        Ok(otlp) => ingest.otlp(Signal::Traces, otlp).map(|_| ()),
+        Err(e) => {
+            ingest.count_refused(Signal::Traces, &e);
+            Err(e)
+        }
+    };
+    match result {
+        Ok(()) => axum::http::StatusCode::ACCEPTED.into_response(),
+        Err(e) => (http_status(&e), e.to_string()).into_response(),
+    }
+}
+
 /// Largest UDP datagram.
 const MAX_DATAGRAM: usize = 65_536;
 
