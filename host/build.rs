@@ -40,6 +40,17 @@ fn main() {
         .unwrap_or_else(|| root.join("target"))
         .join("plugins");
 
+    println!("cargo:rerun-if-env-changed=FERRY_NO_BUILTIN_PLUGINS");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    if std::env::var_os("FERRY_NO_BUILTIN_PLUGINS").is_some() {
+        // For builds that cannot target wasm32-wasip2 (fuzzing on nightly): no built-ins.
+        write_if_changed(
+            &out_dir.join("builtin_plugins.rs"),
+            "/// Built-in plugins: none in this build.\npub const PLUGINS: &[(&str, &[u8])] = &[];\n",
+        );
+        println!("cargo:rustc-env=FERRY_PLUGIN_WASM_DIR=");
+        return;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
@@ -85,7 +96,6 @@ fn main() {
         );
     }
 
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let wasm_dir = target_dir.join(TARGET).join(PROFILE);
     let mut builtins = String::from(
         "/// Built-in plugins: (name, component bytes).\npub const PLUGINS: &[(&str, &[u8])] = &[\n",

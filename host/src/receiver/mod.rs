@@ -1,5 +1,6 @@
 //! Receivers: decode each wire protocol at the edge and hand validated OTLP to the pipeline.
 
+pub mod decoders;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
 pub mod otlp_grpc;

@@ -617,6 +617,27 @@ fn to_otlp(spans: Vec<ZSpan>) -> ExportTraceServiceRequest {
 
 // ---- HTTP ----
 
+/// A Zipkin body format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `/api/v1/spans`, JSON.
+    V1Json,
+    /// `/api/v2/spans`, JSON.
+    V2Json,
+    /// `/api/v2/spans`, protobuf `ListOfSpans`.
+    V2Proto,
+}
+
+/// Translates one (decompressed) Zipkin body into an OTLP traces request.
+pub fn decode(format: Format, body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+    let spans = match format {
+        Format::V1Json => from_json_v1(body)?,
+        Format::V2Json => from_json_v2(body)?,
+        Format::V2Proto => from_proto(body)?,
+    };
+    Ok(to_otlp(spans))
+}
+
 #[derive(Clone, Copy)]
 enum Version {
     V1,
@@ -662,12 +683,12 @@ async fn translate(ingest: &Ingest, version: Version, req: Request) -> Result<By
         }
     };
     let body = super::read_http_body(ingest.max_request_bytes, Signal::Traces, req).await?;
-    let spans = match (version, protobuf) {
-        (Version::V2, true) => from_proto(&body)?,
-        (Version::V2, false) => from_json_v2(&body)?,
-        (Version::V1, _) => from_json_v1(&body)?,
+    let format = match (version, protobuf) {
+        (Version::V2, true) => Format::V2Proto,
+        (Version::V2, false) => Format::V2Json,
+        (Version::V1, _) => Format::V1Json,
     };
-    Ok(to_otlp(spans).encode_to_vec().into())
+    Ok(decode(format, &body)?.encode_to_vec().into())
 }
 
 async fn handle(ingest: Arc<Ingest>, version: Version, req: Request) -> Response {
