@@ -53,6 +53,8 @@ pub struct JaegerReceiverConfig {
     pub thrift_binary: Option<SocketAddr>,
     /// HTTP address for the collector's `POST /api/traces` (thrift binary; usually 14268).
     pub thrift_http: Option<SocketAddr>,
+    /// gRPC address for the collector's `PostSpans` (usually 14250).
+    pub grpc: Option<SocketAddr>,
     /// Largest HTTP request accepted, after decompression.
     #[serde(default = "default_max_request", deserialize_with = "de_bytes")]
     pub max_request_bytes: usize,
@@ -566,9 +568,13 @@ impl Config {
                     "receivers.jaeger: this ferry was built without the jaeger receiver".into(),
                 );
             }
-            if j.thrift_compact.is_none() && j.thrift_binary.is_none() && j.thrift_http.is_none() {
+            if j.thrift_compact.is_none()
+                && j.thrift_binary.is_none()
+                && j.thrift_http.is_none()
+                && j.grpc.is_none()
+            {
                 errors.push(
-                    "receivers.jaeger: set at least one of `thrift_compact`, `thrift_binary`, `thrift_http`"
+                    "receivers.jaeger: set at least one of `thrift_compact`, `thrift_binary`, `thrift_http`, `grpc`"
                         .into(),
                 );
             }

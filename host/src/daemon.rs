@@ -173,6 +173,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Ok(())
             });
         }
+        if let Some(addr) = j.grpc {
+            let l = bind("Jaeger gRPC", addr).await?;
+            tracing::info!(receiver = "jaeger_grpc", addr = %l.local_addr()?, "listening");
+            let ingest = Ingest::new(
+                "jaeger_grpc",
+                pipeline.clone(),
+                &telemetry,
+                j.max_request_bytes,
+            );
+            servers.spawn(crate::receiver::jaeger::serve_grpc(l, ingest));
+        }
     }
     #[cfg(feature = "zipkin")]
     if let Some(z) = &config.receivers.zipkin {

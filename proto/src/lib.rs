@@ -15,6 +15,7 @@ pub use opentelemetry_proto::tonic::resource::v1 as resource;
 pub use opentelemetry_proto::tonic::trace::v1 as trace;
 pub use prost;
 
+pub mod jaeger;
 pub mod zipkin;
 
 /// gRPC method paths of the three OTLP export services.

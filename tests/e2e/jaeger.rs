@@ -195,6 +195,7 @@ fn config(sink: &Sink) -> String {
         thrift_compact = "127.0.0.1:0"
         thrift_binary = "127.0.0.1:0"
         thrift_http = "127.0.0.1:0"
+        grpc = "127.0.0.1:0"
         [exporters.capture]
         plugin = "otlp-http"
         config = {{ endpoint = "{}" }}
@@ -304,4 +305,139 @@ async fn jaeger_client_node_over_udp_binary_and_http_arrives_as_otlp() {
     .await;
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("invalid Jaeger thrift Batch"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn collector_grpc_post_spans_arrives_as_otlp() {
+    use ferry_proto::jaeger as j;
+    let sink = Sink::start(Script::default()).await;
+    let ferry = Ferry::start("jaeger-grpc", &config(&sink));
+    let kv = |key: &str, v_type: j::ValueType| j::KeyValue {
+        key: key.into(),
+        v_type: v_type as i32,
+        ..Default::default()
+    };
+    let ts = |seconds, nanos| Some(j::Timestamp { seconds, nanos });
+    let span = |id: u8, process: Option<j::Process>| j::Span {
+        trace_id: vec![9; 16],
+        span_id: vec![id; 8],
+        operation_name: format!("op{id}"),
+        references: vec![
+            j::SpanRef {
+                trace_id: vec![9; 16],
+                span_id: vec![1; 8],
+                ref_type: j::SpanRefType::ChildOf as i32,
+            },
+            j::SpanRef {
+                trace_id: vec![8; 16],
+                span_id: vec![7; 8],
+                ref_type: j::SpanRefType::FollowsFrom as i32,
+            },
+        ],
+        start_time: ts(1_700_000_000, 123),
+        duration: Some(j::Duration {
+            seconds: 1,
+            nanos: 5,
+        }),
+        tags: vec![
+            j::KeyValue {
+                v_int64: 42,
+                ..kv("retries", j::ValueType::Int64)
+            },
+            j::KeyValue {
+                v_str: "server".into(),
+                ..kv("span.kind", j::ValueType::String)
+            },
+            j::KeyValue {
+                v_bool: true,
+                ..kv("error", j::ValueType::Bool)
+            },
+        ],
+        logs: vec![j::Log {
+            timestamp: ts(1_700_000_000, 500),
+            fields: vec![j::KeyValue {
+                v_str: "retry".into(),
+                ..kv("event", j::ValueType::String)
+            }],
+        }],
+        process,
+        ..Default::default()
+    };
+    let req = j::PostSpansRequest {
+        batch: Some(j::Batch {
+            spans: vec![
+                span(2, None),
+                span(
+                    3,
+                    Some(j::Process {
+                        service_name: "other".into(),
+                        tags: vec![],
+                    }),
+                ),
+            ],
+            process: Some(j::Process {
+                service_name: "grpc-svc".into(),
+                tags: vec![j::KeyValue {
+                    v_str: "h1".into(),
+                    ..kv("hostname", j::ValueType::String)
+                }],
+            }),
+        }),
+    };
+    let addr = ferry
+        .receiver_addr("jaeger_grpc")
+        .expect("jaeger grpc address");
+    let (code, msg, _) =
+        crate::harness::grpc_unary(addr, j::POST_SPANS_PATH, &req.encode_to_vec()).await;
+    assert_eq!(code, 0, "{msg}");
+    eventually("PostSpans spans arrive", async || spans(&sink).len() == 2).await;
+    let got = spans(&sink);
+    let (s, resource) = &got[&hex(&[2; 8])][0];
+    assert!(
+        resource.contains(&"service.name=\"grpc-svc\"".to_string()),
+        "{resource:?}"
+    );
+    assert!(
+        resource.contains(&"hostname=\"h1\"".to_string()),
+        "{resource:?}"
+    );
+    assert_eq!(
+        s.parent_span_id,
+        vec![1; 8],
+        "CHILD_OF reference is the parent"
+    );
+    assert_eq!(s.links.len(), 1, "FOLLOWS_FROM is a link");
+    assert_eq!(
+        s.start_time_unix_nano, 1_700_000_000_000_000_123,
+        "nanoseconds survive"
+    );
+    assert_eq!(s.end_time_unix_nano, 1_700_000_001_000_000_128);
+    assert_eq!(s.kind, 2);
+    assert_eq!(s.status.as_ref().unwrap().code, 2);
+    assert_eq!(
+        value(
+            s.attributes
+                .iter()
+                .find(|kv| kv.key == "retries")
+                .unwrap()
+                .value
+                .as_ref()
+                .unwrap()
+                .value
+                .as_ref()
+                .unwrap()
+        ),
+        json!(42)
+    );
+    assert_eq!(s.events[0].name, "retry");
+    let (_, other) = &got[&hex(&[3; 8])][0];
+    assert!(
+        other.contains(&"service.name=\"other\"".to_string()),
+        "a span's own process is its resource"
+    );
+
+    let (code, msg, _) =
+        crate::harness::grpc_unary(addr, j::POST_SPANS_PATH, &[0x0a, 0xff, 0x01]).await;
+    assert_eq!(code, 3, "INVALID_ARGUMENT: {msg}");
+    assert!(msg.contains("invalid PostSpansRequest"), "{msg}");
 }

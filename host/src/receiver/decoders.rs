@@ -41,6 +41,9 @@ pub fn all() -> Vec<(&'static str, Decoder)> {
         out.push(("jaeger_binary", |b| {
             let _ = decode_datagram(thrift::Protocol::Binary, b);
         }));
+        out.push(("jaeger_grpc", |b| {
+            let _ = super::jaeger::decode_post_spans(b);
+        }));
         out.push(("jaeger_http", |b| {
             if let Ok(batch) = thrift::decode_struct(thrift::Protocol::Binary, b) {
                 let _ = batch_to_otlp(&batch);

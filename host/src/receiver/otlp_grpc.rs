@@ -144,7 +144,69 @@ impl OtlpService for Logs {
     const SIGNAL: Signal = Signal::Logs;
 }
 
-/// One OTLP gRPC service (tower service over HTTP/2 requests).
+/// A unary gRPC method whose request and response stay bytes: the handler decodes (or just
+/// validates) the message itself.
+pub trait RawUnary: Clone + Send + Sync + 'static {
+    /// Fully qualified service name.
+    const SERVICE: &'static str;
+    /// Method path suffix, e.g. `/Export`.
+    const METHOD: &'static str;
+    /// Largest request message.
+    fn max_message_bytes(&self) -> usize;
+    /// Handles one request message.
+    fn handle(&self, message: Bytes) -> Result<Bytes, Status>;
+}
+
+/// A tower service serving one [`RawUnary`] method over HTTP/2.
+#[derive(Clone)]
+pub struct RawService<H>(pub H);
+
+impl<H: RawUnary> NamedService for RawService<H> {
+    const NAME: &'static str = H::SERVICE;
+}
+
+struct Method<H>(H);
+
+impl<H: RawUnary> UnaryService<Bytes> for Method<H> {
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        std::future::ready(self.0.handle(request.into_inner()).map(Response::new))
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<H: RawUnary, B> tower::Service<http::Request<B>> for RawService<H>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !req.uri().path().ends_with(H::METHOD) {
+            return Box::pin(async {
+                Ok(Status::unimplemented(format!("only {} exists", H::METHOD)).into_http())
+            });
+        }
+        let mut grpc = Grpc::new(RawCodec)
+            .max_decoding_message_size(self.0.max_message_bytes())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let method = Method(self.0.clone());
+        Box::pin(async move { Ok(grpc.unary(method, req).await) })
+    }
+}
+
+/// One OTLP export service.
 pub struct ExportService<S> {
     ingest: Arc<Ingest>,
     _signal: PhantomData<fn() -> S>,
@@ -159,82 +221,31 @@ impl<S> Clone for ExportService<S> {
     }
 }
 
-impl<S: OtlpService> NamedService for ExportService<S> {
-    const NAME: &'static str = S::NAME;
-}
+impl<S: OtlpService> RawUnary for ExportService<S> {
+    const SERVICE: &'static str = S::NAME;
+    const METHOD: &'static str = "/Export";
 
-struct ExportMethod {
-    ingest: Arc<Ingest>,
-    signal: Signal,
-}
+    fn max_message_bytes(&self) -> usize {
+        self.ingest.max_request_bytes
+    }
 
-impl UnaryService<Bytes> for ExportMethod {
-    type Response = Bytes;
-    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
-
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let result = self.ingest.otlp(self.signal, request.into_inner());
-        std::future::ready(match result {
-            Ok(a) => Ok(Response::new(response(self.signal, &a))),
+    fn handle(&self, message: Bytes) -> Result<Bytes, Status> {
+        match self.ingest.otlp(S::SIGNAL, message) {
+            Ok(a) => Ok(response(S::SIGNAL, &a)),
             Err(e) => Err(status(&e)),
-        })
-    }
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S: OtlpService, B> tower::Service<http::Request<B>> for ExportService<S>
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !req.uri().path().ends_with("/Export") {
-            return Box::pin(async {
-                Ok(Status::unimplemented("only the Export method exists").into_http())
-            });
         }
-        let method = ExportMethod {
-            ingest: self.ingest.clone(),
-            signal: S::SIGNAL,
-        };
-        let mut grpc = Grpc::new(RawCodec)
-            .max_decoding_message_size(self.ingest.max_request_bytes)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
-        Box::pin(async move { Ok(grpc.unary(method, req).await) })
     }
 }
 
-fn service<S: OtlpService>(ingest: &Arc<Ingest>) -> ExportService<S> {
-    ExportService {
+fn service<S: OtlpService>(ingest: &Arc<Ingest>) -> RawService<ExportService<S>> {
+    RawService(ExportService {
         ingest: ingest.clone(),
         _signal: PhantomData,
-    }
+    })
 }
 
-/// Serves OTLP/gRPC on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    let incoming = tokio_stream_listener(listener);
-    tonic::transport::Server::builder()
-        .add_service(service::<Traces>(&ingest))
-        .add_service(service::<Metrics>(&ingest))
-        .add_service(service::<Logs>(&ingest))
-        .serve_with_incoming(incoming)
-        .await
-        .map_err(|e| anyhow::anyhow!("OTLP/gRPC server on {addr} failed: {e}"))
-}
-
-fn tokio_stream_listener(
+/// A stream of accepted connections, as tonic's `serve_with_incoming` wants.
+pub fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures::stream::unfold(listener, |l| async move {
@@ -244,4 +255,16 @@ fn tokio_stream_listener(
         });
         Some((r, l))
     })
+}
+
+/// Serves OTLP/gRPC on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tonic::transport::Server::builder()
+        .add_service(service::<Traces>(&ingest))
+        .add_service(service::<Metrics>(&ingest))
+        .add_service(service::<Logs>(&ingest))
+        .serve_with_incoming(incoming(listener))
+        .await
+        .map_err(|e| anyhow::anyhow!("OTLP/gRPC server on {addr} failed: {e}"))
 }

@@ -88,16 +88,81 @@ fn take_text(attrs: &mut Vec<KeyValue>, key: &str) -> Option<String> {
     }
 }
 
-fn trace_id(low: i64, high: i64) -> Vec<u8> {
-    let mut id = Vec::with_capacity(16);
-    id.extend_from_slice(&high.to_be_bytes());
-    id.extend_from_slice(&low.to_be_bytes());
+fn trace_id(low: i64, high: i64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&high.to_be_bytes());
+    id[8..].copy_from_slice(&low.to_be_bytes());
     id
 }
 
-fn to_span(s: &Value) -> (Span, (String, String)) {
-    let tid = trace_id(i64_of(s.field(1)), i64_of(s.field(2)));
-    let mut attributes: Vec<KeyValue> = list_of(s.field(10)).iter().filter_map(tag).collect();
+/// A Jaeger process: the resource of its spans.
+#[derive(Debug, Default)]
+struct JProcess {
+    service: Option<String>,
+    tags: Vec<KeyValue>,
+}
+
+/// A Jaeger span, from thrift or protobuf; tags are already typed attributes.
+#[derive(Debug, Default)]
+struct JSpan {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    /// Thrift's `parentSpanId` (protobuf carries the parent only as a reference).
+    parent: Option<[u8; 8]>,
+    name: String,
+    /// (CHILD_OF?, trace id, span id)
+    refs: Vec<(bool, [u8; 16], [u8; 8])>,
+    start_ns: u64,
+    duration_ns: u64,
+    tags: Vec<KeyValue>,
+    /// (time in ns, fields)
+    logs: Vec<(u64, Vec<KeyValue>)>,
+}
+
+fn thrift_process(process: &Value) -> JProcess {
+    JProcess {
+        service: str_of(process.field(1)),
+        tags: list_of(process.field(2)).iter().filter_map(tag).collect(),
+    }
+}
+
+fn thrift_span(s: &Value) -> JSpan {
+    let micros = |v: Option<&Value>| (i64_of(v).max(0) as u64).saturating_mul(1000);
+    JSpan {
+        trace_id: trace_id(i64_of(s.field(1)), i64_of(s.field(2))),
+        span_id: i64_of(s.field(3)).to_be_bytes(),
+        parent: Some(i64_of(s.field(4)))
+            .filter(|p| *p != 0)
+            .map(i64::to_be_bytes),
+        name: str_of(s.field(5)).unwrap_or_default(),
+        refs: list_of(s.field(6))
+            .iter()
+            .map(|r| {
+                (
+                    i64_of(r.field(1)) == 0,
+                    trace_id(i64_of(r.field(2)), i64_of(r.field(3))),
+                    i64_of(r.field(4)).to_be_bytes(),
+                )
+            })
+            .collect(),
+        start_ns: micros(s.field(8)),
+        duration_ns: micros(s.field(9)),
+        tags: list_of(s.field(10)).iter().filter_map(tag).collect(),
+        logs: list_of(s.field(11))
+            .iter()
+            .map(|log| {
+                (
+                    micros(log.field(1)),
+                    list_of(log.field(2)).iter().filter_map(tag).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Applies the Collector's Jaeger rules to one span.
+fn to_span(j: JSpan) -> (Span, (String, String)) {
+    let mut attributes = j.tags;
     let kind = match take_text(&mut attributes, "span.kind").as_deref() {
         Some("client") => span::SpanKind::Client,
         Some("server") => span::SpanKind::Server,
@@ -128,49 +193,37 @@ fn to_span(s: &Value) -> (Span, (String, String)) {
             .or_else(|| take_text(&mut attributes, "otel.library.version"))
             .unwrap_or_default(),
     );
-    let mut parent = i64_of(s.field(4));
+    let mut parent = j.parent;
     let mut links = Vec::new();
-    for r in list_of(s.field(6)) {
-        let ref_trace = trace_id(i64_of(r.field(2)), i64_of(r.field(3)));
-        let ref_span = i64_of(r.field(4));
-        let child_of = i64_of(r.field(1)) == 0;
-        if parent == 0 && child_of && ref_trace == tid {
-            parent = ref_span;
-        } else if !(child_of && ref_span == parent && ref_trace == tid) {
+    for (child_of, ref_trace, ref_span) in j.refs {
+        if parent.is_none() && child_of && ref_trace == j.trace_id {
+            parent = Some(ref_span);
+        } else if !(child_of && Some(ref_span) == parent && ref_trace == j.trace_id) {
             links.push(span::Link {
-                trace_id: ref_trace,
-                span_id: ref_span.to_be_bytes().to_vec(),
+                trace_id: ref_trace.to_vec(),
+                span_id: ref_span.to_vec(),
                 ..Default::default()
             });
         }
     }
-    let events = list_of(s.field(11))
-        .iter()
-        .map(|log| {
-            let mut attrs: Vec<KeyValue> = list_of(log.field(2)).iter().filter_map(tag).collect();
-            let name = take_text(&mut attrs, "event").unwrap_or_default();
-            span::Event {
-                time_unix_nano: (i64_of(log.field(1)).max(0) as u64).saturating_mul(1000),
-                name,
-                attributes: attrs,
-                ..Default::default()
-            }
+    let events = j
+        .logs
+        .into_iter()
+        .map(|(time_unix_nano, mut attrs)| span::Event {
+            time_unix_nano,
+            name: take_text(&mut attrs, "event").unwrap_or_default(),
+            attributes: attrs,
+            ..Default::default()
         })
         .collect();
-    let start_us = i64_of(s.field(8)).max(0) as u64;
-    let duration_us = i64_of(s.field(9)).max(0) as u64;
     let span = Span {
-        trace_id: tid,
-        span_id: i64_of(s.field(3)).to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
-        name: str_of(s.field(5)).unwrap_or_default(),
+        trace_id: j.trace_id.to_vec(),
+        span_id: j.span_id.to_vec(),
+        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: j.name,
         kind: kind as i32,
-        start_time_unix_nano: start_us.saturating_mul(1000),
-        end_time_unix_nano: start_us.saturating_add(duration_us).saturating_mul(1000),
+        start_time_unix_nano: j.start_ns,
+        end_time_unix_nano: j.start_ns.saturating_add(j.duration_ns),
         attributes,
         events,
         links,
@@ -180,53 +233,154 @@ fn to_span(s: &Value) -> (Span, (String, String)) {
     (span, scope)
 }
 
-/// A Jaeger `Batch` struct as an OTLP request (one resource: the batch's process).
+/// One resource per process, one scope per instrumentation scope.
+fn to_otlp(groups: Vec<(JProcess, Vec<JSpan>)>) -> ExportTraceServiceRequest {
+    let resource_spans = groups
+        .into_iter()
+        .map(|(process, spans)| {
+            let mut resource = process.tags;
+            resource.retain(|kv| kv.key != "service.name");
+            if let Some(service) = process.service {
+                resource.push(KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service)),
+                    }),
+                    ..Default::default()
+                });
+            }
+            let mut scopes: BTreeMap<(String, String), Vec<Span>> = BTreeMap::new();
+            for j in spans {
+                let (span, scope) = to_span(j);
+                scopes.entry(scope).or_default().push(span);
+            }
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_spans: scopes
+                    .into_iter()
+                    .map(|((name, version), spans)| ScopeSpans {
+                        scope: (!name.is_empty()).then(|| InstrumentationScope {
+                            name,
+                            version,
+                            ..Default::default()
+                        }),
+                        spans,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+/// A thrift Jaeger `Batch` struct as an OTLP request (one resource: the batch's process).
 pub fn batch_to_otlp(batch: &Value) -> Result<ExportTraceServiceRequest, String> {
     let process = batch.field(1).ok_or("Batch.process is missing")?;
     let spans = match batch.field(2) {
         Some(Value::List(s)) => s,
         _ => return Err("Batch.spans is missing".into()),
     };
-    let mut resource: Vec<KeyValue> = list_of(process.field(2)).iter().filter_map(tag).collect();
-    resource.retain(|kv| kv.key != "service.name");
-    if let Some(service) = str_of(process.field(1)) {
-        resource.push(KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(service)),
-            }),
-            ..Default::default()
-        });
-    }
-    let mut scopes: BTreeMap<(String, String), Vec<Span>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(spans.len());
     for s in spans {
         if !matches!(s, Value::Struct(_)) {
             return Err("Batch.spans holds something other than Span structs".into());
         }
-        let (span, scope) = to_span(s);
-        scopes.entry(scope).or_default().push(span);
+        out.push(thrift_span(s));
     }
-    Ok(ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_spans: scopes
+    Ok(to_otlp(vec![(thrift_process(process), out)]))
+}
+
+fn proto_kv(kv: ferry_proto::jaeger::KeyValue) -> KeyValue {
+    use ferry_proto::jaeger::ValueType;
+    let value = match ValueType::try_from(kv.v_type).unwrap_or(ValueType::String) {
+        ValueType::String => any_value::Value::StringValue(kv.v_str),
+        ValueType::Bool => any_value::Value::BoolValue(kv.v_bool),
+        ValueType::Int64 => any_value::Value::IntValue(kv.v_int64),
+        ValueType::Float64 => any_value::Value::DoubleValue(kv.v_float64),
+        ValueType::Binary => any_value::Value::BytesValue(kv.v_binary),
+    };
+    KeyValue {
+        key: kv.key,
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn proto_id<const N: usize>(field: &str, b: &[u8]) -> Result<[u8; N], String> {
+    if b.len() > N || b.is_empty() {
+        return Err(format!("{field} must be 1 to {N} bytes, got {}", b.len()));
+    }
+    let mut out = [0u8; N];
+    out[N - b.len()..].copy_from_slice(b);
+    Ok(out)
+}
+
+fn proto_process(p: ferry_proto::jaeger::Process) -> JProcess {
+    JProcess {
+        service: Some(p.service_name).filter(|s| !s.is_empty()),
+        tags: p.tags.into_iter().map(proto_kv).collect(),
+    }
+}
+
+/// A protobuf `jaeger.api_v2.Batch` as an OTLP request; spans with their own process get a
+/// resource of their own.
+pub fn proto_batch_to_otlp(
+    batch: ferry_proto::jaeger::Batch,
+) -> Result<ExportTraceServiceRequest, String> {
+    let nanos = |s: i64, n: i32| {
+        (s.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(n.max(0) as u64)
+    };
+    let mut shared = Vec::new();
+    let mut own = Vec::new();
+    for s in batch.spans {
+        let j = JSpan {
+            trace_id: proto_id("trace_id", &s.trace_id)?,
+            span_id: proto_id("span_id", &s.span_id)?,
+            parent: None,
+            name: s.operation_name,
+            refs: s
+                .references
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.ref_type == ferry_proto::jaeger::SpanRefType::ChildOf as i32,
+                        proto_id("references.trace_id", &r.trace_id)?,
+                        proto_id("references.span_id", &r.span_id)?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+            start_ns: s.start_time.map_or(0, |t| nanos(t.seconds, t.nanos)),
+            duration_ns: s.duration.map_or(0, |d| nanos(d.seconds, d.nanos)),
+            tags: s.tags.into_iter().map(proto_kv).collect(),
+            logs: s
+                .logs
                 .into_iter()
-                .map(|((name, version), spans)| ScopeSpans {
-                    scope: (!name.is_empty()).then(|| InstrumentationScope {
-                        name,
-                        version,
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
+                .map(|l| {
+                    (
+                        l.timestamp.map_or(0, |t| nanos(t.seconds, t.nanos)),
+                        l.fields.into_iter().map(proto_kv).collect(),
+                    )
                 })
                 .collect(),
-            ..Default::default()
-        }],
-    })
+        };
+        match s.process {
+            Some(p) => own.push((proto_process(p), vec![j])),
+            None => shared.push(j),
+        }
+    }
+    let mut groups = Vec::new();
+    if !shared.is_empty() {
+        groups.push((batch.process.map(proto_process).unwrap_or_default(), shared));
+    }
+    groups.extend(own);
+    Ok(to_otlp(groups))
 }
 
 /// Decodes one agent datagram (`Agent.emitBatch`) into OTLP protobuf.
@@ -570,4 +724,59 @@ mod tests {
                 .contains("unsupported agent method")
         );
     }
+}
+
+/// The collector's gRPC `jaeger.api_v2.CollectorService/PostSpans` (usually port 14250).
+#[derive(Clone)]
+pub struct PostSpans {
+    ingest: Arc<Ingest>,
+}
+
+impl super::otlp_grpc::RawUnary for PostSpans {
+    const SERVICE: &'static str = "jaeger.api_v2.CollectorService";
+    const METHOD: &'static str = "/PostSpans";
+
+    fn max_message_bytes(&self) -> usize {
+        self.ingest.max_request_bytes
+    }
+
+    fn handle(&self, message: Bytes) -> Result<Bytes, tonic::Status> {
+        let translated = decode_post_spans(&message).map_err(|message| IngestError::Invalid {
+            signal: Signal::Traces,
+            message,
+        });
+        let result = match translated {
+            // `Ingest::otlp` counts its own outcomes.
+            Ok(otlp) => self.ingest.otlp(Signal::Traces, otlp).map(|_| ()),
+            Err(e) => {
+                self.ingest.count_refused(Signal::Traces, &e);
+                Err(e)
+            }
+        };
+        // An empty `PostSpansResponse`.
+        result
+            .map(|()| Bytes::new())
+            .map_err(|e| super::otlp_grpc::status(&e))
+    }
+}
+
+/// Decodes a `PostSpansRequest` into OTLP protobuf.
+pub fn decode_post_spans(message: &[u8]) -> Result<Bytes, String> {
+    let req = ferry_proto::jaeger::PostSpansRequest::decode(message)
+        .map_err(|e| format!("invalid PostSpansRequest: {e}"))?;
+    let batch = req.batch.ok_or("PostSpansRequest without a batch")?;
+    Ok(proto_batch_to_otlp(batch)?.encode_to_vec().into())
+}
+
+/// Serves the collector's gRPC endpoint on `listener` until the task is dropped.
+pub async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    ingest: Arc<Ingest>,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tonic::transport::Server::builder()
+        .add_service(super::otlp_grpc::RawService(PostSpans { ingest }))
+        .serve_with_incoming(super::otlp_grpc::incoming(listener))
+        .await
+        .map_err(|e| anyhow::anyhow!("Jaeger gRPC server on {addr} failed: {e}"))
 }
