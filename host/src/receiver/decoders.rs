@@ -8,6 +8,7 @@ pub type Decoder = fn(&[u8]);
 
 /// `(name, decoder)` for every decoder built into this ferry.
 pub fn all() -> Vec<(&'static str, Decoder)> {
+    #[allow(unused_mut, reason = "receivers behind cargo features push more")]
     let mut out: Vec<(&'static str, Decoder)> = vec![
         ("otlp_traces", |b| {
             let _ = super::wire::inspect(Signal::Traces, b);

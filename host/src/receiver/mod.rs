@@ -213,6 +213,36 @@ pub async fn read_http_body(
     }
 }
 
+/// One `ResourceSpans` from resource attributes and spans grouped by instrumentation scope
+/// `(name, version)`; shared by the receivers that translate foreign spans.
+#[cfg(any(feature = "zipkin", feature = "jaeger"))]
+pub(crate) fn resource_spans(
+    attributes: Vec<ferry_proto::common::KeyValue>,
+    scopes: std::collections::BTreeMap<(String, String), Vec<ferry_proto::trace::Span>>,
+) -> ferry_proto::trace::ResourceSpans {
+    use ferry_proto::common::InstrumentationScope;
+    use ferry_proto::trace::{ResourceSpans, ScopeSpans};
+    ResourceSpans {
+        resource: Some(ferry_proto::resource::Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_spans: scopes
+            .into_iter()
+            .map(|((name, version), spans)| ScopeSpans {
+                scope: (!name.is_empty()).then(|| InstrumentationScope {
+                    name,
+                    version,
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// Removes spans whose ids have the wrong length (rare: only then is the request decoded).
 fn drop_invalid_spans(body: &[u8]) -> Result<Bytes, IngestError> {
     use ferry_proto::trace_service::ExportTraceServiceRequest;

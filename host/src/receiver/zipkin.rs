@@ -19,9 +19,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use ferry_proto::common::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use ferry_proto::resource::Resource;
-use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use ferry_proto::common::{AnyValue, KeyValue, any_value};
+use ferry_proto::trace::{Span, Status, span, status};
 use ferry_proto::trace_service::ExportTraceServiceRequest;
 use ferry_proto::zipkin as zpb;
 use prost::Message;
@@ -586,30 +585,15 @@ fn to_otlp(spans: Vec<ZSpan>) -> ExportTraceServiceRequest {
     }
     let resource_spans = by_service
         .into_iter()
-        .map(|(service, scopes)| ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource_tags
-                    .remove(&service)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| text(&k, v))
-                    .chain((!service.is_empty()).then(|| text("service.name", service)))
-                    .collect(),
-                ..Default::default()
-            }),
-            scope_spans: scopes
+        .map(|(service, scopes)| {
+            let attributes = resource_tags
+                .remove(&service)
+                .unwrap_or_default()
                 .into_iter()
-                .map(|((name, version), spans)| ScopeSpans {
-                    scope: (!name.is_empty()).then(|| InstrumentationScope {
-                        name,
-                        version,
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
+                .map(|(k, v)| text(&k, v))
+                .chain((!service.is_empty()).then(|| text("service.name", service)))
+                .collect();
+            super::resource_spans(attributes, scopes)
         })
         .collect();
     ExportTraceServiceRequest { resource_spans }

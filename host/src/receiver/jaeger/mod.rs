@@ -15,9 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_proto::common::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use ferry_proto::resource::Resource;
-use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use ferry_proto::common::{AnyValue, KeyValue, any_value};
+use ferry_proto::trace::{Span, Status, span, status};
 use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 use thrift::{Protocol, Value};
@@ -254,25 +253,7 @@ fn to_otlp(groups: Vec<(JProcess, Vec<JSpan>)>) -> ExportTraceServiceRequest {
                 let (span, scope) = to_span(j);
                 scopes.entry(scope).or_default().push(span);
             }
-            ResourceSpans {
-                resource: Some(Resource {
-                    attributes: resource,
-                    ..Default::default()
-                }),
-                scope_spans: scopes
-                    .into_iter()
-                    .map(|((name, version), spans)| ScopeSpans {
-                        scope: (!name.is_empty()).then(|| InstrumentationScope {
-                            name,
-                            version,
-                            ..Default::default()
-                        }),
-                        spans,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }
+            super::resource_spans(resource, scopes)
         })
         .collect();
     ExportTraceServiceRequest { resource_spans }
