@@ -32,6 +32,11 @@ listen = "127.0.0.1:0"
 batch_timeout = "20ms"
 "#;
 
+/// Lower-case hex of an id.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Liveness bound for anything a test waits on (never a performance threshold).
 pub const PATIENCE: Duration = Duration::from_secs(60);
 

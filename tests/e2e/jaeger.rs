@@ -10,11 +10,7 @@ use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, python_with};
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with};
 
 fn value(v: &any_value::Value) -> Value {
     match v {

@@ -12,11 +12,7 @@ use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, otel_send};
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, otel_send};
 
 fn value(v: &Option<AnyValue>) -> Value {
     match v.as_ref().and_then(|v| v.value.as_ref()) {

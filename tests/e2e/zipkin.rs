@@ -10,11 +10,7 @@ use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::Value;
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, python_with, request};
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with, request};
 
 fn text_attr(s: &Span, key: &str) -> Option<String> {
     s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
