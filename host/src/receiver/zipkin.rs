@@ -71,6 +71,10 @@ fn bad(message: impl Into<String>) -> IngestError {
 
 /// Lower-hex id of up to `N` bytes, left-padded with zeros (64-bit trace ids become 128-bit).
 fn hex_id<const N: usize>(field: &str, s: &str) -> Result<[u8; N], IngestError> {
+    // Checked first: padding counts characters, slicing below counts bytes.
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("{field} {s:?} is not hex")));
+    }
     if s.is_empty() || s.len() > 2 * N {
         return Err(bad(format!(
             "{field} {s:?} must be 1 to {} hex characters",
@@ -924,6 +928,19 @@ mod tests {
             .contains("must be 1 to 16 hex")
         );
         assert!(msg(from_json_v2(b"[{\"id\": \"1\"}]")).contains("invalid Zipkin v2 JSON"));
+        // Found by fuzzing: multi-byte characters in an id once panicked while padding.
+        assert!(
+            msg(from_json_v2(
+                "[{\"traceId\": \"é\", \"id\": \"1\"}]".as_bytes()
+            ))
+            .contains("is not hex")
+        );
+        assert!(
+            msg(from_json_v1(
+                "[{\"traceId\": \"1\", \"id\": \"ééé\"}]".as_bytes()
+            ))
+            .contains("is not hex")
+        );
         assert!(msg(from_json_v2(b"{\"not\": \"a list\"}")).contains("invalid Zipkin v2 JSON"));
         assert!(msg(from_json_v1(b"[{\"traceId\": \"1\"")).contains("invalid Zipkin v1 JSON"));
         assert!(msg(from_proto(&[0x0a, 0xff, 0x01])).contains("invalid Zipkin protobuf"));
