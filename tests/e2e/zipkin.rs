@@ -72,22 +72,24 @@ fn zipkin_send(url: &str, encoding: &str, run: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The Zipkin receiver on a free port, exporting everything to `sink` over OTLP/HTTP.
+fn config(sink: &Sink) -> String {
+    format!(
+        r#"{PREAMBLE}
+        [receivers.zipkin]
+        http = "127.0.0.1:0"
+        [exporters.capture]
+        plugin = "otlp-http"
+        config = {{ endpoint = "{}" }}
+        "#,
+        sink.url()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn py_zipkin_v1_v2_json_and_proto_arrive_as_otlp() {
     let sink = Sink::start(Script::default()).await;
-    let ferry = Ferry::start(
-        "zipkin",
-        &format!(
-            r#"{PREAMBLE}
-            [receivers.zipkin]
-            http = "127.0.0.1:0"
-            [exporters.capture]
-            plugin = "otlp-http"
-            config = {{ endpoint = "{}" }}
-            "#,
-            sink.url()
-        ),
-    );
+    let ferry = Ferry::start("zipkin", &config(&sink));
     let zipkin_addr = ferry
         .receiver_addr("zipkin")
         .expect("zipkin receiver address");
@@ -231,19 +233,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn opentelemetry_zipkin_json_exporter_arrives_as_otlp() {
     let sink = Sink::start(Script::default()).await;
-    let ferry = Ferry::start(
-        "otel-zipkin",
-        &format!(
-            r#"{PREAMBLE}
-            [receivers.zipkin]
-            http = "127.0.0.1:0"
-            [exporters.capture]
-            plugin = "otlp-http"
-            config = {{ endpoint = "{}" }}
-            "#,
-            sink.url()
-        ),
-    );
+    let ferry = Ferry::start("otel-zipkin", &config(&sink));
     let url = format!(
         "http://{}/api/v2/spans",
         ferry.receiver_addr("zipkin").unwrap()
