@@ -1,18 +1,9 @@
 //! The CLI: `validate`, `plugins`, and a plugin from `examples/` loaded from a directory.
 
-use std::process::Command;
-
 use crate::harness::{Ferry, PREAMBLE, built_wasm, eventually, post_traces, traces_request};
 
 fn ferry(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env(
-            "FERRY_CACHE_DIR",
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache"),
-        )
-        .output()
-        .unwrap();
+    let out = crate::harness::ferry_command().args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -93,14 +93,10 @@ impl Ferry {
     }
 
     fn spawn(name: &str, args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Ferry {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        let mut child = ferry_command()
             .args(args)
             .env("FERRY_LOG", "info")
             .envs(env.iter().copied())
-            .env(
-                "FERRY_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache"),
-            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -550,6 +546,45 @@ pub fn traces_request(n: usize, tag: &str, first_id: u64) -> Vec<u8> {
         }],
     }
     .encode_to_vec()
+}
+
+/// Every span in the traces bodies the sink accepted, by span id (hex), with the attributes
+/// of its resource.
+pub fn spans_by_id(
+    sink: &Sink,
+) -> std::collections::BTreeMap<
+    String,
+    Vec<(ferry_proto::trace::Span, Vec<ferry_proto::common::KeyValue>)>,
+> {
+    use ferry_proto::trace_service::ExportTraceServiceRequest;
+    use prost::Message;
+    let mut out: std::collections::BTreeMap<String, Vec<_>> = std::collections::BTreeMap::new();
+    for body in sink.bodies("/v1/traces") {
+        for rs in ExportTraceServiceRequest::decode(body)
+            .unwrap()
+            .resource_spans
+        {
+            let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.entry(hex(&s.span_id))
+                        .or_default()
+                        .push((s, resource.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `ferry` binary, sharing the tests' compiled-plugin cache.
+pub fn ferry_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.env(
+        "FERRY_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-cache"),
+    );
+    cmd
 }
 
 /// Span names in every traces body the sink accepted.

@@ -6,11 +6,10 @@ use std::process::Command;
 
 use ferry_proto::common::any_value;
 use ferry_proto::trace::Span;
-use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with};
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with, spans_by_id};
 
 fn value(v: &any_value::Value) -> Value {
     match v {
@@ -23,34 +22,28 @@ fn value(v: &any_value::Value) -> Value {
 }
 
 fn spans(sink: &Sink) -> BTreeMap<String, Vec<(Span, Vec<String>)>> {
-    let mut out: BTreeMap<String, Vec<(Span, Vec<String>)>> = BTreeMap::new();
-    for body in sink.bodies("/v1/traces") {
-        for rs in ExportTraceServiceRequest::decode(body)
-            .unwrap()
-            .resource_spans
-        {
-            let res: Vec<String> = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .map(|kv| {
-                    format!(
-                        "{}={}",
-                        kv.key,
-                        value(kv.value.as_ref().unwrap().value.as_ref().unwrap())
-                    )
+    spans_by_id(sink)
+        .into_iter()
+        .map(|(id, copies)| {
+            let copies = copies
+                .into_iter()
+                .map(|(s, resource)| {
+                    let res = resource
+                        .iter()
+                        .map(|kv| {
+                            format!(
+                                "{}={}",
+                                kv.key,
+                                value(kv.value.as_ref().unwrap().value.as_ref().unwrap())
+                            )
+                        })
+                        .collect();
+                    (s, res)
                 })
                 .collect();
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    out.entry(hex(&s.span_id))
-                        .or_default()
-                        .push((s, res.clone()));
-                }
-            }
-        }
-    }
-    out
+            (id, copies)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,11 +6,11 @@ use std::process::Command;
 
 use ferry_proto::common::any_value;
 use ferry_proto::trace::Span;
-use ferry_proto::trace_service::ExportTraceServiceRequest;
-use prost::Message;
 use serde_json::Value;
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with, request};
+use crate::harness::{
+    Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with, request, spans_by_id,
+};
 
 fn text_attr(s: &Span, key: &str) -> Option<String> {
     s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
@@ -24,32 +24,26 @@ fn text_attr(s: &Span, key: &str) -> Option<String> {
 
 /// Spans at the sink by span id, with their resource's service.name.
 fn received(sink: &Sink) -> BTreeMap<String, Vec<(Span, String)>> {
-    let mut out: BTreeMap<String, Vec<(Span, String)>> = BTreeMap::new();
-    for body in sink.bodies("/v1/traces") {
-        for rs in ExportTraceServiceRequest::decode(body)
-            .unwrap()
-            .resource_spans
-        {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) => Some(s.clone()),
-                    _ => None,
+    spans_by_id(sink)
+        .into_iter()
+        .map(|(id, copies)| {
+            let copies = copies
+                .into_iter()
+                .map(|(s, resource)| {
+                    let service = resource
+                        .iter()
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            any_value::Value::StringValue(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    (s, service)
                 })
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    out.entry(hex(&s.span_id))
-                        .or_default()
-                        .push((s, service.clone()));
-                }
-            }
-        }
-    }
-    out
+                .collect();
+            (id, copies)
+        })
+        .collect()
 }
 
 fn zipkin_send(url: &str, encoding: &str, run: &str) -> Value {
