@@ -41,6 +41,28 @@ pub struct Receivers {
     pub zipkin: Option<ZipkinReceiverConfig>,
     /// `[receivers.jaeger]`.
     pub jaeger: Option<JaegerReceiverConfig>,
+    /// `[receivers.opencensus]`.
+    pub opencensus: Option<OpenCensusReceiverConfig>,
+}
+
+/// `[receivers.opencensus]`: the OpenCensus agent's gRPC export streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenCensusReceiverConfig {
+    /// Listen address; the agent's usual `127.0.0.1:55678` unless set.
+    #[serde(default = "default_opencensus_addr")]
+    pub grpc: SocketAddr,
+    /// Largest stream message accepted.
+    #[serde(default = "default_max_request", deserialize_with = "de_bytes")]
+    pub max_request_bytes: usize,
+}
+
+fn default_zipkin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9411))
+}
+
+fn default_opencensus_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 55678))
 }
 
 /// `[receivers.jaeger]`: the Jaeger agent's UDP ports.
@@ -64,7 +86,8 @@ pub struct JaegerReceiverConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZipkinReceiverConfig {
-    /// Listen address (Zipkin's usual port is 9411).
+    /// Listen address; Zipkin's usual `127.0.0.1:9411` unless set.
+    #[serde(default = "default_zipkin_addr")]
     pub http: SocketAddr,
     /// Largest request accepted, after decompression.
     #[serde(default = "default_max_request", deserialize_with = "de_bytes")]
@@ -579,6 +602,20 @@ impl Config {
                 );
             }
         }
+        if let Some(o) = &self.receivers.opencensus {
+            if !cfg!(feature = "opencensus") {
+                errors.push(
+                    "receivers.opencensus: this ferry was built without the opencensus receiver"
+                        .into(),
+                );
+            }
+            if o.max_request_bytes > self.pipeline.queue_max_bytes {
+                errors.push(format!(
+                    "receivers.opencensus.max_request_bytes: {} exceeds pipeline.queue_max_bytes ({})",
+                    o.max_request_bytes, self.pipeline.queue_max_bytes
+                ));
+            }
+        }
         if let Some(z) = &self.receivers.zipkin {
             if !cfg!(feature = "zipkin") {
                 errors.push(
@@ -700,6 +737,39 @@ mod tests {
         assert!(joined.contains("exporters.b.signals"), "{joined}");
         assert!(joined.contains("exporters.b.allowed_hosts[0]"), "{joined}");
         assert_eq!(err.len(), 5, "{joined}");
+    }
+
+    #[test]
+    fn receivers_default_to_their_usual_ports() {
+        let c = Config::parse(
+            r#"
+            [receivers.zipkin]
+            [receivers.opencensus]
+            [exporters.d]
+            plugin = "debug"
+        "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.receivers.zipkin.unwrap().http.to_string(),
+            "127.0.0.1:9411"
+        );
+        let oc = c.receivers.opencensus.unwrap();
+        assert_eq!(oc.grpc.to_string(), "127.0.0.1:55678");
+        assert_eq!(oc.max_request_bytes, 16 << 20);
+        let err = Config::parse(
+            r#"
+            [receivers.opencensus]
+            grpc = "nowhere"
+            http = "127.0.0.1:1"
+            [exporters.d]
+            plugin = "debug"
+        "#,
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        assert!(err.contains("receivers.opencensus"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,6 @@ use crate::pipeline::router::Worker;
 use crate::plugin::registry;
 use crate::plugin::sender::{HostSender, SenderLimits};
 use crate::plugin::{PluginEngine, PluginExporter};
-use crate::receiver::{Ingest, otlp_grpc, otlp_http};
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
 
@@ -117,81 +116,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mut servers = tokio::task::JoinSet::new();
-    if let Some(otlp) = &config.receivers.otlp {
-        if let Some(addr) = otlp.grpc {
-            let l = bind("OTLP/gRPC", addr).await?;
-            tracing::info!(receiver = "otlp_grpc", addr = %l.local_addr()?, "listening");
-            let ingest = Ingest::new(
-                "otlp_grpc",
-                pipeline.clone(),
-                &telemetry,
-                otlp.max_request_bytes,
-            );
-            servers.spawn(otlp_grpc::serve(l, ingest));
-        }
-        if let Some(addr) = otlp.http {
-            let l = bind("OTLP/HTTP", addr).await?;
-            tracing::info!(receiver = "otlp_http", addr = %l.local_addr()?, "listening");
-            let ingest = Ingest::new(
-                "otlp_http",
-                pipeline.clone(),
-                &telemetry,
-                otlp.max_request_bytes,
-            );
-            servers.spawn(otlp_http::serve(l, ingest));
-        }
-    }
-    #[cfg(feature = "jaeger")]
-    if let Some(j) = &config.receivers.jaeger {
-        use crate::receiver::jaeger::{serve_udp, thrift::Protocol};
-        let ports = [
-            ("jaeger_compact", j.thrift_compact, Protocol::Compact),
-            ("jaeger_binary", j.thrift_binary, Protocol::Binary),
-        ];
-        for (name, addr, protocol) in ports {
-            let Some(addr) = addr else { continue };
-            let socket = tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for Jaeger thrift on udp {addr}"))?;
-            tracing::info!(receiver = name, addr = %socket.local_addr()?, "listening");
-            // A datagram is at most 64 KiB; its OTLP form can be somewhat larger.
-            let ingest = Ingest::new(name, pipeline.clone(), &telemetry, 1 << 20);
-            servers.spawn(serve_udp(socket, protocol, ingest));
-        }
-        if let Some(addr) = j.thrift_http {
-            let l = bind("Jaeger thrift HTTP", addr).await?;
-            tracing::info!(receiver = "jaeger_http", addr = %l.local_addr()?, "listening");
-            let ingest = Ingest::new(
-                "jaeger_http",
-                pipeline.clone(),
-                &telemetry,
-                j.max_request_bytes,
-            );
-            let app = crate::receiver::jaeger::http_router(ingest);
-            servers.spawn(async move {
-                axum::serve(l, app).await?;
-                Ok(())
-            });
-        }
-        if let Some(addr) = j.grpc {
-            let l = bind("Jaeger gRPC", addr).await?;
-            tracing::info!(receiver = "jaeger_grpc", addr = %l.local_addr()?, "listening");
-            let ingest = Ingest::new(
-                "jaeger_grpc",
-                pipeline.clone(),
-                &telemetry,
-                j.max_request_bytes,
-            );
-            servers.spawn(crate::receiver::jaeger::serve_grpc(l, ingest));
-        }
-    }
-    #[cfg(feature = "zipkin")]
-    if let Some(z) = &config.receivers.zipkin {
-        let l = bind("Zipkin", z.http).await?;
-        tracing::info!(receiver = "zipkin", addr = %l.local_addr()?, "listening");
-        let ingest = Ingest::new("zipkin", pipeline.clone(), &telemetry, z.max_request_bytes);
-        servers.spawn(crate::receiver::zipkin::serve(l, ingest));
-    }
+    crate::receiver::start_all(
+        &config.receivers,
+        &mut crate::receiver::Launch {
+            pipeline: &pipeline,
+            telemetry: &telemetry,
+            servers: &mut servers,
+        },
+    )
+    .await?;
     if !config.admin.listen.is_empty() {
         let addr: SocketAddr = config.admin.listen.parse()?;
         let l = bind("the admin endpoint", addr).await?;

@@ -1,27 +1,7 @@
 //! Jaeger `api_v2` protobuf messages (`model.proto`, `collector.proto`), as sent to the
 //! collector's gRPC `PostSpans`. Written out with `prost` derives: no `protoc` needed.
 
-/// `google.protobuf.Timestamp`.
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct Timestamp {
-    /// Seconds since the epoch.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds within the second.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct Duration {
-    /// Whole seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
+pub use crate::wkt::{Duration, Timestamp};
 
 /// `jaeger.api_v2.ValueType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

@@ -16,6 +16,8 @@ pub use opentelemetry_proto::tonic::trace::v1 as trace;
 pub use prost;
 
 pub mod jaeger;
+pub mod opencensus;
+pub mod wkt;
 pub mod zipkin;
 
 /// gRPC method paths of the three OTLP export services.

@@ -32,6 +32,81 @@ listen = "127.0.0.1:0"
 batch_timeout = "20ms"
 "#;
 
+/// A config with `receivers` (TOML) plus OTLP and admin on free ports, exporting every signal
+/// to `sink` over OTLP/HTTP.
+pub fn capture_config(receivers: &str, sink: &Sink) -> String {
+    format!(
+        r#"{PREAMBLE}
+        {receivers}
+        [exporters.capture]
+        plugin = "otlp-http"
+        config = {{ endpoint = "{}" }}
+        "#,
+        sink.url()
+    )
+}
+
+/// An attribute value as JSON, the shape the client scripts report.
+pub fn json_value(v: &ferry_proto::common::any_value::Value) -> serde_json::Value {
+    use ferry_proto::common::any_value::Value as V;
+    match v {
+        V::StringValue(s) => serde_json::json!(s),
+        V::IntValue(i) => serde_json::json!(i),
+        V::DoubleValue(d) => serde_json::json!(d),
+        V::BoolValue(b) => serde_json::json!(b),
+        other => serde_json::json!(format!("{other:?}")),
+    }
+}
+
+/// Attributes as a map of JSON values.
+pub fn json_attrs(
+    kvs: &[ferry_proto::common::KeyValue],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    kvs.iter()
+        .map(|kv| {
+            let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            (
+                kv.key.clone(),
+                v.map_or(serde_json::Value::Null, json_value),
+            )
+        })
+        .collect()
+}
+
+/// Checks that span `s` carries each of `attributes` (a JSON object, types included) and each
+/// of `events` (`[{"name", "attributes"}]`), as a client script reported sending them.
+pub fn assert_attributes_and_events(
+    s: &ferry_proto::trace::Span,
+    attributes: &serde_json::Value,
+    events: &serde_json::Value,
+) {
+    let got = json_attrs(&s.attributes);
+    for (k, v) in attributes.as_object().unwrap() {
+        assert_eq!(
+            got.get(k),
+            Some(v),
+            "attribute {k} of {} (types survive)",
+            s.name
+        );
+    }
+    for e in events.as_array().unwrap() {
+        let ev = s
+            .events
+            .iter()
+            .find(|x| x.name == e["name"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("event {e} of {}", s.name));
+        assert!(
+            ev.time_unix_nano >= s.start_time_unix_nano,
+            "event time of {}",
+            s.name
+        );
+        let got = json_attrs(&ev.attributes);
+        for (k, v) in e["attributes"].as_object().unwrap() {
+            assert_eq!(got.get(k), Some(v), "attribute {k} of event {e}");
+        }
+    }
+}
+
 /// Lower-case hex of an id.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -448,7 +523,13 @@ pub fn python() -> PathBuf {
 /// The Python interpreter of the shared e2e venv, with `packages` installed (from PyPI) unless
 /// `import_check` already succeeds.
 pub fn python_with(packages: &[&str], import_check: &str) -> PathBuf {
-    let venv = workspace().join("target").join("e2e-venv");
+    python_in("e2e-venv", packages, import_check)
+}
+
+/// The Python interpreter of venv `target/NAME`, for clients whose pins clash with the shared
+/// one's, with `packages` installed (from PyPI) unless `import_check` already succeeds.
+pub fn python_in(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
+    let venv = workspace().join("target").join(name);
     let py = venv.join("bin").join("python");
     let ready = || {
         Command::new(&py)
@@ -461,7 +542,7 @@ pub fn python_with(packages: &[&str], import_check: &str) -> PathBuf {
         return py;
     }
     // Several test processes may get here at once: a directory is the lock.
-    let lock = workspace().join("target").join("e2e-venv.lock");
+    let lock = workspace().join("target").join(format!("{name}.lock"));
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::fs::create_dir(&lock).is_err() {
         assert!(Instant::now() < deadline, "stale lock {}", lock.display());

@@ -4,22 +4,14 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use ferry_proto::common::any_value;
 use ferry_proto::trace::Span;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with, spans_by_id};
-
-fn value(v: &any_value::Value) -> Value {
-    match v {
-        any_value::Value::StringValue(s) => json!(s),
-        any_value::Value::IntValue(i) => json!(i),
-        any_value::Value::DoubleValue(d) => json!(d),
-        any_value::Value::BoolValue(b) => json!(b),
-        other => json!(format!("{other:?}")),
-    }
-}
+use crate::harness::{
+    Ferry, Script, Sink, assert_attributes_and_events, capture_config, eventually, hex, json_attrs,
+    json_value, python_with, spans_by_id,
+};
 
 fn spans(sink: &Sink) -> BTreeMap<String, Vec<(Span, Vec<String>)>> {
     spans_by_id(sink)
@@ -34,7 +26,7 @@ fn spans(sink: &Sink) -> BTreeMap<String, Vec<(Span, Vec<String>)>> {
                             format!(
                                 "{}={}",
                                 kv.key,
-                                value(kv.value.as_ref().unwrap().value.as_ref().unwrap())
+                                json_value(kv.value.as_ref().unwrap().value.as_ref().unwrap())
                             )
                         })
                         .collect();
@@ -138,59 +130,19 @@ fn check(sink: &Sink, sent: &Value, service: &str) {
             s.name
         );
         assert!(s.start_time_unix_nano > 0 && s.end_time_unix_nano >= s.start_time_unix_nano);
-        let attrs: BTreeMap<String, Value> = s
-            .attributes
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key.clone(),
-                    value(kv.value.as_ref().unwrap().value.as_ref().unwrap()),
-                )
-            })
-            .collect();
-        for (k, v) in w["tags"].as_object().unwrap() {
-            assert_eq!(
-                attrs.get(k),
-                Some(v),
-                "tag {k} of {} (types must survive)",
-                s.name
-            );
-        }
-        for e in w["events"].as_array().unwrap() {
-            let ev = s
-                .events
-                .iter()
-                .find(|x| x.name == e["name"].as_str().unwrap())
-                .expect("event");
-            for (k, v) in e["attributes"].as_object().unwrap() {
-                let got = ev
-                    .attributes
-                    .iter()
-                    .find(|kv| &kv.key == k)
-                    .expect("event attribute");
-                assert_eq!(
-                    &value(got.value.as_ref().unwrap().value.as_ref().unwrap()),
-                    v
-                );
-            }
-        }
+        assert_attributes_and_events(s, &w["tags"], &w["events"]);
     }
 }
 
 fn config(sink: &Sink) -> String {
-    format!(
-        r#"{PREAMBLE}
+    let receivers = r#"
         [receivers.jaeger]
         thrift_compact = "127.0.0.1:0"
         thrift_binary = "127.0.0.1:0"
         thrift_http = "127.0.0.1:0"
         grpc = "127.0.0.1:0"
-        [exporters.capture]
-        plugin = "otlp-http"
-        config = {{ endpoint = "{}" }}
-        "#,
-        sink.url()
-    )
+    "#;
+    capture_config(receivers, sink)
 }
 
 /// `node` with jaeger-client installed in target/e2e-node (from npm) on first use.
@@ -403,21 +355,7 @@ async fn collector_grpc_post_spans_arrives_as_otlp() {
     assert_eq!(s.end_time_unix_nano, 1_700_000_001_000_000_128);
     assert_eq!(s.kind, 2);
     assert_eq!(s.status.as_ref().unwrap().code, 2);
-    assert_eq!(
-        value(
-            s.attributes
-                .iter()
-                .find(|kv| kv.key == "retries")
-                .unwrap()
-                .value
-                .as_ref()
-                .unwrap()
-                .value
-                .as_ref()
-                .unwrap()
-        ),
-        json!(42)
-    );
+    assert_eq!(json_attrs(&s.attributes)["retries"], json!(42));
     assert_eq!(s.events[0].name, "retry");
     let (_, other) = &got[&hex(&[3; 8])][0];
     assert!(

@@ -6,6 +6,7 @@ mod backend;
 mod cli;
 mod ingest_errors;
 mod jaeger;
+mod opencensus;
 mod otel_sdk;
 mod sandbox;
 mod zipkin;

@@ -9,7 +9,7 @@ use ferry_proto::trace::Span;
 use serde_json::Value;
 
 use crate::harness::{
-    Ferry, PREAMBLE, Script, Sink, eventually, hex, python_with, request, spans_by_id,
+    Ferry, Script, Sink, capture_config, eventually, hex, python_with, request, spans_by_id,
 };
 
 fn text_attr(s: &Span, key: &str) -> Option<String> {
@@ -68,16 +68,7 @@ fn zipkin_send(url: &str, encoding: &str, run: &str) -> Value {
 
 /// The Zipkin receiver on a free port, exporting everything to `sink` over OTLP/HTTP.
 fn config(sink: &Sink) -> String {
-    format!(
-        r#"{PREAMBLE}
-        [receivers.zipkin]
-        http = "127.0.0.1:0"
-        [exporters.capture]
-        plugin = "otlp-http"
-        config = {{ endpoint = "{}" }}
-        "#,
-        sink.url()
-    )
+    capture_config("[receivers.zipkin]\nhttp = \"127.0.0.1:0\"", sink)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -51,6 +51,21 @@ pub fn all() -> Vec<(&'static str, Decoder)> {
             }
         }));
     }
+    #[cfg(feature = "opencensus")]
+    {
+        use super::opencensus::{Metrics, Traces, decode_stream};
+        // An input is tried as the first message of a stream and, to reach the translation of
+        // the node-less messages that follow, after a first message with an (empty) node.
+        const FIRST: &[u8] = b"\x0a\x00";
+        out.push(("opencensus_traces", |b| {
+            let _ = decode_stream::<Traces>(&[b]);
+            let _ = decode_stream::<Traces>(&[FIRST, b]);
+        }));
+        out.push(("opencensus_metrics", |b| {
+            let _ = decode_stream::<Metrics>(&[b]);
+            let _ = decode_stream::<Metrics>(&[FIRST, b]);
+        }));
+    }
     out
 }
 

@@ -3,6 +3,8 @@
 pub mod decoders;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
+#[cfg(feature = "opencensus")]
+pub mod opencensus;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod wire;
@@ -14,9 +16,84 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
+use crate::config::Receivers;
 use crate::pipeline::{Pipeline, Refusal};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
+
+/// Starts every receiver `config` enables. A new receiver is one module and one line here.
+pub async fn start_all(config: &Receivers, launch: &mut Launch<'_>) -> anyhow::Result<()> {
+    if let Some(c) = &config.otlp {
+        otlp_grpc::start(c, launch).await?;
+        otlp_http::start(c, launch).await?;
+    }
+    #[cfg(feature = "zipkin")]
+    if let Some(c) = &config.zipkin {
+        zipkin::start(c, launch).await?;
+    }
+    #[cfg(feature = "jaeger")]
+    if let Some(c) = &config.jaeger {
+        jaeger::start(c, launch).await?;
+    }
+    #[cfg(feature = "opencensus")]
+    if let Some(c) = &config.opencensus {
+        opencensus::start(c, launch).await?;
+    }
+    Ok(())
+}
+
+/// What a receiver needs to start: the pipeline it feeds and where its server tasks run.
+pub struct Launch<'a> {
+    /// The pipeline every receiver feeds.
+    pub pipeline: &'a Arc<Pipeline>,
+    /// Where receivers register their counters.
+    pub telemetry: &'a Telemetry,
+    /// The daemon's server tasks; one ending is fatal to the daemon.
+    pub servers: &'a mut tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+impl Launch<'_> {
+    /// Binds `addr` for `receiver` (a metric label, e.g. `zipkin`) and runs `serve` on it with
+    /// the receiver's counted entry point.
+    pub async fn serve<F, Fut>(
+        &mut self,
+        receiver: &str,
+        addr: std::net::SocketAddr,
+        max_request_bytes: usize,
+        serve: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnOnce(tokio::net::TcpListener, Arc<Ingest>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        use anyhow::Context;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{receiver}: cannot listen on {addr}"))?;
+        tracing::info!(receiver, addr = %l.local_addr()?, "listening");
+        let ingest = self.ingest(receiver, max_request_bytes);
+        self.spawn(serve(l, ingest));
+        Ok(())
+    }
+
+    /// The counted entry point for `receiver`.
+    pub fn ingest(&self, receiver: &str, max_request_bytes: usize) -> Arc<Ingest> {
+        Ingest::new(
+            receiver,
+            self.pipeline.clone(),
+            self.telemetry,
+            max_request_bytes,
+        )
+    }
+
+    /// Runs a server task for as long as the daemon.
+    pub fn spawn(
+        &mut self,
+        server: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.servers.spawn(server);
+    }
+}
 
 /// Why a request was refused; each maps onto a gRPC status and an HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +177,7 @@ impl Ingest {
                 ),
                 rejected: telemetry.counter(
                     "ferry_receiver_rejected_items_total",
-                    "Items rejected from otherwise valid requests (OTLP partial success).",
+                    "Items rejected from otherwise valid requests (OTLP partial success, or no OTLP form).",
                     &l,
                 ),
                 refused: REASONS.map(|reason| {
@@ -123,6 +200,28 @@ impl Ingest {
     pub fn count_refused(&self, signal: Signal, err: &IngestError) {
         let i = REASONS.iter().position(|r| *r == err.reason()).unwrap_or(0);
         self.counters[signal.index()].refused[i].inc();
+    }
+
+    /// Hands a foreign request, already translated to OTLP protobuf (or not, with why), to the
+    /// pipeline, counting either outcome.
+    pub fn translated(
+        &self,
+        signal: Signal,
+        otlp: Result<Bytes, IngestError>,
+    ) -> Result<Accepted, IngestError> {
+        match otlp {
+            // `Ingest::otlp` counts its own outcomes.
+            Ok(otlp) => self.otlp(signal, otlp),
+            Err(e) => {
+                self.count_refused(signal, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts items a translator could not carry over from an otherwise accepted request.
+    pub fn count_rejected(&self, signal: Signal, items: u32) {
+        self.counters[signal.index()].rejected.add(items.into());
     }
 
     /// Validates an OTLP protobuf export request and hands it to the pipeline.
@@ -210,6 +309,19 @@ pub async fn read_http_body(
         Some(other) => Err(invalid(format!(
             "unsupported Content-Encoding {other:?} (use gzip or none)"
         ))),
+    }
+}
+
+/// An OTLP attribute; shared by the receivers that translate foreign formats.
+#[cfg(any(feature = "zipkin", feature = "jaeger", feature = "opencensus"))]
+pub(crate) fn kv(
+    key: impl Into<String>,
+    value: ferry_proto::common::any_value::Value,
+) -> ferry_proto::common::KeyValue {
+    ferry_proto::common::KeyValue {
+        key: key.into(),
+        value: Some(ferry_proto::common::AnyValue { value: Some(value) }),
+        ..Default::default()
     }
 }
 

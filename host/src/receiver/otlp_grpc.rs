@@ -114,7 +114,7 @@ pub fn response(signal: Signal, a: &Accepted) -> Bytes {
 }
 
 /// Names an OTLP gRPC service.
-pub trait OtlpService: Send + Sync + 'static {
+pub trait OtlpService: Clone + Send + Sync + 'static {
     /// Fully qualified service name.
     const NAME: &'static str;
     /// Its signal.
@@ -122,13 +122,13 @@ pub trait OtlpService: Send + Sync + 'static {
 }
 
 /// `TraceService`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Traces {}
 /// `MetricsService`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Metrics {}
 /// `LogsService`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Logs {}
 
 impl OtlpService for Traces {
@@ -144,6 +144,25 @@ impl OtlpService for Logs {
     const SIGNAL: Signal = Signal::Logs;
 }
 
+/// A gRPC method whose messages stay bytes, served by [`RawService`].
+pub trait RawMethod: Clone + Send + Sync + 'static {
+    /// Fully qualified service name.
+    const SERVICE: &'static str;
+    /// Method path suffix, e.g. `/Export`.
+    const METHOD: &'static str;
+    /// Largest request message.
+    fn max_message_bytes(&self) -> usize;
+    /// Serves one call with `grpc` (already configured: limits, compression).
+    fn call<B>(
+        self,
+        grpc: Grpc<RawCodec>,
+        req: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send;
+}
+
 /// A unary gRPC method whose request and response stay bytes: the handler decodes (or just
 /// validates) the message itself.
 pub trait RawUnary: Clone + Send + Sync + 'static {
@@ -157,12 +176,33 @@ pub trait RawUnary: Clone + Send + Sync + 'static {
     fn handle(&self, message: Bytes) -> Result<Bytes, Status>;
 }
 
-/// A tower service serving one [`RawUnary`] method over HTTP/2.
+/// A tower service serving one [`RawMethod`] over HTTP/2.
 #[derive(Clone)]
 pub struct RawService<H>(pub H);
 
-impl<H: RawUnary> NamedService for RawService<H> {
+impl<H: RawMethod> NamedService for RawService<H> {
     const NAME: &'static str = H::SERVICE;
+}
+
+impl<H: RawUnary> RawMethod for H {
+    const SERVICE: &'static str = H::SERVICE;
+    const METHOD: &'static str = H::METHOD;
+
+    fn max_message_bytes(&self) -> usize {
+        RawUnary::max_message_bytes(self)
+    }
+
+    fn call<B>(
+        self,
+        mut grpc: Grpc<RawCodec>,
+        req: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        Box::pin(async move { grpc.unary(Method(self), req).await })
+    }
 }
 
 struct Method<H>(H);
@@ -176,9 +216,10 @@ impl<H: RawUnary> UnaryService<Bytes> for Method<H> {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<H: RawUnary, B> tower::Service<http::Request<B>> for RawService<H>
+impl<H: RawMethod, B> tower::Service<http::Request<B>> for RawService<H>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
@@ -197,28 +238,20 @@ where
                 Ok(Status::unimplemented(format!("only {} exists", H::METHOD)).into_http())
             });
         }
-        let mut grpc = Grpc::new(RawCodec)
+        let grpc = Grpc::new(RawCodec)
             .max_decoding_message_size(self.0.max_message_bytes())
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
-        let method = Method(self.0.clone());
-        Box::pin(async move { Ok(grpc.unary(method, req).await) })
+        let call = self.0.clone().call(grpc, req);
+        Box::pin(async move { Ok(call.await) })
     }
 }
 
 /// One OTLP export service.
+#[derive(Clone)]
 pub struct ExportService<S> {
     ingest: Arc<Ingest>,
     _signal: PhantomData<fn() -> S>,
-}
-
-impl<S> Clone for ExportService<S> {
-    fn clone(&self) -> Self {
-        ExportService {
-            ingest: self.ingest.clone(),
-            _signal: PhantomData,
-        }
-    }
 }
 
 impl<S: OtlpService> RawUnary for ExportService<S> {
@@ -267,4 +300,17 @@ pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> an
         .serve_with_incoming(incoming(listener))
         .await
         .map_err(|e| anyhow::anyhow!("OTLP/gRPC server on {addr} failed: {e}"))
+}
+
+/// Starts the OTLP/gRPC server if `config` gives it an address.
+pub async fn start(
+    config: &crate::config::OtlpReceiverConfig,
+    launch: &mut super::Launch<'_>,
+) -> anyhow::Result<()> {
+    let Some(addr) = config.grpc else {
+        return Ok(());
+    };
+    launch
+        .serve("otlp_grpc", addr, config.max_request_bytes, serve)
+        .await
 }

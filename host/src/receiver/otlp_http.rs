@@ -202,3 +202,16 @@ pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> an
         .await
         .map_err(|e| anyhow::anyhow!("OTLP/HTTP server on {addr} failed: {e}"))
 }
+
+/// Starts the OTLP/HTTP server if `config` gives it an address.
+pub async fn start(
+    config: &crate::config::OtlpReceiverConfig,
+    launch: &mut super::Launch<'_>,
+) -> anyhow::Result<()> {
+    let Some(addr) = config.http else {
+        return Ok(());
+    };
+    launch
+        .serve("otlp_http", addr, config.max_request_bytes, serve)
+        .await
+}

@@ -19,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use ferry_proto::common::{AnyValue, KeyValue, any_value};
+use ferry_proto::common::{KeyValue, any_value};
 use ferry_proto::trace::{Span, Status, span, status};
 use ferry_proto::trace_service::ExportTraceServiceRequest;
 use ferry_proto::zipkin as zpb;
@@ -376,13 +376,7 @@ fn from_json_v1(body: &[u8]) -> Result<Vec<ZSpan>, IngestError> {
 
 // ---- to OTLP ----
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
+use super::kv;
 
 fn text(key: &str, v: impl Into<String>) -> KeyValue {
     kv(key, any_value::Value::StringValue(v.into()))
@@ -680,15 +674,8 @@ async fn translate(ingest: &Ingest, version: Version, req: Request) -> Result<By
 }
 
 async fn handle(ingest: Arc<Ingest>, version: Version, req: Request) -> Response {
-    let otlp = match translate(&ingest, version, req).await {
-        Ok(b) => b,
-        Err(e) => {
-            ingest.count_refused(Signal::Traces, &e);
-            return error_response(&e);
-        }
-    };
-    // `Ingest::otlp` counts its own outcomes.
-    match ingest.otlp(Signal::Traces, otlp) {
+    let otlp = translate(&ingest, version, req).await;
+    match ingest.translated(Signal::Traces, otlp) {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(e) => error_response(&e),
     }
@@ -714,6 +701,16 @@ pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> an
     axum::serve(listener, router(ingest))
         .await
         .map_err(|e| anyhow::anyhow!("Zipkin server on {addr} failed: {e}"))
+}
+
+/// Starts the Zipkin server.
+pub async fn start(
+    config: &crate::config::ZipkinReceiverConfig,
+    launch: &mut super::Launch<'_>,
+) -> anyhow::Result<()> {
+    launch
+        .serve("zipkin", config.http, config.max_request_bytes, serve)
+        .await
 }
 
 #[cfg(test)]

@@ -66,11 +66,7 @@ fn tag(t: &Value) -> Option<KeyValue> {
         },
         _ => return None,
     };
-    Some(KeyValue {
-        key,
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    })
+    Some(super::kv(key, value))
 }
 
 fn take(attrs: &mut Vec<KeyValue>, key: &str) -> Option<any_value::Value> {
@@ -240,13 +236,10 @@ fn to_otlp(groups: Vec<(JProcess, Vec<JSpan>)>) -> ExportTraceServiceRequest {
             let mut resource = process.tags;
             resource.retain(|kv| kv.key != "service.name");
             if let Some(service) = process.service {
-                resource.push(KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(service)),
-                    }),
-                    ..Default::default()
-                });
+                resource.push(super::kv(
+                    "service.name",
+                    any_value::Value::StringValue(service),
+                ));
             }
             let mut scopes: BTreeMap<(String, String), Vec<Span>> = BTreeMap::new();
             for j in spans {
@@ -436,16 +429,9 @@ async fn http_traces(
     req: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let result = match http_translate(&ingest, req).await {
-        // `Ingest::otlp` counts its own outcomes.
-        Ok(otlp) => ingest.otlp(Signal::Traces, otlp).map(|_| ()),
-        Err(e) => {
-            ingest.count_refused(Signal::Traces, &e);
-            Err(e)
-        }
-    };
-    match result {
-        Ok(()) => axum::http::StatusCode::ACCEPTED.into_response(),
+    let otlp = http_translate(&ingest, req).await;
+    match ingest.translated(Signal::Traces, otlp) {
+        Ok(_) => axum::http::StatusCode::ACCEPTED.into_response(),
         Err(e) => (http_status(&e), e.to_string()).into_response(),
     }
 }
@@ -483,6 +469,43 @@ pub async fn serve_udp(
             }
         }
     }
+}
+
+/// Starts each Jaeger endpoint `config` gives an address.
+pub async fn start(
+    config: &crate::config::JaegerReceiverConfig,
+    launch: &mut super::Launch<'_>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ports = [
+        ("jaeger_compact", config.thrift_compact, Protocol::Compact),
+        ("jaeger_binary", config.thrift_binary, Protocol::Binary),
+    ];
+    for (name, addr, protocol) in ports {
+        let Some(addr) = addr else { continue };
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("{name}: cannot listen on udp {addr}"))?;
+        tracing::info!(receiver = name, addr = %socket.local_addr()?, "listening");
+        // A datagram is at most 64 KiB; its OTLP form can be somewhat larger.
+        let ingest = launch.ingest(name, 1 << 20);
+        launch.spawn(serve_udp(socket, protocol, ingest));
+    }
+    if let Some(addr) = config.thrift_http {
+        let serve = |l, ingest| async move {
+            axum::serve(l, http_router(ingest)).await?;
+            Ok(())
+        };
+        launch
+            .serve("jaeger_http", addr, config.max_request_bytes, serve)
+            .await?;
+    }
+    if let Some(addr) = config.grpc {
+        launch
+            .serve("jaeger_grpc", addr, config.max_request_bytes, serve_grpc)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -726,17 +749,10 @@ impl super::otlp_grpc::RawUnary for PostSpans {
             signal: Signal::Traces,
             message,
         });
-        let result = match translated {
-            // `Ingest::otlp` counts its own outcomes.
-            Ok(otlp) => self.ingest.otlp(Signal::Traces, otlp).map(|_| ()),
-            Err(e) => {
-                self.ingest.count_refused(Signal::Traces, &e);
-                Err(e)
-            }
-        };
         // An empty `PostSpansResponse`.
-        result
-            .map(|()| Bytes::new())
+        self.ingest
+            .translated(Signal::Traces, translated)
+            .map(|_| Bytes::new())
             .map_err(|e| super::otlp_grpc::status(&e))
     }
 }

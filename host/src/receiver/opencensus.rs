@@ -1,0 +1,1472 @@
+//! OpenCensus agent receiver (default `127.0.0.1:55678`): the bidirectional
+//! `opencensus.proto.agent.trace.v1.TraceService/Export` and
+//! `opencensus.proto.agent.metrics.v1.MetricsService/Export` streams.
+//!
+//! A stream's first message must carry the `Node`; later messages may leave it (and the
+//! resource) out and inherit the last one sent. Translation to OTLP follows the OpenTelemetry
+//! Collector's `pkg/translator/opencensus` rules. Like the Collector, the agent answers with no
+//! messages: it ends the stream with OK once the client half-closes, or with an error status
+//! (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) at the first message it cannot accept.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_proto::common::{KeyValue, any_value};
+use ferry_proto::opencensus as oc;
+use ferry_proto::wkt::Timestamp;
+use ferry_proto::{metrics, metrics_service, resource, trace, trace_service};
+use prost::Message;
+use tonic::Status;
+use tonic::server::Grpc;
+
+use super::otlp_grpc::{BoxFuture, RawCodec, RawMethod};
+use super::{Ingest, IngestError, kv};
+use crate::signal::Signal;
+
+/// Why part of a request could not be translated.
+#[derive(Debug, Default, PartialEq)]
+pub struct Dropped {
+    /// Items (spans or data points) left out.
+    pub items: u32,
+    /// The first reason.
+    pub reason: Option<String>,
+}
+
+impl Dropped {
+    fn add(&mut self, items: usize, reason: impl FnOnce() -> String) {
+        self.items = self
+            .items
+            .saturating_add(items.try_into().unwrap_or(u32::MAX));
+        if self.reason.is_none() {
+            self.reason = Some(reason());
+        }
+    }
+}
+
+/// What a stream remembers between messages.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    node: Option<oc::Node>,
+    resource: Option<oc::Resource>,
+}
+
+impl StreamState {
+    /// Takes in one message's node and resource; the first message must have a node.
+    fn update(
+        &mut self,
+        node: Option<oc::Node>,
+        resource: Option<oc::Resource>,
+    ) -> Result<(), String> {
+        match (node, &self.node) {
+            (Some(n), _) => self.node = Some(n),
+            (None, Some(_)) => {}
+            (None, None) => {
+                return Err(
+                    "protocol violation: the first message of an Export stream must carry a node"
+                        .into(),
+                );
+            }
+        }
+        if resource.is_some() {
+            self.resource = resource;
+        }
+        Ok(())
+    }
+}
+
+fn string(s: impl Into<String>) -> any_value::Value {
+    any_value::Value::StringValue(s.into())
+}
+
+/// Nanoseconds since the epoch; absent or unrepresentable (before 1970, past 2554) is 0.
+fn nanos(ts: Option<&Timestamp>) -> u64 {
+    let Some(ts) = ts else { return 0 };
+    let (Ok(secs), Ok(frac)) = (u64::try_from(ts.seconds), u64::try_from(ts.nanos)) else {
+        return 0;
+    };
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac.min(999_999_999)))
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with as many fractional digits as needed, like Go's `time.RFC3339Nano`.
+fn rfc3339(ts: &Timestamp) -> String {
+    let days = ts.seconds.div_euclid(86_400);
+    let secs = ts.seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    let frac = ts.nanos.clamp(0, 999_999_999);
+    if frac > 0 {
+        let digits = format!(".{frac:09}");
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// `telemetry.sdk.language` for `LibraryInfo.Language`.
+fn language(code: i32) -> Option<&'static str> {
+    const NAMES: [&str; 10] = [
+        "cpp", "dotnet", "erlang", "go", "java", "nodejs", "php", "python", "ruby", "webjs",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|c| c.checked_sub(1))
+        .and_then(|i| NAMES.get(i).copied())
+}
+
+/// OTLP resource attributes from a node and a resource: labels and node attributes first, then
+/// the node's own fields, which win.
+fn resource_attributes(node: Option<&oc::Node>, res: Option<&oc::Resource>) -> Vec<KeyValue> {
+    let mut attrs: BTreeMap<String, any_value::Value> = BTreeMap::new();
+    if let Some(r) = res {
+        for (k, v) in &r.labels {
+            let k = if k == "cloud.zone" {
+                "cloud.availability_zone"
+            } else {
+                k
+            };
+            attrs.insert(k.into(), string(v));
+        }
+    }
+    if let Some(n) = node {
+        for (k, v) in &n.attributes {
+            attrs.insert(k.clone(), string(v));
+        }
+        if let Some(s) = n.service_info.as_ref().filter(|s| !s.name.is_empty()) {
+            attrs.insert("service.name".into(), string(&s.name));
+        }
+        if let Some(id) = &n.identifier {
+            if let Some(ts) = &id.start_timestamp {
+                attrs.insert("opencensus.starttime".into(), string(rfc3339(ts)));
+            }
+            if !id.host_name.is_empty() {
+                attrs.insert("host.name".into(), string(&id.host_name));
+            }
+            if id.pid != 0 {
+                attrs.insert(
+                    "process.pid".into(),
+                    any_value::Value::IntValue(id.pid.into()),
+                );
+            }
+        }
+        if let Some(lib) = &n.library_info {
+            if !lib.core_library_version.is_empty() {
+                attrs.insert(
+                    "telemetry.sdk.version".into(),
+                    string(&lib.core_library_version),
+                );
+            }
+            if !lib.exporter_version.is_empty() {
+                attrs.insert(
+                    "opencensus.exporterversion".into(),
+                    string(&lib.exporter_version),
+                );
+            }
+            if let Some(lang) = language(lib.language) {
+                attrs.insert("telemetry.sdk.language".into(), string(lang));
+            }
+        }
+    }
+    if let Some(r) = res.filter(|r| !r.r#type.is_empty()) {
+        attrs.insert("opencensus.resourcetype".into(), string(&r.r#type));
+    }
+    attrs.into_iter().map(|(k, v)| kv(k, v)).collect()
+}
+
+fn otlp_resource(node: Option<&oc::Node>, res: Option<&oc::Resource>) -> resource::Resource {
+    resource::Resource {
+        attributes: resource_attributes(node, res),
+        ..Default::default()
+    }
+}
+
+fn attributes(attrs: Option<oc::Attributes>) -> (Vec<KeyValue>, u32) {
+    let Some(a) = attrs else {
+        return (Vec::new(), 0);
+    };
+    let kvs = a
+        .attribute_map
+        .into_iter()
+        .map(|(k, v)| {
+            use oc::attribute_value::Value as V;
+            let value = match v.value {
+                Some(V::StringValue(s)) => string(s.value),
+                Some(V::IntValue(i)) => any_value::Value::IntValue(i),
+                Some(V::BoolValue(b)) => any_value::Value::BoolValue(b),
+                Some(V::DoubleValue(d)) => any_value::Value::DoubleValue(d),
+                None => string("<Unknown OpenCensus attribute value type>"),
+            };
+            kv(k, value)
+        })
+        .collect();
+    (kvs, a.dropped_attributes_count.max(0) as u32)
+}
+
+fn tracestate(ts: Option<oc::Tracestate>) -> String {
+    ts.map(|t| {
+        t.entries
+            .iter()
+            .map(|e| format!("{}={}", e.key, e.value))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+    .unwrap_or_default()
+}
+
+/// OTLP span kind: OpenCensus knows only SERVER and CLIENT; other kinds travel in a
+/// `span.kind` attribute, which is consumed.
+fn span_kind(kind: i32, attrs: &mut Option<oc::Attributes>) -> trace::span::SpanKind {
+    use trace::span::SpanKind as K;
+    match kind {
+        1 => K::Server,
+        2 => K::Client,
+        0 => {
+            let Some(a) = attrs.as_mut() else {
+                return K::Unspecified;
+            };
+            let named = match a
+                .attribute_map
+                .get("span.kind")
+                .and_then(|v| v.value.as_ref())
+            {
+                Some(oc::attribute_value::Value::StringValue(s)) => match s.value.as_str() {
+                    "consumer" => K::Consumer,
+                    "producer" => K::Producer,
+                    "internal" => K::Internal,
+                    _ => return K::Unspecified,
+                },
+                _ => return K::Unspecified,
+            };
+            a.attribute_map.remove("span.kind");
+            named
+        }
+        _ => K::Unspecified,
+    }
+}
+
+/// OTLP status: OpenCensus code 0 is OK (unset), any other an error; an integer
+/// `otel.status_code` attribute (set by the reverse translation) wins and is consumed.
+fn span_status(
+    status: Option<oc::Status>,
+    attrs: &mut Option<oc::Attributes>,
+) -> Option<trace::Status> {
+    let s = status?;
+    let mut code = if s.code == 0 {
+        trace::status::StatusCode::Unset as i32
+    } else {
+        trace::status::StatusCode::Error as i32
+    };
+    if let Some(a) = attrs.as_mut()
+        && let Some(v) = a.attribute_map.remove("otel.status_code")
+    {
+        code = match v.value {
+            Some(oc::attribute_value::Value::IntValue(i)) => i32::try_from(i).unwrap_or(0),
+            _ => 0,
+        };
+    }
+    Some(trace::Status {
+        code,
+        message: s.message,
+    })
+}
+
+fn events(time_events: Option<oc::TimeEvents>) -> (Vec<trace::span::Event>, u32) {
+    let Some(te) = time_events else {
+        return (Vec::new(), 0);
+    };
+    let dropped = te
+        .dropped_annotations_count
+        .max(0)
+        .saturating_add(te.dropped_message_events_count.max(0)) as u32;
+    let events = te
+        .time_event
+        .into_iter()
+        .map(|e| {
+            let time_unix_nano = nanos(e.time.as_ref());
+            match e.value {
+                Some(oc::time_event::Value::Annotation(a)) => {
+                    let (attributes, dropped_attributes_count) = attributes(a.attributes);
+                    trace::span::Event {
+                        time_unix_nano,
+                        name: a.description.map(|d| d.value).unwrap_or_default(),
+                        attributes,
+                        dropped_attributes_count,
+                    }
+                }
+                Some(oc::time_event::Value::MessageEvent(m)) => {
+                    let kind = match m.r#type {
+                        1 => "SENT",
+                        2 => "RECEIVED",
+                        _ => "TYPE_UNSPECIFIED",
+                    };
+                    let int = |n: u64| any_value::Value::IntValue(n as i64);
+                    trace::span::Event {
+                        time_unix_nano,
+                        name: "message".into(),
+                        attributes: vec![
+                            kv("message.type", string(kind)),
+                            kv("messaging.message_id", int(m.id)),
+                            kv(
+                                "messaging.message_payload_size_bytes",
+                                int(m.uncompressed_size),
+                            ),
+                            kv(
+                                "messaging.message_payload_compressed_size_bytes",
+                                int(m.compressed_size),
+                            ),
+                        ],
+                        dropped_attributes_count: 0,
+                    }
+                }
+                None => trace::span::Event {
+                    time_unix_nano,
+                    name: "An unknown OpenCensus TimeEvent type was detected when translating"
+                        .into(),
+                    ..Default::default()
+                },
+            }
+        })
+        .collect();
+    (events, dropped)
+}
+
+fn links(links: Option<oc::Links>) -> (Vec<trace::span::Link>, u32) {
+    let Some(l) = links else {
+        return (Vec::new(), 0);
+    };
+    let links = l
+        .link
+        .into_iter()
+        .map(|l| {
+            let (attributes, dropped_attributes_count) = attributes(l.attributes);
+            trace::span::Link {
+                trace_id: l.trace_id,
+                span_id: l.span_id,
+                trace_state: tracestate(l.tracestate),
+                attributes,
+                dropped_attributes_count,
+                ..Default::default()
+            }
+        })
+        .collect();
+    (links, l.dropped_links_count.max(0) as u32)
+}
+
+/// Why a span's ids make it untranslatable, if they do.
+fn bad_ids(s: &oc::Span) -> Option<String> {
+    if s.trace_id.len() != 16 || s.trace_id.iter().all(|b| *b == 0) {
+        return Some(format!(
+            "trace_id must be 16 non-zero bytes, got {}",
+            s.trace_id.len()
+        ));
+    }
+    if s.span_id.len() != 8 || s.span_id.iter().all(|b| *b == 0) {
+        return Some(format!(
+            "span_id must be 8 non-zero bytes, got {}",
+            s.span_id.len()
+        ));
+    }
+    if !s.parent_span_id.is_empty() && s.parent_span_id.len() != 8 {
+        return Some(format!(
+            "parent_span_id must be empty or 8 bytes, got {}",
+            s.parent_span_id.len()
+        ));
+    }
+    None
+}
+
+fn span(mut s: oc::Span) -> trace::Span {
+    let kind = span_kind(s.kind, &mut s.attributes) as i32;
+    let status = span_status(s.status.take(), &mut s.attributes);
+    let (mut attributes, dropped_attributes_count) = attributes(s.attributes.take());
+    if let Some(same) = s.same_process_as_parent_span {
+        attributes.push(kv(
+            "opencensus.same_process_as_parent_span",
+            any_value::Value::BoolValue(same.value),
+        ));
+    }
+    let (events, dropped_events_count) = events(s.time_events.take());
+    let (links, dropped_links_count) = links(s.links.take());
+    trace::Span {
+        trace_id: s.trace_id,
+        span_id: s.span_id,
+        trace_state: tracestate(s.tracestate),
+        parent_span_id: s.parent_span_id,
+        name: s.name.map(|n| n.value).unwrap_or_default(),
+        kind,
+        start_time_unix_nano: nanos(s.start_time.as_ref()),
+        end_time_unix_nano: nanos(s.end_time.as_ref()),
+        attributes,
+        dropped_attributes_count,
+        events,
+        dropped_events_count,
+        links,
+        dropped_links_count,
+        status,
+        ..Default::default()
+    }
+}
+
+fn resource_spans(resource: resource::Resource, spans: Vec<trace::Span>) -> trace::ResourceSpans {
+    trace::ResourceSpans {
+        resource: Some(resource),
+        scope_spans: vec![trace::ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Groups translated items as the Collector does: those without a resource of their own share
+/// one group under the stream's resource, and each one with its own gets a group to itself.
+fn by_resource<T, O, G>(
+    state: &StreamState,
+    items: Vec<T>,
+    own_resource: impl Fn(&T) -> Option<oc::Resource>,
+    mut translate: impl FnMut(T) -> Option<O>,
+    group: impl Fn(resource::Resource, Vec<O>) -> G,
+) -> Vec<G> {
+    let node = state.node.as_ref();
+    let mut shared = Vec::new();
+    let mut own = Vec::new();
+    for item in items {
+        let res = own_resource(&item);
+        let Some(out) = translate(item) else {
+            continue;
+        };
+        match res {
+            None => shared.push(out),
+            Some(r) => own.push(group(otlp_resource(node, Some(&r)), vec![out])),
+        }
+    }
+    let mut groups = Vec::with_capacity(own.len() + 1);
+    if !shared.is_empty() {
+        groups.push(group(otlp_resource(node, state.resource.as_ref()), shared));
+    }
+    groups.extend(own);
+    groups
+}
+
+/// Translates the spans of one message, sent by `state`'s node.
+pub fn traces_to_otlp(
+    state: &StreamState,
+    spans: Vec<oc::Span>,
+    dropped: &mut Dropped,
+) -> trace_service::ExportTraceServiceRequest {
+    let translate = |s: oc::Span| match bad_ids(&s) {
+        Some(why) => {
+            dropped.add(1, || why);
+            None
+        }
+        None => Some(span(s)),
+    };
+    trace_service::ExportTraceServiceRequest {
+        resource_spans: by_resource(
+            state,
+            spans,
+            |s| s.resource.clone(),
+            translate,
+            resource_spans,
+        ),
+    }
+}
+
+fn label_attributes(keys: &[oc::LabelKey], values: &[oc::LabelValue]) -> Vec<KeyValue> {
+    keys.iter()
+        .zip(values)
+        .filter(|(_, v)| v.has_value)
+        .map(|(k, v)| kv(&k.key, string(&v.value)))
+        .collect()
+}
+
+/// The OTLP shape of an OpenCensus metric type.
+#[derive(Clone, Copy)]
+enum Shape {
+    Gauge(bool),
+    Sum(bool),
+    Histogram,
+    Summary,
+}
+
+fn number_point(
+    point: oc::Point,
+    int: bool,
+    start: u64,
+    attributes: Vec<KeyValue>,
+) -> Result<metrics::NumberDataPoint, String> {
+    use metrics::number_data_point::Value as N;
+    use oc::point::Value as P;
+    let value = match (point.value, int) {
+        (Some(P::Int64Value(i)), true) => N::AsInt(i),
+        (Some(P::DoubleValue(d)), false) => N::AsDouble(d),
+        (other, _) => {
+            return Err(format!(
+                "a point of an {} metric holds {}",
+                if int { "integer" } else { "double" },
+                point_kind(other.as_ref())
+            ));
+        }
+    };
+    Ok(metrics::NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: nanos(point.timestamp.as_ref()),
+        value: Some(value),
+        ..Default::default()
+    })
+}
+
+fn point_kind(v: Option<&oc::point::Value>) -> &'static str {
+    match v {
+        None => "no value",
+        Some(oc::point::Value::Int64Value(_)) => "an integer",
+        Some(oc::point::Value::DoubleValue(_)) => "a double",
+        Some(oc::point::Value::DistributionValue(_)) => "a distribution",
+        Some(oc::point::Value::SummaryValue(_)) => "a summary",
+    }
+}
+
+fn count(n: i64, what: &str) -> Result<u64, String> {
+    u64::try_from(n).map_err(|_| format!("negative {what} {n}"))
+}
+
+fn histogram_point(
+    point: oc::Point,
+    start: u64,
+    attributes: Vec<KeyValue>,
+) -> Result<metrics::HistogramDataPoint, String> {
+    let Some(oc::point::Value::DistributionValue(d)) = point.value else {
+        return Err(format!(
+            "a point of a distribution metric holds {}",
+            point_kind(point.value.as_ref())
+        ));
+    };
+    let bounds = d
+        .bucket_options
+        .and_then(|o| o.explicit)
+        .map(|e| e.bounds)
+        .unwrap_or_default();
+    if !d.buckets.is_empty() && d.buckets.len() != bounds.len() + 1 {
+        return Err(format!(
+            "a distribution has {} buckets for {} bounds (needs one more bucket than bounds)",
+            d.buckets.len(),
+            bounds.len()
+        ));
+    }
+    let mut bucket_counts = Vec::with_capacity(d.buckets.len());
+    let mut exemplars = Vec::new();
+    for b in d.buckets {
+        bucket_counts.push(count(b.count, "bucket count")?);
+        if let Some(e) = b.exemplar {
+            exemplars.push(metrics::Exemplar {
+                filtered_attributes: e
+                    .attachments
+                    .into_iter()
+                    .map(|(k, v)| kv(k, string(v)))
+                    .collect(),
+                time_unix_nano: nanos(e.timestamp.as_ref()),
+                value: Some(metrics::exemplar::Value::AsDouble(e.value)),
+                ..Default::default()
+            });
+        }
+    }
+    // Without buckets there is no histogram, and then OTLP wants no bounds either.
+    let explicit_bounds = if bucket_counts.is_empty() {
+        Vec::new()
+    } else {
+        bounds
+    };
+    Ok(metrics::HistogramDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: nanos(point.timestamp.as_ref()),
+        count: count(d.count, "count")?,
+        sum: Some(d.sum),
+        bucket_counts,
+        explicit_bounds,
+        exemplars,
+        ..Default::default()
+    })
+}
+
+fn summary_point(
+    point: oc::Point,
+    start: u64,
+    attributes: Vec<KeyValue>,
+) -> Result<metrics::SummaryDataPoint, String> {
+    let Some(oc::point::Value::SummaryValue(s)) = point.value else {
+        return Err(format!(
+            "a point of a summary metric holds {}",
+            point_kind(point.value.as_ref())
+        ));
+    };
+    Ok(metrics::SummaryDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: nanos(point.timestamp.as_ref()),
+        count: count(s.count.map_or(0, |c| c.value), "count")?,
+        sum: s.sum.map_or(0.0, |v| v.value),
+        quantile_values: s
+            .snapshot
+            .map(|snap| {
+                snap.percentile_values
+                    .into_iter()
+                    .map(|p| metrics::summary_data_point::ValueAtQuantile {
+                        quantile: p.percentile / 100.0,
+                        value: p.value,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+/// Translates one metric; points that cannot be carried over are counted in `dropped`.
+fn metric(m: oc::Metric, dropped: &mut Dropped) -> Option<metrics::Metric> {
+    use metrics::metric::Data;
+    let points: usize = m.timeseries.iter().map(|t| t.points.len()).sum();
+    let Some(desc) = m.metric_descriptor else {
+        dropped.add(points, || "a metric has no descriptor".into());
+        return None;
+    };
+    use oc::MetricType as T;
+    let shape = match T::try_from(desc.r#type) {
+        Ok(T::GaugeInt64) => Shape::Gauge(true),
+        Ok(T::GaugeDouble) => Shape::Gauge(false),
+        Ok(T::CumulativeInt64) => Shape::Sum(true),
+        Ok(T::CumulativeDouble) => Shape::Sum(false),
+        Ok(T::CumulativeDistribution) => Shape::Histogram,
+        Ok(T::Summary) => Shape::Summary,
+        other => {
+            let name = desc.name.clone();
+            dropped.add(points, || match other {
+                Ok(T::GaugeDistribution) => {
+                    format!("metric {name:?}: GAUGE_DISTRIBUTION has no OTLP equivalent")
+                }
+                _ => format!("metric {name:?}: unknown type {}", desc.r#type),
+            });
+            return None;
+        }
+    };
+    let mut numbers = Vec::new();
+    let mut histograms = Vec::new();
+    let mut summaries = Vec::new();
+    for series in m.timeseries {
+        let start = nanos(series.start_timestamp.as_ref());
+        for point in series.points {
+            let attrs = label_attributes(&desc.label_keys, &series.label_values);
+            let result = match shape {
+                Shape::Gauge(int) | Shape::Sum(int) => {
+                    number_point(point, int, start, attrs).map(|p| numbers.push(p))
+                }
+                Shape::Histogram => {
+                    histogram_point(point, start, attrs).map(|p| histograms.push(p))
+                }
+                Shape::Summary => summary_point(point, start, attrs).map(|p| summaries.push(p)),
+            };
+            if let Err(why) = result {
+                dropped.add(1, || format!("metric {:?}: {why}", desc.name));
+            }
+        }
+    }
+    let cumulative = metrics::AggregationTemporality::Cumulative as i32;
+    let data = match shape {
+        Shape::Gauge(_) => Data::Gauge(metrics::Gauge {
+            data_points: numbers,
+        }),
+        Shape::Sum(_) => Data::Sum(metrics::Sum {
+            data_points: numbers,
+            aggregation_temporality: cumulative,
+            is_monotonic: true,
+        }),
+        Shape::Histogram => Data::Histogram(metrics::Histogram {
+            data_points: histograms,
+            aggregation_temporality: cumulative,
+        }),
+        Shape::Summary => Data::Summary(metrics::Summary {
+            data_points: summaries,
+        }),
+    };
+    Some(metrics::Metric {
+        name: desc.name,
+        description: desc.description,
+        unit: desc.unit,
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+fn resource_metrics(
+    resource: resource::Resource,
+    metrics: Vec<metrics::Metric>,
+) -> metrics::ResourceMetrics {
+    metrics::ResourceMetrics {
+        resource: Some(resource),
+        scope_metrics: vec![metrics::ScopeMetrics {
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Translates the metrics of one message, sent by `state`'s node.
+pub fn metrics_to_otlp(
+    state: &StreamState,
+    list: Vec<oc::Metric>,
+    dropped: &mut Dropped,
+) -> metrics_service::ExportMetricsServiceRequest {
+    metrics_service::ExportMetricsServiceRequest {
+        resource_metrics: by_resource(
+            state,
+            list,
+            |m| m.resource.clone(),
+            |m| metric(m, dropped),
+            resource_metrics,
+        ),
+    }
+}
+
+/// One of the two OpenCensus agent export services.
+pub trait OcService: Clone + Send + Sync + 'static {
+    /// Fully qualified service name.
+    const NAME: &'static str;
+    /// Its signal.
+    const SIGNAL: Signal;
+    /// Decodes one stream message, updates `state`, and translates it to OTLP protobuf.
+    fn translate(
+        state: &mut StreamState,
+        message: &[u8],
+        dropped: &mut Dropped,
+    ) -> Result<Bytes, String>;
+}
+
+/// `TraceService`.
+#[derive(Debug, Clone)]
+pub enum Traces {}
+/// `MetricsService`.
+#[derive(Debug, Clone)]
+pub enum Metrics {}
+
+impl OcService for Traces {
+    const NAME: &'static str = "opencensus.proto.agent.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+
+    fn translate(
+        state: &mut StreamState,
+        message: &[u8],
+        dropped: &mut Dropped,
+    ) -> Result<Bytes, String> {
+        let req = oc::ExportTraceServiceRequest::decode(message)
+            .map_err(|e| format!("invalid OpenCensus ExportTraceServiceRequest: {e}"))?;
+        state.update(req.node, req.resource)?;
+        Ok(traces_to_otlp(state, req.spans, dropped)
+            .encode_to_vec()
+            .into())
+    }
+}
+
+impl OcService for Metrics {
+    const NAME: &'static str = "opencensus.proto.agent.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+
+    fn translate(
+        state: &mut StreamState,
+        message: &[u8],
+        dropped: &mut Dropped,
+    ) -> Result<Bytes, String> {
+        let req = oc::ExportMetricsServiceRequest::decode(message)
+            .map_err(|e| format!("invalid OpenCensus ExportMetricsServiceRequest: {e}"))?;
+        state.update(req.node, req.resource)?;
+        Ok(metrics_to_otlp(state, req.metrics, dropped)
+            .encode_to_vec()
+            .into())
+    }
+}
+
+/// Translates a stream of messages, as the receiver does, for the fuzz targets and tests.
+pub fn decode_stream<S: OcService>(messages: &[&[u8]]) -> Result<Vec<Bytes>, String> {
+    let mut state = StreamState::default();
+    let mut dropped = Dropped::default();
+    messages
+        .iter()
+        .map(|m| S::translate(&mut state, m, &mut dropped))
+        .collect()
+}
+
+/// The `Export` method of one OpenCensus service.
+#[derive(Clone)]
+pub struct Export<S> {
+    ingest: Arc<Ingest>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S: OcService> Export<S> {
+    /// Takes one message of a stream; an error ends the stream with that status.
+    fn accept(&self, state: &mut StreamState, message: &[u8]) -> Result<(), Status> {
+        let mut dropped = Dropped::default();
+        let otlp =
+            S::translate(state, message, &mut dropped).map_err(|message| IngestError::Invalid {
+                signal: S::SIGNAL,
+                message,
+            });
+        self.ingest
+            .translated(S::SIGNAL, otlp)
+            .map_err(|e| super::otlp_grpc::status(&e))?;
+        if dropped.items > 0 {
+            self.ingest.count_rejected(S::SIGNAL, dropped.items);
+            tracing::warn!(
+                receiver = "opencensus",
+                items = dropped.items,
+                "OpenCensus items dropped: {}",
+                dropped.reason.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+type ResponseStream = futures::stream::BoxStream<'static, Result<Bytes, Status>>;
+
+struct Method<S>(Export<S>);
+
+impl<S: OcService> tonic::server::StreamingService<Bytes> for Method<S> {
+    type Response = Bytes;
+    type ResponseStream = ResponseStream;
+    type Future = BoxFuture<Result<tonic::Response<ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Bytes>>) -> Self::Future {
+        let export = self.0.clone();
+        let inbound = request.into_inner();
+        let responses = futures::stream::unfold(
+            Some((inbound, export, StreamState::default())),
+            |open| async move {
+                let (mut inbound, export, mut state) = open?;
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(message)) => {
+                            if let Err(status) = export.accept(&mut state, &message) {
+                                return Some((Err(status), None));
+                            }
+                        }
+                        // The client half-closed: end the stream with OK.
+                        Ok(None) => return None,
+                        Err(status) => return Some((Err(status), None)),
+                    }
+                }
+            },
+        );
+        Box::pin(async move {
+            let responses: ResponseStream = Box::pin(responses);
+            Ok(tonic::Response::new(responses))
+        })
+    }
+}
+
+impl<S: OcService> RawMethod for Export<S> {
+    const SERVICE: &'static str = S::NAME;
+    const METHOD: &'static str = "/Export";
+
+    fn max_message_bytes(&self) -> usize {
+        self.ingest.max_request_bytes
+    }
+
+    fn call<B>(
+        self,
+        mut grpc: Grpc<RawCodec>,
+        req: http::Request<B>,
+    ) -> BoxFuture<http::Response<tonic::body::Body>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        Box::pin(async move { grpc.streaming(Method(self), req).await })
+    }
+}
+
+fn service<S: OcService>(ingest: &Arc<Ingest>) -> super::otlp_grpc::RawService<Export<S>> {
+    super::otlp_grpc::RawService(Export {
+        ingest: ingest.clone(),
+        _service: PhantomData,
+    })
+}
+
+/// Serves the agent's trace and metrics services on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tonic::transport::Server::builder()
+        .add_service(service::<Traces>(&ingest))
+        .add_service(service::<Metrics>(&ingest))
+        .serve_with_incoming(super::otlp_grpc::incoming(listener))
+        .await
+        .map_err(|e| anyhow::anyhow!("OpenCensus gRPC server on {addr} failed: {e}"))
+}
+
+/// Starts the OpenCensus agent server.
+pub async fn start(
+    config: &crate::config::OpenCensusReceiverConfig,
+    launch: &mut super::Launch<'_>,
+) -> anyhow::Result<()> {
+    launch
+        .serve("opencensus", config.grpc, config.max_request_bytes, serve)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::wkt::{BoolValue, DoubleValue, Int64Value};
+
+    fn ts(seconds: i64, nanos: i32) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos })
+    }
+
+    fn node() -> oc::Node {
+        oc::Node {
+            identifier: Some(oc::ProcessIdentifier {
+                host_name: "box-1".into(),
+                pid: 4242,
+                start_timestamp: ts(1_700_000_000, 120_000_000),
+            }),
+            library_info: Some(oc::LibraryInfo {
+                language: 8,
+                exporter_version: "0.0.1".into(),
+                core_library_version: "0.11.4".into(),
+            }),
+            service_info: Some(oc::ServiceInfo {
+                name: "checkout".into(),
+            }),
+            attributes: [("team".to_string(), "payments".to_string())].into(),
+        }
+    }
+
+    fn attr_value(v: oc::attribute_value::Value) -> oc::AttributeValue {
+        oc::AttributeValue { value: Some(v) }
+    }
+
+    fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+        attrs
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    fn s(v: &str) -> any_value::Value {
+        string(v)
+    }
+
+    #[test]
+    fn timestamps_format_like_go_rfc3339nano() {
+        assert_eq!(
+            rfc3339(&Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 120_000_000
+            }),
+            "2023-11-14T22:13:20.12Z"
+        );
+        assert_eq!(
+            rfc3339(&Timestamp {
+                seconds: 0,
+                nanos: 0
+            }),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(&Timestamp {
+                seconds: 951_782_400,
+                nanos: 5
+            }),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+        assert_eq!(nanos(ts(-1, 0).as_ref()), 0);
+        assert_eq!(nanos(ts(i64::MAX, 0).as_ref()), 0);
+        assert_eq!(nanos(ts(2, 7).as_ref()), 2_000_000_007);
+    }
+
+    #[test]
+    fn spans_translate_like_the_collector() {
+        use oc::attribute_value::Value as V;
+        let span = oc::Span {
+            trace_id: (1..=16).collect(),
+            span_id: (1..=8).collect(),
+            parent_span_id: vec![9; 8],
+            tracestate: Some(oc::Tracestate {
+                entries: vec![
+                    oc::TracestateEntry {
+                        key: "a".into(),
+                        value: "1".into(),
+                    },
+                    oc::TracestateEntry {
+                        key: "b".into(),
+                        value: "2".into(),
+                    },
+                ],
+            }),
+            name: Some(oc::TruncatableString {
+                value: "GET /cart".into(),
+                truncated_byte_count: 0,
+            }),
+            kind: 0,
+            start_time: ts(10, 5),
+            end_time: ts(11, 0),
+            attributes: Some(oc::Attributes {
+                attribute_map: [
+                    (
+                        "span.kind".to_string(),
+                        attr_value(V::StringValue(oc::TruncatableString {
+                            value: "producer".into(),
+                            truncated_byte_count: 0,
+                        })),
+                    ),
+                    ("http.status_code".to_string(), attr_value(V::IntValue(503))),
+                    ("cache.hit".to_string(), attr_value(V::BoolValue(false))),
+                    ("ratio".to_string(), attr_value(V::DoubleValue(0.5))),
+                    ("odd".to_string(), oc::AttributeValue { value: None }),
+                ]
+                .into(),
+                dropped_attributes_count: 3,
+            }),
+            time_events: Some(oc::TimeEvents {
+                time_event: vec![
+                    oc::TimeEvent {
+                        time: ts(10, 500),
+                        value: Some(oc::time_event::Value::Annotation(oc::Annotation {
+                            description: Some(oc::TruncatableString {
+                                value: "cache miss".into(),
+                                truncated_byte_count: 0,
+                            }),
+                            attributes: Some(oc::Attributes {
+                                attribute_map: [("key".to_string(), attr_value(V::IntValue(7)))]
+                                    .into(),
+                                dropped_attributes_count: 1,
+                            }),
+                        })),
+                    },
+                    oc::TimeEvent {
+                        time: ts(10, 600),
+                        value: Some(oc::time_event::Value::MessageEvent(oc::MessageEvent {
+                            r#type: 2,
+                            id: 5,
+                            uncompressed_size: 100,
+                            compressed_size: 40,
+                        })),
+                    },
+                ],
+                dropped_annotations_count: 1,
+                dropped_message_events_count: 2,
+            }),
+            links: Some(oc::Links {
+                link: vec![oc::Link {
+                    trace_id: vec![7; 16],
+                    span_id: vec![8; 8],
+                    r#type: 1,
+                    attributes: None,
+                    tracestate: None,
+                }],
+                dropped_links_count: 4,
+            }),
+            status: Some(oc::Status {
+                code: 14,
+                message: "unavailable".into(),
+            }),
+            resource: None,
+            same_process_as_parent_span: Some(BoolValue { value: true }),
+            child_span_count: None,
+        };
+        let mut own = span.clone();
+        own.span_id = vec![2; 8];
+        own.resource = Some(oc::Resource {
+            r#type: "k8s".into(),
+            labels: [("cloud.zone".to_string(), "eu-1a".to_string())].into(),
+        });
+        let mut bad = span.clone();
+        bad.trace_id = vec![1; 8];
+
+        let mut state = StreamState::default();
+        state
+            .update(
+                Some(node()),
+                Some(oc::Resource {
+                    r#type: "host".into(),
+                    labels: [("service.name".to_string(), "overridden".to_string())].into(),
+                }),
+            )
+            .unwrap();
+        let mut dropped = Dropped::default();
+        let out = traces_to_otlp(&state, vec![span, own, bad], &mut dropped);
+        assert_eq!(dropped.items, 1);
+        assert!(dropped.reason.unwrap().contains("trace_id must be 16"));
+        assert_eq!(out.resource_spans.len(), 2);
+
+        let r = &out.resource_spans[0].resource.as_ref().unwrap().attributes;
+        assert_eq!(find(r, "service.name"), Some(&s("checkout")));
+        assert_eq!(find(r, "host.name"), Some(&s("box-1")));
+        assert_eq!(
+            find(r, "process.pid"),
+            Some(&any_value::Value::IntValue(4242))
+        );
+        assert_eq!(find(r, "telemetry.sdk.language"), Some(&s("python")));
+        assert_eq!(find(r, "telemetry.sdk.version"), Some(&s("0.11.4")));
+        assert_eq!(find(r, "opencensus.exporterversion"), Some(&s("0.0.1")));
+        assert_eq!(
+            find(r, "opencensus.starttime"),
+            Some(&s("2023-11-14T22:13:20.12Z"))
+        );
+        assert_eq!(find(r, "opencensus.resourcetype"), Some(&s("host")));
+        assert_eq!(find(r, "team"), Some(&s("payments")));
+
+        let o = &out.resource_spans[1].resource.as_ref().unwrap().attributes;
+        assert_eq!(find(o, "cloud.availability_zone"), Some(&s("eu-1a")));
+        assert_eq!(find(o, "opencensus.resourcetype"), Some(&s("k8s")));
+        assert_eq!(find(o, "service.name"), Some(&s("checkout")));
+        assert_eq!(
+            out.resource_spans[1].scope_spans[0].spans[0].span_id,
+            vec![2; 8]
+        );
+
+        let t = &out.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(t.trace_id, (1..=16).collect::<Vec<u8>>());
+        assert_eq!(t.parent_span_id, vec![9; 8]);
+        assert_eq!(t.trace_state, "a=1,b=2");
+        assert_eq!(t.name, "GET /cart");
+        assert_eq!(t.kind, trace::span::SpanKind::Producer as i32);
+        assert_eq!(t.start_time_unix_nano, 10_000_000_005);
+        assert_eq!(t.end_time_unix_nano, 11_000_000_000);
+        assert!(find(&t.attributes, "span.kind").is_none(), "consumed");
+        assert_eq!(
+            find(&t.attributes, "http.status_code"),
+            Some(&any_value::Value::IntValue(503))
+        );
+        assert_eq!(
+            find(&t.attributes, "cache.hit"),
+            Some(&any_value::Value::BoolValue(false))
+        );
+        assert_eq!(
+            find(&t.attributes, "ratio"),
+            Some(&any_value::Value::DoubleValue(0.5))
+        );
+        assert_eq!(
+            find(&t.attributes, "odd"),
+            Some(&s("<Unknown OpenCensus attribute value type>"))
+        );
+        assert_eq!(
+            find(&t.attributes, "opencensus.same_process_as_parent_span"),
+            Some(&any_value::Value::BoolValue(true))
+        );
+        assert_eq!(t.dropped_attributes_count, 3);
+        let status = t.status.as_ref().unwrap();
+        assert_eq!(status.code, trace::status::StatusCode::Error as i32);
+        assert_eq!(status.message, "unavailable");
+        assert_eq!(t.dropped_events_count, 3);
+        assert_eq!(t.events[0].name, "cache miss");
+        assert_eq!(t.events[0].time_unix_nano, 10_000_000_500);
+        assert_eq!(t.events[0].dropped_attributes_count, 1);
+        assert_eq!(
+            find(&t.events[0].attributes, "key"),
+            Some(&any_value::Value::IntValue(7))
+        );
+        assert_eq!(t.events[1].name, "message");
+        assert_eq!(
+            find(&t.events[1].attributes, "message.type"),
+            Some(&s("RECEIVED"))
+        );
+        assert_eq!(
+            find(
+                &t.events[1].attributes,
+                "messaging.message_payload_size_bytes"
+            ),
+            Some(&any_value::Value::IntValue(100))
+        );
+        assert_eq!(t.links[0].trace_id, vec![7; 16]);
+        assert_eq!(t.dropped_links_count, 4);
+    }
+
+    #[test]
+    fn status_ok_is_unset_and_otel_status_code_wins() {
+        let mut attrs = Some(oc::Attributes {
+            attribute_map: [(
+                "otel.status_code".to_string(),
+                attr_value(oc::attribute_value::Value::IntValue(1)),
+            )]
+            .into(),
+            dropped_attributes_count: 0,
+        });
+        let ok = Some(oc::Status {
+            code: 0,
+            message: String::new(),
+        });
+        assert_eq!(span_status(ok.clone(), &mut None).unwrap().code, 0);
+        assert_eq!(span_status(ok, &mut attrs).unwrap().code, 1);
+        assert!(attrs.unwrap().attribute_map.is_empty());
+        assert!(span_status(None, &mut None).is_none());
+        assert_eq!(span_kind(1, &mut None), trace::span::SpanKind::Server);
+        assert_eq!(span_kind(2, &mut None), trace::span::SpanKind::Client);
+        assert_eq!(span_kind(9, &mut None), trace::span::SpanKind::Unspecified);
+    }
+
+    #[test]
+    fn the_node_comes_once_per_stream() {
+        let first = oc::ExportTraceServiceRequest {
+            node: Some(node()),
+            spans: vec![],
+            resource: Some(oc::Resource {
+                r#type: "global".into(),
+                labels: Default::default(),
+            }),
+        }
+        .encode_to_vec();
+        let span = oc::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        };
+        let later = oc::ExportTraceServiceRequest {
+            node: None,
+            spans: vec![span],
+            resource: None,
+        }
+        .encode_to_vec();
+        let out = decode_stream::<Traces>(&[&first, &later]).unwrap();
+        let req = trace_service::ExportTraceServiceRequest::decode(&out[1][..]).unwrap();
+        let r = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+        assert_eq!(find(r, "service.name"), Some(&s("checkout")));
+        assert_eq!(find(r, "opencensus.resourcetype"), Some(&s("global")));
+
+        let err = decode_stream::<Traces>(&[&later]).unwrap_err();
+        assert!(err.contains("first message"), "{err}");
+        let err = decode_stream::<Metrics>(&[b"\x0a\x05abc"]).unwrap_err();
+        assert!(err.contains("ExportMetricsServiceRequest"), "{err}");
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let traces = std::fs::read(fuzz.join("opencensus_traces/seed-python-export")).unwrap();
+        let metrics = std::fs::read(fuzz.join("opencensus_metrics/seed-python-export")).unwrap();
+        assert!(decode_stream::<Traces>(&[&traces]).is_ok());
+        assert!(decode_stream::<Metrics>(&[&metrics]).is_ok());
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("truncated", traces[..traces.len() / 2].to_vec()),
+            // Field 2 (spans) as a varint instead of a message.
+            ("wrong wire type", vec![0x0a, 0x00, 0x10, 0x01]),
+            // A node claiming 2^32 bytes.
+            ("absurd length", vec![0x0a, 0x80, 0x80, 0x80, 0x80, 0x10]),
+            // The service name is not UTF-8.
+            ("bad utf-8", vec![0x0a, 0x05, 0x1a, 0x03, 0x0a, 0x01, 0xff]),
+        ];
+        for (what, bytes) in cases {
+            let err = decode_stream::<Traces>(&[&bytes]).unwrap_err();
+            assert!(err.contains("invalid OpenCensus"), "{what}: {err}");
+        }
+        let cut = &metrics[..metrics.len() - 3];
+        let err = decode_stream::<Metrics>(&[cut]).unwrap_err();
+        assert!(err.contains("ExportMetricsServiceRequest"), "{err}");
+    }
+
+    fn series(labels: &[Option<&str>], points: Vec<oc::Point>) -> oc::TimeSeries {
+        oc::TimeSeries {
+            start_timestamp: ts(100, 0),
+            label_values: labels
+                .iter()
+                .map(|l| oc::LabelValue {
+                    value: l.unwrap_or_default().into(),
+                    has_value: l.is_some(),
+                })
+                .collect(),
+            points,
+        }
+    }
+
+    fn point(value: oc::point::Value) -> oc::Point {
+        oc::Point {
+            timestamp: ts(160, 0),
+            value: Some(value),
+        }
+    }
+
+    fn descriptor(name: &str, t: oc::MetricType) -> Option<oc::MetricDescriptor> {
+        Some(oc::MetricDescriptor {
+            name: name.into(),
+            description: format!("{name} help"),
+            unit: "ms".into(),
+            r#type: t as i32,
+            label_keys: ["method", "code"]
+                .iter()
+                .map(|k| oc::LabelKey {
+                    key: (*k).into(),
+                    description: String::new(),
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn metrics_translate_like_the_collector_and_count_what_cannot() {
+        use metrics::metric::Data;
+        use oc::MetricType as T;
+        use oc::point::Value as P;
+        let metric = |name: &str, t, points| oc::Metric {
+            metric_descriptor: descriptor(name, t),
+            timeseries: vec![series(&[Some("GET"), None], points)],
+            resource: None,
+        };
+        let dist = oc::DistributionValue {
+            count: 3,
+            sum: 12.5,
+            sum_of_squared_deviation: 0.0,
+            bucket_options: Some(oc::BucketOptions {
+                explicit: Some(oc::ExplicitBounds {
+                    bounds: vec![1.0, 10.0],
+                }),
+            }),
+            buckets: vec![
+                oc::Bucket {
+                    count: 1,
+                    exemplar: None,
+                },
+                oc::Bucket {
+                    count: 1,
+                    exemplar: Some(oc::Exemplar {
+                        value: 4.0,
+                        timestamp: ts(150, 0),
+                        attachments: [("SpanContext".to_string(), "x".to_string())].into(),
+                    }),
+                },
+                oc::Bucket {
+                    count: 1,
+                    exemplar: None,
+                },
+            ],
+        };
+        let mut uneven = dist.clone();
+        uneven.buckets.pop();
+        let list = vec![
+            metric("g_int", T::GaugeInt64, vec![point(P::Int64Value(-4))]),
+            metric("g_dbl", T::GaugeDouble, vec![point(P::DoubleValue(1.5))]),
+            metric(
+                "c_int",
+                T::CumulativeInt64,
+                vec![point(P::Int64Value(9)), point(P::DoubleValue(1.0))],
+            ),
+            metric(
+                "c_dbl",
+                T::CumulativeDouble,
+                vec![point(P::DoubleValue(2.5))],
+            ),
+            metric(
+                "hist",
+                T::CumulativeDistribution,
+                vec![
+                    point(P::DistributionValue(dist)),
+                    point(P::DistributionValue(uneven)),
+                ],
+            ),
+            metric(
+                "summ",
+                T::Summary,
+                vec![point(P::SummaryValue(oc::SummaryValue {
+                    count: Some(Int64Value { value: 10 }),
+                    sum: Some(DoubleValue { value: 55.0 }),
+                    snapshot: Some(oc::Snapshot {
+                        count: None,
+                        sum: None,
+                        percentile_values: vec![oc::ValueAtPercentile {
+                            percentile: 99.0,
+                            value: 9.0,
+                        }],
+                    }),
+                }))],
+            ),
+            metric(
+                "g_dist",
+                T::GaugeDistribution,
+                vec![point(P::Int64Value(1)), point(P::Int64Value(2))],
+            ),
+            oc::Metric {
+                metric_descriptor: None,
+                timeseries: vec![series(&[], vec![point(P::Int64Value(1))])],
+                resource: Some(oc::Resource::default()),
+            },
+        ];
+        let mut state = StreamState::default();
+        state.update(Some(node()), None).unwrap();
+        let mut dropped = Dropped::default();
+        let out = metrics_to_otlp(&state, list, &mut dropped);
+        // One mistyped point, one uneven histogram, two GAUGE_DISTRIBUTION points, one point
+        // of a metric without a descriptor.
+        assert_eq!(dropped.items, 5);
+        assert_eq!(out.resource_metrics.len(), 1);
+        let rm = &out.resource_metrics[0];
+        assert_eq!(
+            find(&rm.resource.as_ref().unwrap().attributes, "service.name"),
+            Some(&s("checkout"))
+        );
+        let ms = &rm.scope_metrics[0].metrics;
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["g_int", "g_dbl", "c_int", "c_dbl", "hist", "summ"]);
+        assert_eq!(ms[0].unit, "ms");
+        assert_eq!(ms[0].description, "g_int help");
+        let Some(Data::Gauge(g)) = &ms[0].data else {
+            panic!("gauge")
+        };
+        let p = &g.data_points[0];
+        assert_eq!(p.value, Some(metrics::number_data_point::Value::AsInt(-4)));
+        assert_eq!(p.start_time_unix_nano, 100_000_000_000);
+        assert_eq!(p.time_unix_nano, 160_000_000_000);
+        assert_eq!(p.attributes.len(), 1, "labels without a value are left out");
+        assert_eq!(find(&p.attributes, "method"), Some(&s("GET")));
+        let Some(Data::Sum(sum)) = &ms[2].data else {
+            panic!("sum")
+        };
+        assert!(sum.is_monotonic);
+        assert_eq!(sum.aggregation_temporality, 2);
+        assert_eq!(sum.data_points.len(), 1);
+        let Some(Data::Sum(sum)) = &ms[3].data else {
+            panic!("sum")
+        };
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(metrics::number_data_point::Value::AsDouble(2.5))
+        );
+        let Some(Data::Histogram(h)) = &ms[4].data else {
+            panic!("histogram")
+        };
+        assert_eq!(h.aggregation_temporality, 2);
+        assert_eq!(h.data_points.len(), 1);
+        let hp = &h.data_points[0];
+        assert_eq!((hp.count, hp.sum), (3, Some(12.5)));
+        assert_eq!(hp.bucket_counts, [1, 1, 1]);
+        assert_eq!(hp.explicit_bounds, [1.0, 10.0]);
+        assert_eq!(hp.exemplars.len(), 1);
+        assert_eq!(
+            hp.exemplars[0].value,
+            Some(metrics::exemplar::Value::AsDouble(4.0))
+        );
+        let Some(Data::Summary(sm)) = &ms[5].data else {
+            panic!("summary")
+        };
+        let sp = &sm.data_points[0];
+        assert_eq!((sp.count, sp.sum), (10, 55.0));
+        assert_eq!(sp.quantile_values[0].quantile, 0.99);
+        assert_eq!(sp.quantile_values[0].value, 9.0);
+    }
+}
