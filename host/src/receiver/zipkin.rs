@@ -426,6 +426,45 @@ fn event(ts_us: u64, value: String) -> span::Event {
     ev
 }
 
+/// Links, from the `otlp.link.0`, `otlp.link.1`, ... tags (`traceId|spanId|traceState|
+/// {attributes}|droppedAttributes`), read as the Collector reads them. A tag that does not parse
+/// stays an attribute rather than being lost.
+fn take_links(tags: &mut BTreeMap<String, String>) -> Vec<span::Link> {
+    let mut links = Vec::new();
+    for i in 0..128 {
+        let key = format!("otlp.link.{i}");
+        let Some(value) = tags.get(&key) else { break };
+        if let Some(link) = parse_link(value) {
+            links.push(link);
+            tags.remove(&key);
+        }
+    }
+    links
+}
+
+fn parse_link(value: &str) -> Option<span::Link> {
+    let parts: Vec<&str> = value.split('|').collect();
+    let n = parts.len();
+    if n < 5 {
+        return None;
+    }
+    let unquote = |s: &str| s.trim_matches('"').to_string();
+    let trace_id = hex_id::<16>("link trace id", &unquote(parts[0])).ok()?;
+    let span_id = hex_id::<8>("link span id", &unquote(parts[1])).ok()?;
+    let serde_json::Value::Object(attrs) = serde_json::from_str(&parts[3..n - 1].join("|")).ok()?
+    else {
+        return None;
+    };
+    Some(span::Link {
+        trace_id: trace_id.to_vec(),
+        span_id: span_id.to_vec(),
+        trace_state: parts[2].to_string(),
+        attributes: json_attrs(attrs),
+        dropped_attributes_count: parts[n - 1].parse().ok()?,
+        ..Default::default()
+    })
+}
+
 /// Tags that describe the process, not the span: the Collector moves them to the resource
 /// (OpenTelemetry's Zipkin exporters copy resource attributes into every span's tags).
 const RESOURCE_TAGS: &[&str] = &[
@@ -498,6 +537,7 @@ fn to_span(mut z: ZSpan) -> Span {
         },
     };
     let trace_state = z.tags.remove("w3c.tracestate").unwrap_or_default();
+    let links = take_links(&mut z.tags);
     let mut attributes: Vec<KeyValue> = z.tags.into_iter().map(|(k, v)| text(&k, v)).collect();
     if let Some(l) = &z.local {
         if let Some(ip) = &l.ip {
@@ -548,6 +588,7 @@ fn to_span(mut z: ZSpan) -> Span {
             .map(|(t, v)| event(t, v))
             .collect(),
         status: Some(status),
+        links,
         ..Default::default()
     }
 }
@@ -793,6 +834,44 @@ mod tests {
         assert_eq!(s.events[1].name, "cache miss");
         assert_eq!(s.events[1].attributes.len(), 2);
         assert_eq!(s.events[1].time_unix_nano, 1_556_604_172_355_900_000);
+    }
+
+    #[test]
+    fn link_tags_become_links_and_a_shared_span_has_no_parent_of_itself() {
+        let body = br#"[{
+            "traceId": "0af7651916cd43dd8448eb211c80319c", "id": "b7ad6b7169203331",
+            "parentId": "b7ad6b7169203331", "name": "shared", "kind": "SERVER", "shared": true,
+            "tags": {
+                "otlp.link.0": "0af7651916cd43dd8448eb211c80319d|00f067aa0ba902b7|k=v|{\"a|b\":1,\"ok\":true}|2",
+                "otlp.link.1": "not|a|link",
+                "otlp.link.3": "skipped: the numbering stops at the first gap"
+            }
+        }]"#;
+        let s = to_otlp(from_json_v2(body).unwrap())
+            .resource_spans
+            .remove(0)
+            .scope_spans
+            .remove(0)
+            .spans
+            .remove(0);
+        assert!(
+            s.parent_span_id.is_empty(),
+            "a parent equal to the span is none"
+        );
+        assert_eq!(s.links.len(), 1);
+        let l = &s.links[0];
+        assert_eq!(l.trace_id[15], 0x9d);
+        assert_eq!(l.span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!(l.trace_state, "k=v");
+        assert_eq!(l.dropped_attributes_count, 2);
+        assert_eq!(l.attributes.len(), 2, "{:?}", l.attributes);
+        assert!(attr(&s, "otlp.link.0").is_none());
+        assert_eq!(
+            attr(&s, "otlp.link.1"),
+            Some(&any_value::Value::StringValue("not|a|link".into())),
+            "an unreadable link is kept as an attribute"
+        );
+        assert!(attr(&s, "otlp.link.3").is_some());
     }
 
     #[test]
