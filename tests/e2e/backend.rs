@@ -3,9 +3,12 @@
 use std::collections::BTreeSet;
 
 use ferry_proto::grpc_path;
+use ferry_proto::wkt::{RetryInfo, RpcStatus};
+use prost::Message;
 
 use crate::harness::{
-    Ferry, PREAMBLE, Script, Sink, eventually, grpc_unary, post_traces, span_names, traces_request,
+    Ferry, PREAMBLE, Script, Sink, base64_decode, eventually, grpc_unary_trailers, post_traces,
+    span_names, traces_request,
 };
 
 fn config(sink: &Sink, extra: &str) -> String {
@@ -153,7 +156,7 @@ async fn full_queue_pushes_senders_back_then_drains() {
         Some("1")
     );
     assert!(String::from_utf8_lossy(&body).contains("queue full"));
-    let (code, msg, _) = grpc_unary(
+    let (code, msg, _, trailers) = grpc_unary_trailers(
         ferry.grpc.unwrap(),
         grpc_path::TRACES,
         &traces_request(60, "grpc", 999_000),
@@ -161,6 +164,26 @@ async fn full_queue_pushes_senders_back_then_drains() {
     .await;
     assert_eq!(code, 8, "RESOURCE_EXHAUSTED expected: {msg}");
     assert!(msg.contains("queue full"), "{msg}");
+    // A RetryInfo says the refusal is temporary: as the Python SDK reads it, and in the status
+    // details as the OTLP spec puts it.
+    let bin = |k: &str| {
+        let v = trailers
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} in {trailers:?}"));
+        base64_decode(v.to_str().unwrap())
+    };
+    let info = RetryInfo::decode(&bin("google.rpc.retryinfo-bin")[..]).unwrap();
+    assert_eq!(info.retry_delay.unwrap().seconds, 1);
+    let details = RpcStatus::decode(&bin("grpc-status-details-bin")[..]).unwrap();
+    assert_eq!(details.code, 8);
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    assert_eq!(
+        RetryInfo::decode(&details.details[0].value[..]).unwrap(),
+        info
+    );
     assert!(
         ferry
             .metric(

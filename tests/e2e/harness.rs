@@ -107,6 +107,25 @@ pub fn assert_attributes_and_events(
     }
 }
 
+/// Standard base64 (padding optional).
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
 /// Lower-case hex of an id.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -317,6 +336,16 @@ pub async fn request(
 
 /// One unary gRPC call with a raw message; returns (grpc-status, grpc-message, response body).
 pub async fn grpc_unary(addr: SocketAddr, path: &str, message: &[u8]) -> (i32, String, Bytes) {
+    let (status, message, payload, _) = grpc_unary_trailers(addr, path, message).await;
+    (status, message, payload)
+}
+
+/// [`grpc_unary`], also returning the trailers (or headers, for a trailers-only answer).
+pub async fn grpc_unary_trailers(
+    addr: SocketAddr,
+    path: &str,
+    message: &[u8],
+) -> (i32, String, Bytes, http::HeaderMap) {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -333,7 +362,7 @@ pub async fn grpc_unary(addr: SocketAddr, path: &str, message: &[u8]) -> (i32, S
     let resp = client.request(req).await.expect("gRPC request");
     let head = resp.headers().clone();
     let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let mut trailers = collected.trailers().cloned().unwrap_or_default();
     let body = collected.to_bytes();
     let get = |k: &str| {
         trailers
@@ -350,7 +379,12 @@ pub async fn grpc_unary(addr: SocketAddr, path: &str, message: &[u8]) -> (i32, S
     } else {
         body
     };
-    (status, message, payload)
+    for (k, v) in &head {
+        if !trailers.contains_key(k) {
+            trailers.insert(k.clone(), v.clone());
+        }
+    }
+    (status, message, payload, trailers)
 }
 
 fn percent_decode(s: &str) -> String {

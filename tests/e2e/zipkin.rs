@@ -9,7 +9,8 @@ use ferry_proto::trace::Span;
 use serde_json::Value;
 
 use crate::harness::{
-    Ferry, Script, Sink, capture_config, eventually, hex, python_with, request, spans_by_id,
+    Ferry, Script, Sink, base64_decode, capture_config, eventually, hex, python_with, request,
+    spans_by_id,
 };
 
 fn text_attr(s: &Span, key: &str) -> Option<String> {
@@ -195,24 +196,6 @@ async fn py_zipkin_v1_v2_json_and_proto_arrive_as_otlp() {
             .await,
         2
     );
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -157,6 +157,10 @@ pub struct Ingest {
     pub max_request_bytes: usize,
 }
 
+/// How long a sender refused for a full queue is asked to wait (gRPC `RetryInfo`, HTTP
+/// `Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 1;
+
 const REASONS: [&str; 4] = ["invalid", "too_large", "queue_full", "no_exporter"];
 
 impl Ingest {

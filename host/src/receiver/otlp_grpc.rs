@@ -73,11 +73,43 @@ pub fn status(err: &IngestError) -> Status {
     match err {
         IngestError::Invalid { .. } => Status::invalid_argument(err.to_string()),
         IngestError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
-        IngestError::Refused(Refusal::QueueFull(_)) => {
-            Status::resource_exhausted(format!("{err}; retry later"))
-        }
+        IngestError::Refused(Refusal::QueueFull(_)) => retry_later(format!("{err}; retry later")),
         IngestError::Refused(Refusal::NoExporter(_)) => Status::unimplemented(err.to_string()),
     }
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo`, which tells OTLP clients the refusal is
+/// temporary and when to retry: in the status details (as the OTLP spec asks) and in the
+/// `google.rpc.retryinfo-bin` trailer (which the Python SDK reads).
+fn retry_later(message: String) -> Status {
+    use ferry_proto::wkt::{Any, Duration, RetryInfo, RpcStatus};
+    let info = RetryInfo {
+        retry_delay: Some(Duration {
+            seconds: super::RETRY_AFTER_SECS as i64,
+            nanos: 0,
+        }),
+    }
+    .encode_to_vec();
+    let details = RpcStatus {
+        code: tonic::Code::ResourceExhausted as i32,
+        message: message.clone(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: info.clone(),
+        }],
+    }
+    .encode_to_vec();
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert_bin(
+        "google.rpc.retryinfo-bin",
+        tonic::metadata::MetadataValue::from_bytes(&info),
+    );
+    Status::with_details_and_metadata(
+        tonic::Code::ResourceExhausted,
+        message,
+        details.into(),
+        metadata,
+    )
 }
 
 /// The `Export*ServiceResponse` for an accepted request, with a partial success if items

@@ -41,8 +41,10 @@ fn error_response(format: Format, err: &IngestError) -> Response {
     };
     let mut resp = encode(format, status, code, err.to_string());
     if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::RETRY_AFTER_SECS),
+        );
     }
     resp
 }

@@ -676,8 +676,10 @@ fn error_response(err: &IngestError) -> Response {
     };
     let mut resp = (status, err.to_string()).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(super::RETRY_AFTER_SECS),
+        );
     }
     resp
 }
