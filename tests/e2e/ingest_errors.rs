@@ -129,8 +129,19 @@ async fn malformed_oversize_and_mistyped_requests_are_refused_and_counted() {
     let (code, msg, _) = grpc_unary(traces, grpc_path::TRACES, &[0x0a, 0xff, 0x01]).await;
     assert_eq!(code, 3, "INVALID_ARGUMENT: {msg}");
     assert!(msg.contains("truncated"), "{msg}");
+    // Oversize: refused before decoding, worded and counted like the other receivers' 413.
     let (code, msg, _) = grpc_unary(traces, grpc_path::TRACES, &vec![0u8; 100 << 10]).await;
-    assert_ne!(code, 0, "oversize gRPC message accepted: {msg}");
+    assert_eq!(code, 8, "RESOURCE_EXHAUSTED: {msg}");
+    assert!(msg.contains("exceeds the limit"), "{msg}");
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_refused_requests_total",
+                &["receiver=\"otlp_grpc\"", "reason=\"too_large\""]
+            )
+            .await,
+        1
+    );
     // Metrics have no exporter here: refused with a message naming the reason.
     let (code, msg, _) = grpc_unary(traces, grpc_path::METRICS, &[]).await;
     assert_eq!(code, 12, "UNIMPLEMENTED: {msg}");
@@ -179,10 +190,9 @@ async fn malformed_oversize_and_mistyped_requests_are_refused_and_counted() {
         }
     };
     // 8 HTTP cases are invalid (incl. the two media-type ones), 2 too large; gRPC adds 1
-    // invalid and 1 oversize (tonic refuses that before our code sees it, so it is not
-    // ours to count).
+    // invalid and 1 oversize.
     assert_eq!(refused("invalid").await, n_cases - 2 + 1);
-    assert_eq!(refused("too_large").await, 2);
+    assert_eq!(refused("too_large").await, 3);
     assert_eq!(refused("no_exporter").await, 2);
     assert_eq!(
         ferry

@@ -195,7 +195,8 @@ async fn opencensus_python_metrics_arrive_as_otlp_over_one_stream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn opencensus_protocol_violations_get_clear_statuses() {
     let sink = Sink::start(Script::default()).await;
-    let ferry = Ferry::start("opencensus-violations", &config(&sink));
+    let receivers = "[receivers.opencensus]\ngrpc = \"127.0.0.1:0\"\nmax_request_bytes = \"64KiB\"";
+    let ferry = Ferry::start("opencensus-violations", &capture_config(receivers, &sink));
     let got = oc_send(&ferry, "violations", "bad-streams");
     assert_eq!(got["no_node_first"][0], "INVALID_ARGUMENT", "{got}");
     assert!(
@@ -208,6 +209,14 @@ async fn opencensus_protocol_violations_get_clear_statuses() {
     // A span with a short trace id is dropped and counted; the rest of the message is kept.
     assert_eq!(got["short_trace_id"][0], "OK", "{got}");
     assert_eq!(got["config"][0], "UNIMPLEMENTED", "{got}");
+    assert_eq!(got["too_large"][0], "RESOURCE_EXHAUSTED", "{got}");
+    assert!(
+        got["too_large"][1]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit of 65536 bytes"),
+        "{got}"
+    );
     eventually("the good span arrives", async || {
         crate::harness::span_names(&sink).contains(&"bad-streams".to_string())
     })
@@ -227,6 +236,14 @@ async fn opencensus_protocol_violations_get_clear_statuses() {
         metric(
             "ferry_receiver_refused_requests_total",
             "reason=\"invalid\""
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            "ferry_receiver_refused_requests_total",
+            "reason=\"too_large\""
         )
         .await,
         1

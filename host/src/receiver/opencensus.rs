@@ -870,6 +870,11 @@ impl<S: OcService> tonic::server::StreamingService<Bytes> for Method<S> {
                         }
                         // The client half-closed: end the stream with OK.
                         Ok(None) => return None,
+                        // tonic's refusal of an oversize message (see `RawService`).
+                        Err(status) if status.code() == tonic::Code::OutOfRange => {
+                            let refusal = super::otlp_grpc::too_large(&export.ingest, S::SIGNAL);
+                            return Some((Err(refusal), None));
+                        }
                         Err(status) => return Some((Err(status), None)),
                     }
                 }
@@ -885,9 +890,10 @@ impl<S: OcService> tonic::server::StreamingService<Bytes> for Method<S> {
 impl<S: OcService> RawMethod for Export<S> {
     const SERVICE: &'static str = S::NAME;
     const METHOD: &'static str = "/Export";
+    const SIGNAL: Signal = S::SIGNAL;
 
-    fn max_message_bytes(&self) -> usize {
-        self.ingest.max_request_bytes
+    fn ingest(&self) -> &Ingest {
+        &self.ingest
     }
 
     fn call<B>(

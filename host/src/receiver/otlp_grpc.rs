@@ -112,6 +112,18 @@ fn retry_later(message: String) -> Status {
     )
 }
 
+/// Counts a message over the size limit that tonic refused, and words the refusal as Ferry does
+/// (RESOURCE_EXHAUSTED without RetryInfo: not worth retrying as it is).
+pub fn too_large(ingest: &Ingest, signal: Signal) -> Status {
+    let limit = ingest.max_request_bytes;
+    let err = IngestError::TooLarge {
+        size: limit + 1,
+        limit,
+    };
+    ingest.count_refused(signal, &err);
+    status(&err)
+}
+
 /// The `Export*ServiceResponse` for an accepted request, with a partial success if items
 /// were rejected.
 pub fn response(signal: Signal, a: &Accepted) -> Bytes {
@@ -182,8 +194,10 @@ pub trait RawMethod: Clone + Send + Sync + 'static {
     const SERVICE: &'static str;
     /// Method path suffix, e.g. `/Export`.
     const METHOD: &'static str;
-    /// Largest request message.
-    fn max_message_bytes(&self) -> usize;
+    /// Signal of its messages.
+    const SIGNAL: Signal;
+    /// The counted entry point (and its message size limit).
+    fn ingest(&self) -> &Ingest;
     /// Serves one call with `grpc` (already configured: limits, compression).
     fn call<B>(
         self,
@@ -202,8 +216,10 @@ pub trait RawUnary: Clone + Send + Sync + 'static {
     const SERVICE: &'static str;
     /// Method path suffix, e.g. `/Export`.
     const METHOD: &'static str;
-    /// Largest request message.
-    fn max_message_bytes(&self) -> usize;
+    /// Signal of its messages.
+    const SIGNAL: Signal;
+    /// The counted entry point (and its message size limit).
+    fn ingest(&self) -> &Ingest;
     /// Handles one request message.
     fn handle(&self, message: Bytes) -> Result<Bytes, Status>;
 }
@@ -219,9 +235,10 @@ impl<H: RawMethod> NamedService for RawService<H> {
 impl<H: RawUnary> RawMethod for H {
     const SERVICE: &'static str = H::SERVICE;
     const METHOD: &'static str = H::METHOD;
+    const SIGNAL: Signal = H::SIGNAL;
 
-    fn max_message_bytes(&self) -> usize {
-        RawUnary::max_message_bytes(self)
+    fn ingest(&self) -> &Ingest {
+        RawUnary::ingest(self)
     }
 
     fn call<B>(
@@ -271,11 +288,20 @@ where
             });
         }
         let grpc = Grpc::new(RawCodec)
-            .max_decoding_message_size(self.0.max_message_bytes())
+            .max_decoding_message_size(self.0.ingest().max_request_bytes)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
+        let method = self.0.clone();
         let call = self.0.clone().call(grpc, req);
-        Box::pin(async move { Ok(call.await) })
+        Box::pin(async move {
+            let resp = call.await;
+            // tonic refuses an oversize message before the handler runs, as OUT_OF_RANGE (which
+            // clients retry); no handler of ours answers OUT_OF_RANGE.
+            if resp.headers().get("grpc-status").is_some_and(|s| s == "11") {
+                return Ok(too_large(method.ingest(), H::SIGNAL).into_http());
+            }
+            Ok(resp)
+        })
     }
 }
 
@@ -289,9 +315,10 @@ pub struct ExportService<S> {
 impl<S: OtlpService> RawUnary for ExportService<S> {
     const SERVICE: &'static str = S::NAME;
     const METHOD: &'static str = "/Export";
+    const SIGNAL: Signal = S::SIGNAL;
 
-    fn max_message_bytes(&self) -> usize {
-        self.ingest.max_request_bytes
+    fn ingest(&self) -> &Ingest {
+        &self.ingest
     }
 
     fn handle(&self, message: Bytes) -> Result<Bytes, Status> {

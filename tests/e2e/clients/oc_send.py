@@ -102,6 +102,11 @@ def send_violations(endpoint, run):
         "no_node_first": [trace_service_pb2.ExportTraceServiceRequest(spans=[span])],
         "short_trace_id": [trace_service_pb2.ExportTraceServiceRequest(node=node,
                                                                        spans=[short_id, span])],
+        # Over the receiver's 64 KiB message limit.
+        "too_large": [trace_service_pb2.ExportTraceServiceRequest(
+            node=node, spans=[trace_pb2.Span(
+                trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)),
+                name=trace_pb2.TruncatableString(value="x" * (100 << 10)))])],
     }
     out = {}
     for name, messages in cases.items():

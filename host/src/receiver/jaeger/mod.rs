@@ -739,9 +739,10 @@ pub struct PostSpans {
 impl super::otlp_grpc::RawUnary for PostSpans {
     const SERVICE: &'static str = "jaeger.api_v2.CollectorService";
     const METHOD: &'static str = "/PostSpans";
+    const SIGNAL: Signal = Signal::Traces;
 
-    fn max_message_bytes(&self) -> usize {
-        self.ingest.max_request_bytes
+    fn ingest(&self) -> &Ingest {
+        &self.ingest
     }
 
     fn handle(&self, message: Bytes) -> Result<Bytes, tonic::Status> {
