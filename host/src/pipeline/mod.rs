@@ -8,6 +8,7 @@
 pub mod queue;
 pub mod retry;
 pub mod router;
+pub mod segment_log;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
