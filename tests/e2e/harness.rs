@@ -47,7 +47,7 @@ pub fn capture_config(receivers: &str, sink: &Sink) -> String {
 }
 
 /// An attribute value as JSON, the shape the client scripts report.
-pub fn json_value(v: &ferry_proto::common::any_value::Value) -> serde_json::Value {
+fn json_value(v: &ferry_proto::common::any_value::Value) -> serde_json::Value {
     use ferry_proto::common::any_value::Value as V;
     match v {
         V::StringValue(s) => serde_json::json!(s),
@@ -614,21 +614,32 @@ pub fn python_in(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
     py
 }
 
-/// Runs `tests/e2e/clients/otel_send.py` and returns what it reports having sent.
-pub fn otel_send(protocol: &str, endpoint: &str, run: &str) -> serde_json::Value {
-    let script = workspace().join("tests/e2e/clients/otel_send.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(["--protocol", protocol, "--endpoint", endpoint, "--run", run])
-        .output()
-        .expect("run the OpenTelemetry SDK client");
+/// `tests/e2e/clients/NAME`: a script driving a real client library.
+pub fn client_script(name: &str) -> PathBuf {
+    workspace().join("tests/e2e/clients").join(name)
+}
+
+/// Runs a client script and returns the JSON it prints about what it sent; a failing client
+/// fails the test with its stderr.
+pub fn client_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("run the client");
     assert!(
         out.status.success(),
-        "SDK client failed ({}):\n{}",
+        "client {:?} failed ({}):\n{}",
+        cmd.get_args().next().unwrap_or_default(),
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+/// Runs `tests/e2e/clients/otel_send.py` and returns what it reports having sent.
+pub fn otel_send(protocol: &str, endpoint: &str, run: &str) -> serde_json::Value {
+    client_json(
+        Command::new(python())
+            .arg(client_script("otel_send.py"))
+            .args(["--protocol", protocol, "--endpoint", endpoint, "--run", run]),
+    )
 }
 
 /// Path of a wasm component built by the host's build script.

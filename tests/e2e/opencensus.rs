@@ -10,8 +10,8 @@ use prost::Message;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Ferry, Script, Sink, assert_attributes_and_events, capture_config, eventually, hex, json_attrs,
-    python_in, spans_by_id,
+    Ferry, Script, Sink, assert_attributes_and_events, capture_config, client_json, client_script,
+    eventually, hex, json_attrs, python_in, spans_by_id,
 };
 
 fn config(sink: &Sink) -> String {
@@ -29,20 +29,14 @@ fn oc_send(ferry: &Ferry, mode: &str, run: &str) -> Value {
         ],
         "import opencensus.ext.ocagent.trace_exporter, opencensus.ext.ocagent.stats_exporter",
     );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/clients/oc_send.py");
     let endpoint = ferry.receiver_addr("opencensus").expect("opencensus port");
-    let out = Command::new(py)
-        .arg(script)
-        .args([mode, "--endpoint", &endpoint.to_string(), "--run", run])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    client_json(Command::new(py).arg(client_script("oc_send.py")).args([
+        mode,
+        "--endpoint",
+        &endpoint.to_string(),
+        "--run",
+        run,
+    ]))
 }
 
 #[tokio::test(flavor = "multi_thread")]

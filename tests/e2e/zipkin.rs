@@ -9,8 +9,8 @@ use ferry_proto::trace::Span;
 use serde_json::Value;
 
 use crate::harness::{
-    Ferry, Script, Sink, base64_decode, capture_config, eventually, hex, python_with, request,
-    spans_by_id,
+    Ferry, Script, Sink, base64_decode, capture_config, client_json, client_script, eventually,
+    hex, json_attrs, python_with, request, spans_by_id,
 };
 
 fn text_attr(s: &Span, key: &str) -> Option<String> {
@@ -31,13 +31,9 @@ fn received(sink: &Sink) -> BTreeMap<String, Vec<(Span, String)>> {
             let copies = copies
                 .into_iter()
                 .map(|(s, resource)| {
-                    let service = resource
-                        .iter()
-                        .find(|kv| kv.key == "service.name")
-                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                            any_value::Value::StringValue(s) => Some(s.clone()),
-                            _ => None,
-                        })
+                    let service = json_attrs(&resource)
+                        .get("service.name")
+                        .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default();
                     (s, service)
                 })
@@ -52,19 +48,14 @@ fn zipkin_send(url: &str, encoding: &str, run: &str) -> Value {
         &["py_zipkin==1.2.8", "protobuf"],
         "import py_zipkin, google.protobuf",
     );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/e2e/clients/zipkin_send.py");
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--url", url, "--encoding", encoding, "--run", run])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "py_zipkin client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    client_json(Command::new(py).arg(client_script("zipkin_send.py")).args([
+        "--url",
+        url,
+        "--encoding",
+        encoding,
+        "--run",
+        run,
+    ]))
 }
 
 /// The Zipkin receiver on a free port, exporting everything to `sink` over OTLP/HTTP.
@@ -210,19 +201,11 @@ async fn opentelemetry_zipkin_json_exporter_arrives_as_otlp() {
         &["opentelemetry-exporter-zipkin-json==1.45.1"],
         "import opentelemetry.exporter.zipkin.json",
     );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/e2e/clients/otel_zipkin_send.py");
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--url", &url, "--run", "otel-zipkin-run"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let sent = client_json(
+        Command::new(py)
+            .arg(client_script("otel_zipkin_send.py"))
+            .args(["--url", &url, "--run", "otel-zipkin-run"]),
     );
-    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = sent["spans"].as_array().unwrap();
     assert_eq!(want.len(), 3);
     eventually("the exporter's spans arrive", async || {

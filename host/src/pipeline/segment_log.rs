@@ -306,11 +306,6 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Where the log lives.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     #[cfg(test)]
     fn segment_files(&self) -> Vec<PathBuf> {
         self.segments.iter().map(|s| s.path.clone()).collect()

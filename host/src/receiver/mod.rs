@@ -359,6 +359,30 @@ pub(crate) fn resource_spans(
     }
 }
 
+/// Groups items as the Collector does for formats where an item may name its own resource
+/// (Jaeger's per-span process, OpenCensus' per-span or per-metric resource): items without one
+/// share the first group, under `shared`; each item with one gets a group to itself.
+#[cfg(any(feature = "jaeger", feature = "opencensus"))]
+pub(crate) fn group_by_own_resource<T, R>(
+    items: impl IntoIterator<Item = (T, Option<R>)>,
+    shared: R,
+) -> Vec<(R, Vec<T>)> {
+    let mut common = Vec::new();
+    let mut own = Vec::new();
+    for (item, resource) in items {
+        match resource {
+            None => common.push(item),
+            Some(r) => own.push((r, vec![item])),
+        }
+    }
+    let mut groups = Vec::with_capacity(own.len() + 1);
+    if !common.is_empty() {
+        groups.push((shared, common));
+    }
+    groups.extend(own);
+    groups
+}
+
 /// Removes spans whose ids have the wrong length (rare: only then is the request decoded).
 fn drop_invalid_spans(body: &[u8]) -> Result<Bytes, IngestError> {
     use ferry_proto::trace_service::ExportTraceServiceRequest;

@@ -435,8 +435,8 @@ fn resource_spans(resource: resource::Resource, spans: Vec<trace::Span>) -> trac
     }
 }
 
-/// Groups translated items as the Collector does: those without a resource of their own share
-/// one group under the stream's resource, and each one with its own gets a group to itself.
+/// Translates items and groups them by resource (see [`super::group_by_own_resource`]); the
+/// shared group takes the stream's resource.
 fn by_resource<T, O, G>(
     state: &StreamState,
     items: Vec<T>,
@@ -445,24 +445,14 @@ fn by_resource<T, O, G>(
     group: impl Fn(resource::Resource, Vec<O>) -> G,
 ) -> Vec<G> {
     let node = state.node.as_ref();
-    let mut shared = Vec::new();
-    let mut own = Vec::new();
-    for item in items {
-        let res = own_resource(&item);
-        let Some(out) = translate(item) else {
-            continue;
-        };
-        match res {
-            None => shared.push(out),
-            Some(r) => own.push(group(otlp_resource(node, Some(&r)), vec![out])),
-        }
-    }
-    let mut groups = Vec::with_capacity(own.len() + 1);
-    if !shared.is_empty() {
-        groups.push(group(otlp_resource(node, state.resource.as_ref()), shared));
-    }
-    groups.extend(own);
-    groups
+    let translated = items.into_iter().filter_map(|item| {
+        let own = own_resource(&item);
+        translate(item).map(|out| (out, own.map(Some)))
+    });
+    super::group_by_own_resource(translated, state.resource.clone())
+        .into_iter()
+        .map(|(res, out)| group(otlp_resource(node, res.as_ref()), out))
+        .collect()
 }
 
 /// Translates the spans of one message, sent by `state`'s node.

@@ -311,8 +311,7 @@ pub fn proto_batch_to_otlp(
             .saturating_mul(1_000_000_000)
             .saturating_add(n.max(0) as u64)
     };
-    let mut shared = Vec::new();
-    let mut own = Vec::new();
+    let mut spans = Vec::with_capacity(batch.spans.len());
     for s in batch.spans {
         let j = JSpan {
             trace_id: proto_id("trace_id", &s.trace_id)?,
@@ -344,17 +343,10 @@ pub fn proto_batch_to_otlp(
                 })
                 .collect(),
         };
-        match s.process {
-            Some(p) => own.push((proto_process(p), vec![j])),
-            None => shared.push(j),
-        }
+        spans.push((j, s.process.map(proto_process)));
     }
-    let mut groups = Vec::new();
-    if !shared.is_empty() {
-        groups.push((batch.process.map(proto_process).unwrap_or_default(), shared));
-    }
-    groups.extend(own);
-    Ok(to_otlp(groups))
+    let shared = batch.process.map(proto_process).unwrap_or_default();
+    Ok(to_otlp(super::group_by_own_resource(spans, shared)))
 }
 
 /// Decodes one agent datagram (`Agent.emitBatch`) into OTLP protobuf.
