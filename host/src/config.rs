@@ -25,6 +25,8 @@ pub struct Config {
     pub plugins: Plugins,
     /// `[pipeline]`.
     pub pipeline: PipelineConfig,
+    /// `[queue]`.
+    pub queue: QueueConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
     /// `[exporters.NAME]`, by name.
@@ -188,9 +190,17 @@ pub struct PipelineConfig {
     /// ...or when its first item has waited this long.
     #[serde(default = "default_batch_timeout", deserialize_with = "de_duration")]
     pub batch_timeout: Duration,
-    /// Memory budget of each signal's queue; past it, receivers push back.
+    /// Memory budget of each signal's queue (memory mode); past it, `queue.when_full` applies.
     #[serde(default = "default_queue_bytes", deserialize_with = "de_bytes")]
     pub queue_max_bytes: usize,
+    /// On SIGTERM/SIGINT, how long exporters may keep draining the queues before the daemon
+    /// exits (what is left stays on disk in durable mode, and is reported lost in memory mode).
+    #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_batch_items() -> u32 {
@@ -209,6 +219,81 @@ impl Default for PipelineConfig {
             batch_max_items: default_batch_items(),
             batch_timeout: default_batch_timeout(),
             queue_max_bytes: default_queue_bytes(),
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+/// Where queued data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueMode {
+    /// In memory: fast, lost if the process dies.
+    #[default]
+    Memory,
+    /// On disk: receivers acknowledge only what is synced; survives crashes and restarts.
+    Durable,
+}
+
+/// What happens to a request when its signal's queue is at its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse it so the sender retries later (gRPC RESOURCE_EXHAUSTED with RetryInfo, HTTP 429
+    /// with Retry-After).
+    #[default]
+    Backpressure,
+    /// Acknowledge it and drop it, counted in `ferry_queue_dropped_items_total`: for senders
+    /// that must never block and can afford to lose data.
+    DropNewest,
+}
+
+/// `[queue]`: memory or disk, and the policy at the budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// `memory` (default) or `durable`.
+    #[serde(default)]
+    pub mode: QueueMode,
+    /// Directory of the durable queue (one subdirectory per signal); required when durable.
+    pub dir: Option<PathBuf>,
+    /// Disk budget of each signal's durable queue.
+    #[serde(default = "default_disk_bytes", deserialize_with = "de_bytes")]
+    pub max_bytes: usize,
+    /// Size at which a segment file is closed and a new one started; disk space is freed a
+    /// whole segment at a time, once every exporter is past it.
+    #[serde(default = "default_segment_bytes", deserialize_with = "de_bytes")]
+    pub segment_bytes: usize,
+    /// `backpressure` (default) or `drop_newest`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+fn default_disk_bytes() -> usize {
+    1 << 30
+}
+fn default_segment_bytes() -> usize {
+    16 << 20
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            mode: QueueMode::default(),
+            dir: None,
+            max_bytes: default_disk_bytes(),
+            segment_bytes: default_segment_bytes(),
+            when_full: WhenFull::default(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The byte budget of each signal's queue in this mode.
+    pub fn budget(&self, pipeline: &PipelineConfig) -> usize {
+        match self.mode {
+            QueueMode::Memory => pipeline.queue_max_bytes,
+            QueueMode::Durable => self.max_bytes,
         }
     }
 }
@@ -481,7 +566,14 @@ pub fn substitute_env(
     }
 }
 
-const TOP_LEVEL: &[&str] = &["receivers", "plugins", "pipeline", "admin", "exporters"];
+const TOP_LEVEL: &[&str] = &[
+    "receivers",
+    "plugins",
+    "pipeline",
+    "queue",
+    "admin",
+    "exporters",
+];
 
 /// Deserialises `value` found at `key`, naming the full key path of any error.
 fn at_path<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Result<T, String> {
@@ -535,6 +627,7 @@ impl Config {
         let receivers: Receivers = section(&root, "receivers", &mut errors);
         let plugins: Plugins = section(&root, "plugins", &mut errors);
         let pipeline: PipelineConfig = section(&root, "pipeline", &mut errors);
+        let queue: QueueConfig = section(&root, "queue", &mut errors);
         let admin: AdminConfig = section(&root, "admin", &mut errors);
         let mut exporters = BTreeMap::new();
         match root.get("exporters") {
@@ -558,6 +651,7 @@ impl Config {
             receivers,
             plugins,
             pipeline,
+            queue,
             admin,
             exporters,
         };
@@ -579,12 +673,32 @@ impl Config {
         if self.pipeline.queue_max_bytes < 64 << 10 {
             errors.push("pipeline.queue_max_bytes: must be at least 64KiB".into());
         }
+        if self.pipeline.drain_timeout.is_zero() {
+            errors.push("pipeline.drain_timeout: must be greater than zero".into());
+        }
+        let q = &self.queue;
+        if q.mode == QueueMode::Durable {
+            if q.dir.is_none() {
+                errors.push("queue.dir: required when queue.mode = \"durable\"".into());
+            }
+            if q.segment_bytes < 64 << 10 {
+                errors.push("queue.segment_bytes: must be at least 64KiB".into());
+            }
+            if q.max_bytes < 4 * q.segment_bytes {
+                errors.push(format!(
+                    "queue.max_bytes: must be at least 4 segments ({} bytes), since disk is \
+                     freed a segment at a time",
+                    4 * q.segment_bytes
+                ));
+            }
+        }
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(
                 "admin.listen: {:?} is not an address like 127.0.0.1:8888",
                 self.admin.listen
             ));
         }
+        let budget = q.budget(&self.pipeline);
         if let Some(j) = &self.receivers.jaeger {
             if !cfg!(feature = "jaeger") {
                 errors.push(
@@ -609,10 +723,10 @@ impl Config {
                         .into(),
                 );
             }
-            if o.max_request_bytes > self.pipeline.queue_max_bytes {
+            if o.max_request_bytes > budget {
                 errors.push(format!(
-                    "receivers.opencensus.max_request_bytes: {} exceeds pipeline.queue_max_bytes ({})",
-                    o.max_request_bytes, self.pipeline.queue_max_bytes
+                    "receivers.opencensus.max_request_bytes: {} exceeds the queue budget ({budget})",
+                    o.max_request_bytes
                 ));
             }
         }
@@ -622,10 +736,10 @@ impl Config {
                     "receivers.zipkin: this ferry was built without the zipkin receiver".into(),
                 );
             }
-            if z.max_request_bytes > self.pipeline.queue_max_bytes {
+            if z.max_request_bytes > budget {
                 errors.push(format!(
-                    "receivers.zipkin.max_request_bytes: {} exceeds pipeline.queue_max_bytes ({})",
-                    z.max_request_bytes, self.pipeline.queue_max_bytes
+                    "receivers.zipkin.max_request_bytes: {} exceeds the queue budget ({budget})",
+                    z.max_request_bytes
                 ));
             }
         }
@@ -633,11 +747,11 @@ impl Config {
             if otlp.grpc.is_none() && otlp.http.is_none() {
                 errors.push("receivers.otlp: set `grpc`, `http` or both".into());
             }
-            if otlp.max_request_bytes > self.pipeline.queue_max_bytes {
+            if otlp.max_request_bytes > budget {
                 errors.push(format!(
-                    "receivers.otlp.max_request_bytes: {} exceeds pipeline.queue_max_bytes ({}); \
+                    "receivers.otlp.max_request_bytes: {} exceeds the queue budget ({budget}); \
                      such a request could never be queued",
-                    otlp.max_request_bytes, self.pipeline.queue_max_bytes
+                    otlp.max_request_bytes
                 ));
             }
             if otlp.grpc.is_some_and(|a| a.port() != 0) && otlp.grpc == otlp.http {

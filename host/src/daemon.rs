@@ -1,61 +1,32 @@
 //! Wires a validated [`Config`] into a running daemon: receivers → pipeline → exporters.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::exporters::ExporterSet;
 use crate::pipeline::Pipeline;
-use crate::pipeline::router::Worker;
-use crate::plugin::registry;
-use crate::plugin::sender::{HostSender, SenderLimits};
 use crate::plugin::{PluginEngine, PluginExporter};
+use crate::reload::Reloader;
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
 
-/// How long shutdown waits for queued batches to drain.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Loads every exporter in `config`, reporting all failures at once.
+/// Loads every exporter in `config`, reporting all failures at once (for `ferry validate`).
 pub async fn load_exporters(
     config: &Config,
     engine: &PluginEngine,
     telemetry: &Telemetry,
 ) -> Result<Vec<(String, Arc<PluginExporter>)>, crate::config::ConfigErrors> {
-    let http = &config.plugins.http;
-    let sender = HostSender::new(SenderLimits {
-        connect: http.connect_timeout,
-        first_byte: http.first_byte_timeout,
-        total: http.total_timeout,
-        max_response_bytes: http.max_response_bytes,
-    });
-    let mut exporters = Vec::new();
-    let mut errors = Vec::new();
-    for (name, ec) in &config.exporters {
-        let source = match registry::find(&ec.plugin, config.plugins.dir.as_deref()) {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(format!("exporters.{name}.plugin: {e}"));
-                continue;
-            }
-        };
-        match PluginExporter::load(engine, name, &source, ec, sender.clone(), telemetry).await {
-            Ok(e) => exporters.push((name.clone(), Arc::new(e))),
-            Err(e) => errors.push(format!(
-                "exporters.{name} (plugin {} from {}): {e}",
-                source.name, source.origin
-            )),
-        }
-    }
-    if errors.is_empty() {
-        Ok(exporters)
-    } else {
-        Err(crate::config::ConfigErrors(errors))
-    }
+    Ok(crate::exporters::load_all(config, engine, telemetry)
+        .await?
+        .into_iter()
+        .map(|(name, l)| (name, l.exporter().clone()))
+        .collect())
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -64,44 +35,29 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-/// Runs the daemon until SIGINT or SIGTERM, then drains.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the daemon until SIGINT or SIGTERM, then drains. With the path of its config file,
+/// SIGHUP and changes to that file or the plugin directory reload the exporters.
+pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
-    let engine = PluginEngine::builder()
-        .cache_dir(config.plugins.effective_cache_dir())
-        .build()
-        .context("setting up the plugin engine")?;
-    let exporters = load_exporters(&config, &engine, &telemetry).await?;
-
-    let pipeline = Pipeline::new(&config.pipeline, &telemetry);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut workers = Vec::new();
-    for (name, exporter) in &exporters {
-        for &signal in exporter.signals() {
-            pipeline.subscribe(signal);
-            let worker = Worker::new(
-                exporter.clone(),
-                pipeline.queue(signal),
-                signal,
-                config.exporters[name].retry.clone(),
-                &telemetry,
-            );
-            workers.push(tokio::spawn(worker.run(stop_rx.clone())));
-        }
-        tracing::info!(
-            exporter = name.as_str(),
-            plugin = %exporter.manifest().name,
-            version = %exporter.manifest().version,
-            signals = ?exporter.signals().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            "exporter ready"
-        );
-    }
+    let engine = Arc::new(
+        PluginEngine::builder()
+            .cache_dir(config.plugins.effective_cache_dir())
+            .build()
+            .context("setting up the plugin engine")?,
+    );
+    let pipeline = Pipeline::new(&config.pipeline, &config.queue, &telemetry)?;
+    let mut exporters = ExporterSet::new(engine, telemetry.clone(), pipeline.clone());
+    let plan = exporters.prepare(&config).await?;
+    exporters.apply(plan).await;
+    // Cursors saved by exporters that are no longer configured would hold the disk forever.
+    pipeline.forget_cursors_except(&exporters.names());
     pipeline.spawn_timers();
+    let budget = config.queue.budget(&config.pipeline);
     for signal in Signal::ALL {
         let l = [("signal", signal.as_str())];
         let queued = telemetry.gauge(
             "ferry_queue_bytes",
-            "Bytes held by the signal's queue and open batch.",
+            "Bytes held by the signal's queue (and open batch, in memory mode).",
             &l,
         );
         telemetry
@@ -110,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 "Byte budget of the signal's queue.",
                 &l,
             )
-            .set(config.pipeline.queue_max_bytes as i64);
+            .set(budget as i64);
         let p = pipeline.clone();
         telemetry.on_render(move || queued.set(p.buffered_bytes(signal) as i64));
     }
@@ -136,38 +92,93 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("no exporter takes {signal}: {signal} requests will be refused");
         }
     }
-    tracing::info!("ferry ready");
+    let (reload_tx, mut reload_rx) = mpsc::channel(1);
+    let mut reloader = path.map(|p| Reloader::new(p, config.clone(), &telemetry));
+    if let Some(r) = &reloader {
+        r.watch(reload_tx.clone());
+    }
+    spawn_hangup_listener(reload_tx);
+    tracing::info!(durable = pipeline.is_durable(), "ferry ready");
 
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down: draining queues"),
-        Some(r) = servers.join_next() => {
-            match r {
-                Ok(Err(e)) => return Err(e),
-                Err(e) => anyhow::bail!("a server task failed: {e}"),
-                Ok(Ok(())) => anyhow::bail!("a server stopped unexpectedly"),
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(why) = reload_rx.recv() => match &mut reloader {
+                Some(r) => r.reload(&mut exporters, why).await,
+                None => tracing::warn!("cannot reload ({why}): running on the embedded default config"),
+            },
+            Some(r) = servers.join_next() => {
+                match r {
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => anyhow::bail!("a server task failed: {e}"),
+                    Ok(Ok(())) => anyhow::bail!("a server stopped unexpectedly"),
+                }
             }
         }
     }
-    // Stop accepting, seal what is open, and let every cursor drain.
+    // Stop accepting (a request being answered is cut off before its acknowledgement), seal
+    // what is open, and let every cursor drain until the deadline.
+    let deadline = config.pipeline.drain_timeout;
+    tracing::info!(?deadline, "shutting down: draining queues");
     servers.abort_all();
+    while servers.join_next().await.is_some() {}
     pipeline.flush();
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, futures::future::join_all(workers)).await;
-    let left: usize = Signal::ALL
-        .iter()
-        .map(|s| pipeline.buffered_bytes(*s))
-        .sum();
-    if drained.is_err() {
-        tracing::error!(
-            bytes = left,
-            "drain deadline passed; undelivered data is lost"
-        );
+    let names: Vec<String> = exporters.names().iter().map(|s| s.to_string()).collect();
+    let drained = exporters.drain(deadline).await;
+    pipeline.persist();
+    if !drained {
+        for signal in Signal::ALL {
+            let queue = pipeline.queue(signal);
+            let head = *queue.head().borrow();
+            for name in &names {
+                let Some(cursor) = queue.cursor(name) else {
+                    continue;
+                };
+                let left = head.saturating_sub(cursor);
+                if left == 0 {
+                    continue;
+                }
+                if pipeline.is_durable() {
+                    tracing::warn!(
+                        exporter = name.as_str(), %signal, records = left,
+                        "drain deadline passed: not exported yet, kept on disk for the next start"
+                    );
+                } else {
+                    tracing::error!(
+                        exporter = name.as_str(), %signal, batches = left,
+                        bytes = pipeline.buffered_bytes(signal),
+                        "drain deadline passed: not exported, lost (use [queue] mode = \"durable\" to keep it)"
+                    );
+                }
+            }
+        }
     }
-    for (_, e) in &exporters {
-        e.shutdown().await;
-    }
-    tracing::info!("stopped");
+    tracing::info!(drained, "stopped");
     Ok(())
+}
+
+/// Forwards SIGHUP as a reload request.
+fn spawn_hangup_listener(tx: mpsc::Sender<&'static str>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send("SIGHUP").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
 }
 
 async fn shutdown_signal() {

@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod config;
 pub mod daemon;
+pub mod exporters;
 pub mod pipeline;
 pub mod plugin;
 pub mod receiver;
+pub mod reload;
 pub mod signal;
 pub mod telemetry;

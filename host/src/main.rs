@@ -71,11 +71,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => {
             init_logging();
-            let config = match &config {
+            let path = config;
+            let config = match &path {
                 Some(path) => Config::load(path)?,
                 None => Config::parse(DEFAULT_CONFIG).context("embedded default config")?,
             };
-            ferry::daemon::run(config).await?;
+            ferry::daemon::run(config, path).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file } => {

@@ -87,12 +87,20 @@ pub trait Queue: Send + Sync {
     fn append(&self, batch: Arc<Batch>) -> Result<u64, QueueFull>;
     /// The batch at `seq`, if it has been appended and not yet freed.
     fn get(&self, seq: u64) -> Option<Arc<Batch>>;
+    /// The next batch to export from `from` on, and the sequence number after it. A queue may
+    /// merge consecutive records into one batch; an empty batch means the records were lost
+    /// (and counted) and only the cursor moves.
+    fn read(&self, from: u64) -> Option<(Arc<Batch>, u64)> {
+        self.get(from).map(|b| (b, from + 1))
+    }
     /// Opens (or reopens) cursor `name`; returns the next sequence number it should read.
     fn open_cursor(&self, name: &str) -> u64;
     /// Marks every batch before `next` done for cursor `name`, freeing what all cursors passed.
     fn commit(&self, name: &str, next: u64);
     /// Removes cursor `name` so it no longer holds batches.
     fn close_cursor(&self, name: &str);
+    /// Where cursor `name` is, if it exists.
+    fn cursor(&self, name: &str) -> Option<u64>;
     /// Watches the next sequence number to be appended.
     fn head(&self) -> watch::Receiver<u64>;
     /// Bytes held.
@@ -197,6 +205,10 @@ impl Queue for MemoryQueue {
         let mut inner = self.lock();
         inner.cursors.remove(name);
         inner.trim();
+    }
+
+    fn cursor(&self, name: &str) -> Option<u64> {
+        self.lock().cursors.get(name).copied()
     }
 
     fn head(&self) -> watch::Receiver<u64> {

@@ -38,6 +38,18 @@ pub enum Outcome {
     Fault(String),
 }
 
+/// What a worker is told to do, through its stop channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep exporting.
+    Run,
+    /// Export everything queued, then end (shutdown).
+    Drain,
+    /// End after the attempt in hand, leaving the batch to whoever opens the cursor next
+    /// (reload, or a shutdown past its deadline).
+    Now,
+}
+
 /// Boxed future returned by [`Export::export`].
 pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
@@ -97,10 +109,13 @@ pub struct Worker {
     signal: Signal,
     policy: RetryConfig,
     metrics: WorkerMetrics,
+    /// Where the cursor stood when the worker was made.
+    next: u64,
 }
 
 impl Worker {
-    /// A worker for `exporter` on `signal`'s `queue`.
+    /// A worker for `exporter` on `signal`'s `queue`. Its cursor (named after the exporter) is
+    /// opened here, not when it first runs, so nothing appended in between is missed.
     pub fn new(
         exporter: Arc<dyn Export>,
         queue: Arc<dyn Queue>,
@@ -109,7 +124,9 @@ impl Worker {
         telemetry: &Telemetry,
     ) -> Self {
         let metrics = WorkerMetrics::new(telemetry, exporter.name(), signal);
+        let next = queue.open_cursor(exporter.name());
         Worker {
+            next,
             exporter,
             queue,
             signal,
@@ -118,20 +135,28 @@ impl Worker {
         }
     }
 
-    /// Exports batches until `stop` turns true and nothing is left to read.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Exports batches from the cursor named after the exporter until `stop` says so.
+    pub async fn run(self, mut stop: watch::Receiver<Stop>) {
         let cursor = self.exporter.name().to_string();
-        let mut next = self.queue.open_cursor(&cursor);
+        let mut next = self.next;
         let mut head = self.queue.head();
         loop {
             head.borrow_and_update();
-            if let Some(batch) = self.queue.get(next) {
-                self.deliver(&batch).await;
-                next += 1;
+            if *stop.borrow() == Stop::Now {
+                return;
+            }
+            if let Some((batch, after)) = self.queue.read(next) {
+                if (batch.items > 0 || !batch.payload.is_empty())
+                    && !self.deliver(&batch, &mut stop).await
+                {
+                    // Interrupted: the batch stays for the next reader of this cursor.
+                    return;
+                }
+                next = after;
                 self.queue.commit(&cursor, next);
                 continue;
             }
-            if *stop.borrow() {
+            if *stop.borrow() != Stop::Run {
                 return;
             }
             tokio::select! {
@@ -141,7 +166,9 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, batch: &Batch) {
+    /// Exports `batch` until it is delivered or given up on (true), or `stop` says
+    /// [`Stop::Now`] while it waits to retry (false).
+    async fn deliver(&self, batch: &Batch, stop: &mut watch::Receiver<Stop>) -> bool {
         let name = self.exporter.name();
         let m = &self.metrics;
         let items = batch.items;
@@ -150,7 +177,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch: {e}");
                 m.dropped_permanent.add(items.into());
-                return;
+                return true;
             }
         };
         let started = Instant::now();
@@ -165,7 +192,7 @@ impl Worker {
                 Outcome::Ok => {
                     m.sent_items.add(items.into());
                     m.sent_batches.inc();
-                    return;
+                    return true;
                 }
                 Outcome::Partial(rejected, msg) => {
                     let rejected = rejected.min(items);
@@ -173,12 +200,12 @@ impl Worker {
                     m.sent_batches.inc();
                     m.dropped_rejected.add(rejected.into());
                     tracing::warn!(exporter = name, signal = %self.signal, rejected, items, "backend rejected items: {msg}");
-                    return;
+                    return true;
                 }
                 Outcome::Permanent(msg) => {
                     m.dropped_permanent.add(items.into());
                     tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch after a permanent error: {msg}");
-                    return;
+                    return true;
                 }
                 Outcome::Retryable(msg) => {
                     m.failed[0].inc();
@@ -200,12 +227,23 @@ impl Worker {
                     "dropping batch: retries exhausted after {:?} (last error: {why})",
                     started.elapsed()
                 );
-                return;
+                return true;
             }
             tracing::warn!(exporter = name, signal = %self.signal, attempt, "export failed, retrying in {delay:?}: {why}");
             m.retries.inc();
             attempt += 1;
-            tokio::time::sleep(delay).await;
+            let interrupted = async {
+                while stop.changed().await.is_ok() {
+                    if *stop.borrow() == Stop::Now {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = interrupted => return false,
+            }
         }
     }
 }
@@ -249,7 +287,7 @@ mod tests {
             max_elapsed,
         };
         let w = Worker::new(e.clone(), q.clone(), Signal::Traces, policy, &t);
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(Stop::Run);
         let task = tokio::spawn(w.run(rx));
         tokio::task::yield_now().await;
         q.append(Arc::new(Batch::new(
@@ -258,7 +296,7 @@ mod tests {
             Bytes::from_static(b"x"),
         )))
         .unwrap();
-        tx.send(true).unwrap();
+        tx.send(Stop::Drain).unwrap();
         task.await.unwrap();
         assert_eq!(q.used_bytes(), 0, "batch freed once handled");
         let attempts = e.attempts.lock().unwrap().clone();

@@ -1,5 +1,5 @@
 //! An append-only log of records on disk, in numbered segment files: the storage under the
-//! durable queue (issue 5; not wired into the pipeline yet).
+//! durable queue ([`super::durable`]).
 //!
 //! Written here rather than taken from a crate: the WAL crates looked at either warn against
 //! production use (okaywal), fsync every append with no group commit, or refuse to open a log
@@ -44,6 +44,39 @@ struct Segment {
 impl Segment {
     fn end_seq(&self) -> u64 {
         self.first_seq + self.offsets.len() as u64
+    }
+}
+
+/// The position of one record on disk, from [`SegmentLog::locate`].
+#[derive(Debug, Clone)]
+pub struct RecordAt {
+    seq: u64,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl RecordAt {
+    /// Reads the record and checks its checksum. A segment file is only deleted once every
+    /// reader is past it, so a located record stays readable.
+    pub fn read(&self) -> io::Result<Bytes> {
+        let file = File::open(&self.path)?;
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, self.offset)?;
+        let size = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let mut payload = vec![0u8; size];
+        file.read_exact_at(&mut payload, self.offset + HEADER as u64)?;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        if checksum(self.seq, &payload) != crc {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "record {} in {} fails its checksum",
+                    self.seq,
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(payload.into())
     }
 }
 
@@ -205,15 +238,16 @@ impl SegmentLog {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// Appends one record (not yet durable: see [`SegmentLog::sync`]); returns its sequence
-    /// number.
-    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
-        if payload.len() > self.max_record {
+    /// Appends one record made of `parts` back to back (not yet durable: see
+    /// [`SegmentLog::sync`]); returns its sequence number. A failed write (a full disk) leaves
+    /// the log as it was, so later records are not stranded behind a torn one.
+    pub fn append(&mut self, parts: &[&[u8]]) -> io::Result<u64> {
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size > self.max_record {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "record of {} bytes exceeds the limit of {}",
-                    payload.len(),
+                    "record of {size} bytes exceeds the limit of {}",
                     self.max_record
                 ),
             ));
@@ -223,16 +257,28 @@ impl SegmentLog {
             self.roll()?;
         }
         let seq = self.next_seq();
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&checksum(seq, payload).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&seq.to_le_bytes());
+        for p in parts {
+            crc.update(p);
+        }
+        let mut frame = Vec::with_capacity(HEADER + size);
+        frame.extend_from_slice(&(size as u32).to_le_bytes());
+        frame.extend_from_slice(&crc.finalize().to_le_bytes());
         frame.extend_from_slice(&seq.to_le_bytes());
-        frame.extend_from_slice(payload);
-        self.file.write_all(&frame)?;
+        for p in parts {
+            frame.extend_from_slice(p);
+        }
         let current = self
             .segments
             .last_mut()
             .expect("a log always has a segment");
+        if let Err(e) = self.file.write_all(&frame) {
+            // Best effort: if even the truncation fails, reopening finds a torn record and
+            // truncates it there.
+            let _ = self.file.set_len(current.bytes);
+            return Err(e);
+        }
         current.offsets.push(current.bytes);
         current.bytes += frame.len() as u64;
         Ok(seq)
@@ -241,6 +287,12 @@ impl SegmentLog {
     /// Makes every record appended so far durable.
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// A handle on the segment being written, to make the records appended so far durable
+    /// without holding the log (earlier segments were synced when they were rolled over).
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     fn roll(&mut self) -> io::Result<()> {
@@ -263,32 +315,24 @@ impl SegmentLog {
 
     /// The record at `seq`, if it is on disk.
     pub fn read(&self, seq: u64) -> io::Result<Option<Bytes>> {
-        let Some(segment) = self
+        match self.locate(seq) {
+            Some(at) => at.read().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the record at `seq` is, so it can be read without holding the log.
+    pub fn locate(&self, seq: u64) -> Option<RecordAt> {
+        let segment = self
             .segments
             .iter()
             .rev()
-            .find(|s| s.first_seq <= seq && seq < s.end_seq())
-        else {
-            return Ok(None);
-        };
-        let offset = segment.offsets[(seq - segment.first_seq) as usize];
-        let file = File::open(&segment.path)?;
-        let mut header = [0u8; HEADER];
-        file.read_exact_at(&mut header, offset)?;
-        let size = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let mut payload = vec![0u8; size];
-        file.read_exact_at(&mut payload, offset + HEADER as u64)?;
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        if checksum(seq, &payload) != crc {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "record {seq} in {} fails its checksum",
-                    segment.path.display()
-                ),
-            ));
-        }
-        Ok(Some(payload.into()))
+            .find(|s| s.first_seq <= seq && seq < s.end_seq())?;
+        Some(RecordAt {
+            seq,
+            path: segment.path.clone(),
+            offset: segment.offsets[(seq - segment.first_seq) as usize],
+        })
     }
 
     /// Deletes every segment whose records all come before `seq`; the newest segment stays, so
@@ -328,7 +372,7 @@ mod tests {
         let (mut log, rec) = SegmentLog::open(dir.path(), 256, 1 << 20).unwrap();
         assert_eq!(rec, Recovery::default());
         for i in 0..40 {
-            assert_eq!(log.append(&payload(i)).unwrap(), i);
+            assert_eq!(log.append(&[&payload(i)]).unwrap(), i);
         }
         log.sync().unwrap();
         assert!(log.segment_files().len() > 3, "rolls past 256 bytes");
@@ -339,7 +383,7 @@ mod tests {
         for i in 0..40 {
             assert_eq!(log.read(i).unwrap().unwrap(), payload(i));
         }
-        assert_eq!(log.append(b"after").unwrap(), 40);
+        assert_eq!(log.append(&[b"after"]).unwrap(), 40);
         assert_eq!(log.read(40).unwrap().unwrap(), &b"after"[..]);
         assert!(log.read(41).unwrap().is_none());
     }
@@ -349,7 +393,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(dir.path(), 1 << 20, 1 << 20).unwrap();
         for i in 0..3 {
-            log.append(&payload(i)).unwrap();
+            log.append(&[&payload(i)]).unwrap();
         }
         log.sync().unwrap();
         let last = log.segment_files().pop().unwrap();
@@ -362,7 +406,7 @@ mod tests {
         assert_eq!(rec.lost_bytes, 7);
         assert!(rec.problems[0].contains("torn tail"), "{rec:?}");
         assert_eq!(log.next_seq(), 3);
-        assert_eq!(log.append(b"next").unwrap(), 3);
+        assert_eq!(log.append(&[b"next"]).unwrap(), 3);
         log.sync().unwrap();
         drop(log);
         let (log, rec) = SegmentLog::open(dir.path(), 1 << 20, 1 << 20).unwrap();
@@ -375,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(dir.path(), 200, 1 << 20).unwrap();
         for i in 0..30 {
-            log.append(&payload(i)).unwrap();
+            log.append(&[&payload(i)]).unwrap();
         }
         log.sync().unwrap();
         let files = log.segment_files();
@@ -419,7 +463,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(dir.path(), 100, 1 << 20).unwrap();
         for i in 0..20 {
-            log.append(&payload(i)).unwrap();
+            log.append(&[&payload(i)]).unwrap();
         }
         log.sync().unwrap();
         let before = log.bytes();
@@ -430,8 +474,8 @@ mod tests {
         let (mut log, rec) = SegmentLog::open(dir.path(), 100, 1 << 20).unwrap();
         assert_eq!(rec, Recovery::default());
         assert_eq!(log.next_seq(), 20);
-        assert_eq!(log.append(b"x").unwrap(), 20);
-        let err = log.append(&vec![0; (1 << 20) + 1]).unwrap_err();
+        assert_eq!(log.append(&[b"x"]).unwrap(), 20);
+        let err = log.append(&[&vec![0; (1 << 20) + 1]]).unwrap_err();
         assert!(err.to_string().contains("exceeds the limit"));
     }
 }

@@ -127,7 +127,34 @@ impl IngestError {
             IngestError::TooLarge { .. } => "too_large",
             IngestError::Refused(Refusal::QueueFull(_)) => "queue_full",
             IngestError::Refused(Refusal::NoExporter(_)) => "no_exporter",
+            IngestError::Refused(Refusal::Storage(_)) => "storage",
         }
+    }
+
+    /// The HTTP status of the refusal (429 for a full queue, 503 when the disk fails).
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            IngestError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Refused(Refusal::QueueFull(_)) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Refused(Refusal::NoExporter(_)) => StatusCode::NOT_FOUND,
+            IngestError::Refused(Refusal::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Adds `Retry-After` to a 429 or 503 answer, so HTTP senders back off and retry.
+pub fn add_retry_after(resp: &mut axum::response::Response) {
+    use http::StatusCode;
+    if matches!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(RETRY_AFTER_SECS),
+        );
     }
 }
 
@@ -146,7 +173,7 @@ pub struct Accepted {
 struct SignalCounters {
     accepted: Counter,
     rejected: Counter,
-    refused: [Counter; 4],
+    refused: [Counter; 5],
 }
 
 /// The entry point shared by all receivers of one kind.
@@ -161,7 +188,13 @@ pub struct Ingest {
 /// `Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-const REASONS: [&str; 4] = ["invalid", "too_large", "queue_full", "no_exporter"];
+const REASONS: [&str; 5] = [
+    "invalid",
+    "too_large",
+    "queue_full",
+    "no_exporter",
+    "storage",
+];
 
 impl Ingest {
     /// An entry point for receiver `receiver` (a metric label, e.g. `otlp_grpc`).
@@ -208,14 +241,14 @@ impl Ingest {
 
     /// Hands a foreign request, already translated to OTLP protobuf (or not, with why), to the
     /// pipeline, counting either outcome.
-    pub fn translated(
+    pub async fn translated(
         &self,
         signal: Signal,
         otlp: Result<Bytes, IngestError>,
     ) -> Result<Accepted, IngestError> {
         match otlp {
             // `Ingest::otlp` counts its own outcomes.
-            Ok(otlp) => self.otlp(signal, otlp),
+            Ok(otlp) => self.otlp(signal, otlp).await,
             Err(e) => {
                 self.count_refused(signal, &e);
                 Err(e)
@@ -228,9 +261,10 @@ impl Ingest {
         self.counters[signal.index()].rejected.add(items.into());
     }
 
-    /// Validates an OTLP protobuf export request and hands it to the pipeline.
-    pub fn otlp(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
-        let result = self.otlp_inner(signal, body);
+    /// Validates an OTLP protobuf export request and hands it to the pipeline; returns once
+    /// the pipeline owns it (in durable mode: once it is on disk).
+    pub async fn otlp(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
+        let result = self.otlp_inner(signal, body).await;
         let c = &self.counters[signal.index()];
         match &result {
             Ok(a) => {
@@ -242,7 +276,7 @@ impl Ingest {
         result
     }
 
-    fn otlp_inner(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
+    async fn otlp_inner(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
         if body.len() > self.max_request_bytes {
             return Err(IngestError::TooLarge {
                 size: body.len(),
@@ -258,7 +292,7 @@ impl Ingest {
         } else {
             (drop_invalid_spans(&body)?, summary.items - summary.invalid)
         };
-        self.pipeline.accept(signal, body, items)?;
+        self.pipeline.accept(signal, body, items).await?;
         Ok(Accepted {
             items,
             rejected: summary.invalid,

@@ -812,7 +812,7 @@ pub struct Export<S> {
 
 impl<S: OcService> Export<S> {
     /// Takes one message of a stream; an error ends the stream with that status.
-    fn accept(&self, state: &mut StreamState, message: &[u8]) -> Result<(), Status> {
+    async fn accept(&self, state: &mut StreamState, message: &[u8]) -> Result<(), Status> {
         let mut dropped = Dropped::default();
         let otlp =
             S::translate(state, message, &mut dropped).map_err(|message| IngestError::Invalid {
@@ -821,6 +821,7 @@ impl<S: OcService> Export<S> {
             });
         self.ingest
             .translated(S::SIGNAL, otlp)
+            .await
             .map_err(|e| super::otlp_grpc::status(&e))?;
         if dropped.items > 0 {
             self.ingest.count_rejected(S::SIGNAL, dropped.items);
@@ -854,7 +855,7 @@ impl<S: OcService> tonic::server::StreamingService<Bytes> for Method<S> {
                 loop {
                     match inbound.message().await {
                         Ok(Some(message)) => {
-                            if let Err(status) = export.accept(&mut state, &message) {
+                            if let Err(status) = export.accept(&mut state, &message).await {
                                 return Some((Err(status), None));
                             }
                         }

@@ -75,6 +75,8 @@ pub fn status(err: &IngestError) -> Status {
         IngestError::TooLarge { .. } => Status::resource_exhausted(err.to_string()),
         IngestError::Refused(Refusal::QueueFull(_)) => retry_later(format!("{err}; retry later")),
         IngestError::Refused(Refusal::NoExporter(_)) => Status::unimplemented(err.to_string()),
+        // UNAVAILABLE is retryable for every OTLP client.
+        IngestError::Refused(Refusal::Storage(_)) => Status::unavailable(err.to_string()),
     }
 }
 
@@ -221,7 +223,7 @@ pub trait RawUnary: Clone + Send + Sync + 'static {
     /// The counted entry point (and its message size limit).
     fn ingest(&self) -> &Ingest;
     /// Handles one request message.
-    fn handle(&self, message: Bytes) -> Result<Bytes, Status>;
+    fn handle(self, message: Bytes) -> impl Future<Output = Result<Bytes, Status>> + Send;
 }
 
 /// A tower service serving one [`RawMethod`] over HTTP/2.
@@ -258,10 +260,16 @@ struct Method<H>(H);
 
 impl<H: RawUnary> UnaryService<Bytes> for Method<H> {
     type Response = Bytes;
-    type Future = std::future::Ready<Result<Response<Bytes>, Status>>;
+    type Future = BoxFuture<Result<Response<Bytes>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        std::future::ready(self.0.handle(request.into_inner()).map(Response::new))
+        let handler = self.0.clone();
+        Box::pin(async move {
+            handler
+                .handle(request.into_inner())
+                .await
+                .map(Response::new)
+        })
     }
 }
 
@@ -321,8 +329,8 @@ impl<S: OtlpService> RawUnary for ExportService<S> {
         &self.ingest
     }
 
-    fn handle(&self, message: Bytes) -> Result<Bytes, Status> {
-        match self.ingest.otlp(S::SIGNAL, message) {
+    async fn handle(self, message: Bytes) -> Result<Bytes, Status> {
+        match self.ingest.otlp(S::SIGNAL, message).await {
             Ok(a) => Ok(response(S::SIGNAL, &a)),
             Err(e) => Err(status(&e)),
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -33,19 +33,15 @@ struct RpcStatus {
 }
 
 fn error_response(format: Format, err: &IngestError) -> Response {
-    let (status, code) = match err {
-        IngestError::Invalid { .. } => (StatusCode::BAD_REQUEST, 3),
-        IngestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, 8),
-        IngestError::Refused(Refusal::QueueFull(_)) => (StatusCode::TOO_MANY_REQUESTS, 8),
-        IngestError::Refused(Refusal::NoExporter(_)) => (StatusCode::NOT_FOUND, 12),
+    // The google.rpc.Code of the body.
+    let code = match err {
+        IngestError::Invalid { .. } => 3,
+        IngestError::TooLarge { .. } | IngestError::Refused(Refusal::QueueFull(_)) => 8,
+        IngestError::Refused(Refusal::NoExporter(_)) => 12,
+        IngestError::Refused(Refusal::Storage(_)) => 14,
     };
-    let mut resp = encode(format, status, code, err.to_string());
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(super::RETRY_AFTER_SECS),
-        );
-    }
+    let mut resp = encode(format, err.http_status(), code, err.to_string());
+    super::add_retry_after(&mut resp);
     resp
 }
 
@@ -175,7 +171,7 @@ async fn export(ingest: Arc<Ingest>, signal: Signal, req: Request) -> Response {
             return error_response(format, &e);
         }
     };
-    match ingest.otlp(signal, body) {
+    match ingest.otlp(signal, body).await {
         Ok(a) => success(signal, format, &a),
         Err(e) => error_response(format, &e),
     }

@@ -27,7 +27,6 @@ use prost::Message;
 use serde::Deserialize;
 
 use super::{Ingest, IngestError};
-use crate::pipeline::Refusal;
 use crate::signal::Signal;
 
 /// Zipkin's span kinds.
@@ -668,19 +667,8 @@ enum Version {
 }
 
 fn error_response(err: &IngestError) -> Response {
-    let status = match err {
-        IngestError::Invalid { .. } => StatusCode::BAD_REQUEST,
-        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        IngestError::Refused(Refusal::QueueFull(_)) => StatusCode::TOO_MANY_REQUESTS,
-        IngestError::Refused(Refusal::NoExporter(_)) => StatusCode::NOT_FOUND,
-    };
-    let mut resp = (status, err.to_string()).into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(super::RETRY_AFTER_SECS),
-        );
-    }
+    let mut resp = (err.http_status(), err.to_string()).into_response();
+    super::add_retry_after(&mut resp);
     resp
 }
 
@@ -718,7 +706,7 @@ async fn translate(ingest: &Ingest, version: Version, req: Request) -> Result<By
 
 async fn handle(ingest: Arc<Ingest>, version: Version, req: Request) -> Response {
     let otlp = translate(&ingest, version, req).await;
-    match ingest.translated(Signal::Traces, otlp) {
+    match ingest.translated(Signal::Traces, otlp).await {
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(e) => error_response(&e),
     }

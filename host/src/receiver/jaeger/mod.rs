@@ -370,15 +370,14 @@ pub fn http_router(ingest: Arc<Ingest>) -> axum::Router {
         .with_state(ingest)
 }
 
+/// Like [`IngestError::http_status`], but a full queue is 503: the Jaeger collector's answer
+/// when its queue is full, which Jaeger clients know.
 fn http_status(e: &IngestError) -> axum::http::StatusCode {
-    use axum::http::StatusCode;
     match e {
-        IngestError::Invalid { .. } => StatusCode::BAD_REQUEST,
-        IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         IngestError::Refused(crate::pipeline::Refusal::QueueFull(_)) => {
-            StatusCode::SERVICE_UNAVAILABLE
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
         }
-        IngestError::Refused(crate::pipeline::Refusal::NoExporter(_)) => StatusCode::NOT_FOUND,
+        other => other.http_status(),
     }
 }
 
@@ -422,9 +421,13 @@ async fn http_traces(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let otlp = http_translate(&ingest, req).await;
-    match ingest.translated(Signal::Traces, otlp) {
+    match ingest.translated(Signal::Traces, otlp).await {
         Ok(_) => axum::http::StatusCode::ACCEPTED.into_response(),
-        Err(e) => (http_status(&e), e.to_string()).into_response(),
+        Err(e) => {
+            let mut resp = (http_status(&e), e.to_string()).into_response();
+            super::add_retry_after(&mut resp);
+            resp
+        }
     }
 }
 
@@ -447,7 +450,7 @@ pub async fn serve_udp(
         let (n, peer) = socket.recv_from(&mut buf).await?;
         match decode_datagram(protocol, &buf[..n]) {
             Ok(otlp) => {
-                if let Err(e) = ingest.otlp(Signal::Traces, otlp) {
+                if let Err(e) = ingest.otlp(Signal::Traces, otlp).await {
                     tracing::warn!(%peer, "Jaeger datagram refused: {e}");
                 }
             }
@@ -737,7 +740,7 @@ impl super::otlp_grpc::RawUnary for PostSpans {
         &self.ingest
     }
 
-    fn handle(&self, message: Bytes) -> Result<Bytes, tonic::Status> {
+    async fn handle(self, message: Bytes) -> Result<Bytes, tonic::Status> {
         let translated = decode_post_spans(&message).map_err(|message| IngestError::Invalid {
             signal: Signal::Traces,
             message,
@@ -745,6 +748,7 @@ impl super::otlp_grpc::RawUnary for PostSpans {
         // An empty `PostSpansResponse`.
         self.ingest
             .translated(Signal::Traces, translated)
+            .await
             .map(|_| Bytes::new())
             .map_err(|e| super::otlp_grpc::status(&e))
     }

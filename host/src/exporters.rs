@@ -1,0 +1,322 @@
+//! The running exporters: started from the config, swapped in place on reload, drained on
+//! shutdown.
+//!
+//! A reload is two steps so that a bad config or plugin changes nothing: [`ExporterSet::prepare`]
+//! loads every new or changed exporter while the old ones keep running, and only if all load
+//! does [`ExporterSet::apply`] swap them. An exporter keeps its cursor (named after it) across
+//! a swap, so a changed exporter resumes where the old one stopped; a removed one's cursor is
+//! dropped; a new one starts at the head of its queues.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigErrors, ExporterConfig, RetryConfig};
+use crate::pipeline::Pipeline;
+use crate::pipeline::router::{Stop, Worker};
+use crate::plugin::registry::{self, PluginSource};
+use crate::plugin::sender::{HostSender, SenderLimits};
+use crate::plugin::{PluginEngine, PluginExporter};
+use crate::signal::Signal;
+use crate::telemetry::Telemetry;
+
+/// One exporter loaded and ready to start.
+pub struct Loaded {
+    exporter: Arc<PluginExporter>,
+    fingerprint: u64,
+    retry: RetryConfig,
+}
+
+impl Loaded {
+    /// The exporter.
+    pub fn exporter(&self) -> &Arc<PluginExporter> {
+        &self.exporter
+    }
+}
+
+struct Running {
+    loaded: Loaded,
+    stop: watch::Sender<Stop>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// What [`ExporterSet::prepare`] loaded, to hand to [`ExporterSet::apply`].
+pub struct Plan {
+    start: BTreeMap<String, Loaded>,
+    remove: Vec<String>,
+    unchanged: Vec<String>,
+}
+
+impl Plan {
+    /// Whether applying the plan would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// What [`ExporterSet::apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Exporters started for the first time.
+    pub added: Vec<String>,
+    /// Exporters replaced by a new version (config or plugin).
+    pub changed: Vec<String>,
+    /// Exporters stopped for good.
+    pub removed: Vec<String>,
+    /// Exporters left running as they were.
+    pub unchanged: Vec<String>,
+}
+
+/// The exporters running against one pipeline.
+pub struct ExporterSet {
+    engine: Arc<PluginEngine>,
+    telemetry: Arc<Telemetry>,
+    pipeline: Arc<Pipeline>,
+    running: BTreeMap<String, Running>,
+}
+
+/// Identifies what an exporter was built from: its config, the shared HTTP limits and the
+/// plugin's bytes. A change in any of them means a new instance.
+fn fingerprint(config: &Config, ec: &ExporterConfig, source: &PluginSource) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{ec:?}|{:?}", config.plugins.http).hash(&mut h);
+    source.wasm.hash(&mut h);
+    h.finish()
+}
+
+fn sender(config: &Config) -> HostSender {
+    let http = &config.plugins.http;
+    HostSender::new(SenderLimits {
+        connect: http.connect_timeout,
+        first_byte: http.first_byte_timeout,
+        total: http.total_timeout,
+        max_response_bytes: http.max_response_bytes,
+    })
+}
+
+/// Loads the exporters of `config` named by `wanted` (every one when `None`) — or, for those
+/// whose fingerprint is in `keep`, nothing — reporting all failures at once.
+async fn load(
+    config: &Config,
+    engine: &PluginEngine,
+    telemetry: &Telemetry,
+    keep: &BTreeMap<String, u64>,
+) -> Result<(BTreeMap<String, Loaded>, Vec<String>), ConfigErrors> {
+    let sender = sender(config);
+    let mut loaded = BTreeMap::new();
+    let mut unchanged = Vec::new();
+    let mut errors = Vec::new();
+    for (name, ec) in &config.exporters {
+        let source = match registry::find(&ec.plugin, config.plugins.dir.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("exporters.{name}.plugin: {e}"));
+                continue;
+            }
+        };
+        let fingerprint = fingerprint(config, ec, &source);
+        if keep.get(name) == Some(&fingerprint) {
+            unchanged.push(name.clone());
+            continue;
+        }
+        match PluginExporter::load(engine, name, &source, ec, sender.clone(), telemetry).await {
+            Ok(e) => {
+                loaded.insert(
+                    name.clone(),
+                    Loaded {
+                        exporter: Arc::new(e),
+                        fingerprint,
+                        retry: ec.retry.clone(),
+                    },
+                );
+            }
+            Err(e) => errors.push(format!(
+                "exporters.{name} (plugin {} from {}): {e}",
+                source.name, source.origin
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok((loaded, unchanged))
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Loads every exporter in `config`, reporting all failures at once (for `ferry validate`).
+pub async fn load_all(
+    config: &Config,
+    engine: &PluginEngine,
+    telemetry: &Telemetry,
+) -> Result<BTreeMap<String, Loaded>, ConfigErrors> {
+    load(config, engine, telemetry, &BTreeMap::new())
+        .await
+        .map(|(l, _)| l)
+}
+
+impl ExporterSet {
+    /// An empty set feeding from `pipeline`.
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        telemetry: Arc<Telemetry>,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
+        ExporterSet {
+            engine,
+            telemetry,
+            pipeline,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// Names of the running exporters.
+    pub fn names(&self) -> Vec<&str> {
+        self.running.keys().map(String::as_str).collect()
+    }
+
+    /// Loads what `config` adds or changes; nothing running is touched, and any failure
+    /// fails the whole plan.
+    pub async fn prepare(&self, config: &Config) -> Result<Plan, ConfigErrors> {
+        let keep: BTreeMap<String, u64> = self
+            .running
+            .iter()
+            .map(|(n, r)| (n.clone(), r.loaded.fingerprint))
+            .collect();
+        let (start, unchanged) = load(config, &self.engine, &self.telemetry, &keep).await?;
+        let remove = self
+            .running
+            .keys()
+            .filter(|n| !config.exporters.contains_key(*n))
+            .cloned()
+            .collect();
+        Ok(Plan {
+            start,
+            remove,
+            unchanged,
+        })
+    }
+
+    /// Swaps in what `plan` loaded. A replaced exporter finishes the attempt in hand first;
+    /// its successor resumes from the same cursor, so nothing is skipped (a batch cut short is
+    /// exported again).
+    pub async fn apply(&mut self, plan: Plan) -> Changes {
+        let mut changes = Changes {
+            unchanged: plan.unchanged,
+            ..Default::default()
+        };
+        for (name, loaded) in plan.start {
+            // Subscribe the successor before the predecessor lets go, so its signals are never
+            // without an exporter (which would refuse data meanwhile).
+            for &s in loaded.exporter.signals() {
+                self.pipeline.subscribe(s);
+            }
+            match self.running.remove(&name) {
+                Some(old) => {
+                    let gone: Vec<Signal> = old
+                        .loaded
+                        .exporter
+                        .signals()
+                        .iter()
+                        .copied()
+                        .filter(|s| !loaded.exporter.signals().contains(s))
+                        .collect();
+                    self.stop(&name, old, Stop::Now, &gone).await;
+                    changes.changed.push(name.clone());
+                }
+                None => changes.added.push(name.clone()),
+            }
+            self.start(name, loaded);
+        }
+        for name in plan.remove {
+            if let Some(old) = self.running.remove(&name) {
+                let signals = old.loaded.exporter.signals().to_vec();
+                self.stop(&name, old, Stop::Now, &signals).await;
+                changes.removed.push(name);
+            }
+        }
+        changes
+    }
+
+    /// Starts one worker per signal of an exporter that is not running yet.
+    fn start(&mut self, name: String, loaded: Loaded) {
+        let (stop, rx) = watch::channel(Stop::Run);
+        let workers = loaded
+            .exporter
+            .signals()
+            .iter()
+            .map(|&signal| {
+                let worker = Worker::new(
+                    loaded.exporter.clone(),
+                    self.pipeline.queue(signal),
+                    signal,
+                    loaded.retry.clone(),
+                    &self.telemetry,
+                );
+                tokio::spawn(worker.run(rx.clone()))
+            })
+            .collect();
+        let m = loaded.exporter.manifest();
+        tracing::info!(
+            exporter = name.as_str(),
+            plugin = %m.name,
+            version = %m.version,
+            signals = ?loaded.exporter.signals().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "exporter ready"
+        );
+        self.running.insert(
+            name,
+            Running {
+                loaded,
+                stop,
+                workers,
+            },
+        );
+    }
+
+    /// Stops an exporter's workers, closes its cursors on `close` (signals nobody of that name
+    /// reads any more) and shuts its plugin down.
+    async fn stop(&self, name: &str, old: Running, how: Stop, close: &[Signal]) {
+        let _ = old.stop.send(how);
+        for w in old.workers {
+            let _ = w.await;
+        }
+        for &s in old.loaded.exporter.signals() {
+            self.pipeline.unsubscribe(s);
+        }
+        for &s in close {
+            self.pipeline.queue(s).close_cursor(name);
+        }
+        old.loaded.exporter.shutdown().await;
+    }
+
+    /// Lets every exporter export what is queued, for at most `deadline`; then stops them where
+    /// they are. Returns whether everything was exported.
+    pub async fn drain(self, deadline: Duration) -> bool {
+        let mut stops = Vec::new();
+        let mut exporters = Vec::new();
+        let mut workers = Vec::new();
+        for (_, r) in self.running {
+            let _ = r.stop.send(Stop::Drain);
+            stops.push(r.stop);
+            exporters.push(r.loaded.exporter);
+            workers.extend(r.workers);
+        }
+        let mut waiting = std::pin::pin!(futures::future::join_all(workers));
+        let drained = tokio::time::timeout(deadline, &mut waiting).await.is_ok();
+        if !drained {
+            for stop in &stops {
+                let _ = stop.send(Stop::Now);
+            }
+            // An attempt in flight gets a moment to finish; then the runtime ends it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut waiting).await;
+        }
+        for e in &exporters {
+            e.shutdown().await;
+        }
+        drained
+    }
+}

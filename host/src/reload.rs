@@ -1,0 +1,155 @@
+//! Hot reload: SIGHUP, or a change to the config file or the plugin directory, re-reads the
+//! config and swaps the exporters that changed ([`ExporterSet`]). A config that fails
+//! validation or a plugin that fails to load leaves everything running as it was; the reason
+//! is logged and the outcome counted in `ferry_config_reloads_total{result}`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::exporters::ExporterSet;
+use crate::telemetry::{Counter, Gauge, Telemetry};
+
+/// How often the config file and plugin directory are checked for changes.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Re-reads the config file and applies it.
+pub struct Reloader {
+    path: PathBuf,
+    current: Config,
+    plugin_dir: Arc<Mutex<Option<PathBuf>>>,
+    ok: Counter,
+    invalid: Counter,
+    load_failed: Counter,
+    last_ok: Gauge,
+}
+
+impl Reloader {
+    /// A reloader for the config at `path`, which is running as `current`.
+    pub fn new(path: PathBuf, current: Config, telemetry: &Telemetry) -> Self {
+        let result = |r: &str| {
+            telemetry.counter(
+                "ferry_config_reloads_total",
+                "Config reloads, by result (ok, invalid: the config failed validation, \
+                 load_failed: a plugin failed to load; both keep the running config).",
+                &[("result", r)],
+            )
+        };
+        let last_ok = telemetry.gauge(
+            "ferry_config_last_reload_successful",
+            "1 if the last reload was applied (or none was tried), 0 if it was rejected.",
+            &[],
+        );
+        last_ok.set(1);
+        Reloader {
+            path,
+            plugin_dir: Arc::new(Mutex::new(current.plugins.dir.clone())),
+            current,
+            ok: result("ok"),
+            invalid: result("invalid"),
+            load_failed: result("load_failed"),
+            last_ok,
+        }
+    }
+
+    /// Reloads because of `why` (a signal, a file change).
+    pub async fn reload(&mut self, set: &mut ExporterSet, why: &str) {
+        tracing::info!(path = %self.path.display(), "reloading the config ({why})");
+        let config = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload rejected, the running config stays: {e}");
+                self.invalid.inc();
+                self.last_ok.set(0);
+                return;
+            }
+        };
+        let fixed = |c: &Config| {
+            format!(
+                "{:?}{:?}{:?}{:?}",
+                c.receivers, c.pipeline, c.queue, c.admin
+            )
+        };
+        if fixed(&config) != fixed(&self.current) {
+            tracing::warn!(
+                "reload: changes to [receivers], [pipeline], [queue] and [admin] take effect on \
+                 restart; applying the exporter changes only"
+            );
+        }
+        let plan = match set.prepare(&config).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("reload rejected, the running exporters stay: {e}");
+                self.load_failed.inc();
+                self.last_ok.set(0);
+                return;
+            }
+        };
+        *self.plugin_dir.lock().expect("plugin dir lock") = config.plugins.dir.clone();
+        self.current.exporters = config.exporters;
+        self.current.plugins = config.plugins;
+        self.ok.inc();
+        self.last_ok.set(1);
+        if plan.is_empty() {
+            tracing::info!("reload: no exporter changed");
+            return;
+        }
+        let changes = set.apply(plan).await;
+        tracing::info!(
+            added = ?changes.added,
+            changed = ?changes.changed,
+            removed = ?changes.removed,
+            unchanged = ?changes.unchanged,
+            "reload applied"
+        );
+    }
+
+    /// Watches the config file and the plugin directory, sending on `tx` when either changes.
+    pub fn watch(&self, tx: mpsc::Sender<&'static str>) {
+        let path = self.path.clone();
+        let dir = self.plugin_dir.clone();
+        tokio::spawn(async move {
+            let snapshot = |dir: &Option<PathBuf>| (stamp(&path), dir.as_deref().map(listing));
+            let mut last = snapshot(&dir.lock().expect("plugin dir lock").clone());
+            loop {
+                tokio::time::sleep(POLL_EVERY).await;
+                let now = snapshot(&dir.lock().expect("plugin dir lock").clone());
+                if now.0 != last.0 {
+                    if tx.send("the config file changed").await.is_err() {
+                        return;
+                    }
+                } else if now.1 != last.1 && tx.send("the plugin directory changed").await.is_err()
+                {
+                    return;
+                }
+                last = now;
+            }
+        });
+    }
+}
+
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// The `.wasm` files of a directory with their size and modification time.
+fn listing(dir: &Path) -> Vec<(PathBuf, Stamp)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .map(|p| {
+            let s = stamp(&p);
+            (p, s)
+        })
+        .collect();
+    files.sort();
+    files
+}
