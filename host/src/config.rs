@@ -854,6 +854,71 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_section_is_checked_as_a_whole() {
+        let errors = Config::parse(
+            r#"
+            [pipeline]
+            drain_timeout = "0s"
+            [queue]
+            mode = "durable"
+            segment_bytes = "1KiB"
+            max_bytes = "1MiB"
+            when_full = "drop_oldest"
+            [exporters.d]
+            plugin = "debug"
+            "#,
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            errors.len(),
+            2,
+            "the bad enum value stops [queue] from parsing; the other sections still report: {errors:?}"
+        );
+        assert!(errors[0].contains("queue") && errors[0].contains("drop_oldest"));
+        assert!(errors[1].starts_with("pipeline.drain_timeout"));
+
+        let errors = Config::parse(
+            r#"
+            [receivers.otlp]
+            http = "127.0.0.1:0"
+            [queue]
+            mode = "durable"
+            segment_bytes = "1KiB"
+            max_bytes = "2KiB"
+            [exporters.d]
+            plugin = "debug"
+            "#,
+        )
+        .unwrap_err()
+        .0;
+        assert!(errors.iter().any(|e| e.starts_with("queue.dir: required")));
+        assert!(errors.iter().any(|e| e.starts_with("queue.segment_bytes")));
+        assert!(errors.iter().any(|e| e.starts_with("queue.max_bytes")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("receivers.otlp.max_request_bytes")),
+            "requests must fit the disk budget: {errors:?}"
+        );
+
+        let c = Config::parse(
+            r#"
+            [queue]
+            mode = "durable"
+            dir = "/tmp/q"
+            when_full = "drop_newest"
+            [exporters.d]
+            plugin = "debug"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.queue.mode, QueueMode::Durable);
+        assert_eq!(c.queue.when_full, WhenFull::DropNewest);
+        assert_eq!(c.queue.budget(&c.pipeline), 1 << 30);
+    }
+
+    #[test]
     fn receivers_default_to_their_usual_ports() {
         let c = Config::parse(
             r#"

@@ -163,7 +163,7 @@ pub struct Ferry {
     /// Bound admin address.
     pub admin: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Ferry {
@@ -231,7 +231,7 @@ impl Ferry {
             admin: None,
             child,
             logs,
-            _dir: dir,
+            dir,
         };
         ferry.grpc = ferry.receiver_addr("otlp_grpc");
         ferry.http = ferry.receiver_addr("otlp_http");
@@ -285,6 +285,45 @@ impl Ferry {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The config file the daemon was started with (rewrite it to trigger a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("ferry.toml")
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to flush or save anything) and reaps it.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+
+    /// Waits until the daemon has logged a line containing `needle`.
+    pub async fn logged(&self, needle: &str) {
+        eventually(&format!("ferry logs {needle:?}"), async || {
+            self.logs().contains(needle)
+        })
+        .await
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.

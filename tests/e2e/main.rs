@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `ferry` binary, real clients, real (or scripted) backends.
 
 mod harness;
+mod load;
 
 mod backend;
 mod cli;
@@ -8,5 +9,6 @@ mod ingest_errors;
 mod jaeger;
 mod opencensus;
 mod otel_sdk;
+mod reliability;
 mod sandbox;
 mod zipkin;
