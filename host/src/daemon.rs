@@ -49,8 +49,8 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut exporters = ExporterSet::new(engine, telemetry.clone(), pipeline.clone());
     let plan = exporters.prepare(&config).await?;
     exporters.apply(plan).await;
-    // Cursors saved by exporters that are no longer configured would hold the disk forever.
-    pipeline.forget_cursors_except(&exporters.names());
+    // Cursors saved by exporters that no longer read a signal would hold the disk forever.
+    pipeline.forget_cursors_except(|s| exporters.readers(s));
     pipeline.spawn_timers();
     let budget = config.queue.budget(&config.pipeline);
     for signal in Signal::ALL {

@@ -178,6 +178,15 @@ impl ExporterSet {
         self.running.keys().map(String::as_str).collect()
     }
 
+    /// Names of the running exporters that take `signal`.
+    pub fn readers(&self, signal: Signal) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.loaded.exporter.signals().contains(&signal))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Loads what `config` adds or changes; nothing running is touched, and any failure
     /// fails the whole plan.
     pub async fn prepare(&self, config: &Config) -> Result<Plan, ConfigErrors> {

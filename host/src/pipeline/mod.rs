@@ -275,16 +275,19 @@ impl Pipeline {
         }
     }
 
-    /// Drops the durable cursors of exporters that are no longer configured; what only they
-    /// held is freed.
-    pub fn forget_cursors_except(&self, exporters: &[&str]) {
+    /// Drops the durable cursors of exporters that no longer read a signal (removed from the
+    /// config, or no longer taking it); what only they held is freed. `readers` names the
+    /// exporters of each signal.
+    pub fn forget_cursors_except(&self, readers: impl Fn(Signal) -> Vec<String>) {
         for lane in &self.lanes {
             if let Some(d) = &lane.durable {
-                for name in d.retain_cursors(exporters) {
+                let keep = readers(lane.signal);
+                let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+                for name in d.retain_cursors(&keep) {
                     tracing::warn!(
                         signal = %lane.signal,
                         exporter = name,
-                        "exporter no longer configured: its durable cursor is dropped"
+                        "exporter no longer reads this signal: its durable cursor is dropped"
                     );
                 }
             }
@@ -394,6 +397,65 @@ mod tests {
             ..Default::default()
         };
         Pipeline::new(&config, &QueueConfig::default(), &Telemetry::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn drop_newest_acknowledges_and_counts_what_does_not_fit() {
+        let t = Telemetry::default();
+        let config = PipelineConfig {
+            batch_max_items: 1,
+            queue_max_bytes: 10,
+            ..Default::default()
+        };
+        let queue = QueueConfig {
+            when_full: WhenFull::DropNewest,
+            ..Default::default()
+        };
+        let p = Pipeline::new(&config, &queue, &t).unwrap();
+        p.subscribe(Signal::Logs);
+        p.queue(Signal::Logs).open_cursor("slow");
+        p.accept(Signal::Logs, Bytes::from(vec![0; 8]), 3)
+            .await
+            .unwrap();
+        p.accept(Signal::Logs, Bytes::from(vec![0; 8]), 5)
+            .await
+            .expect("acknowledged although dropped");
+        assert_eq!(
+            p.queue(Signal::Logs).used_bytes(),
+            8,
+            "only the first is kept"
+        );
+        assert!(
+            t.render()
+                .contains("ferry_queue_dropped_items_total{signal=\"logs\"} 5"),
+            "{}",
+            t.render()
+        );
+    }
+
+    #[tokio::test]
+    async fn durable_mode_acknowledges_what_is_on_disk_and_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = QueueConfig {
+            mode: QueueMode::Durable,
+            dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let t = Telemetry::default();
+        let p = Pipeline::new(&PipelineConfig::default(), &queue, &t).unwrap();
+        assert!(p.is_durable());
+        p.subscribe(Signal::Traces);
+        let q = p.queue(Signal::Traces);
+        q.open_cursor("e");
+        p.accept(Signal::Traces, Bytes::from_static(b"ab"), 2)
+            .await
+            .unwrap();
+        p.accept(Signal::Traces, Bytes::from_static(b"cd"), 1)
+            .await
+            .unwrap();
+        let (b, next) = q.read(0).expect("synced, so visible");
+        assert_eq!((b.items, &b.payload[..], next), (3, &b"abcd"[..], 2));
+        assert!(dir.path().join("traces").join("cursors.json").exists());
     }
 
     #[tokio::test]
