@@ -98,8 +98,8 @@ fn sender(config: &Config) -> HostSender {
     })
 }
 
-/// Loads the exporters of `config` named by `wanted` (every one when `None`) — or, for those
-/// whose fingerprint is in `keep`, nothing — reporting all failures at once.
+/// Loads the exporters of `config`, except those whose fingerprint `keep` already has (they
+/// are returned as unchanged), reporting all failures at once.
 async fn load(
     config: &Config,
     engine: &PluginEngine,
