@@ -433,6 +433,8 @@ async fn http_traces(
 
 /// Largest UDP datagram.
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams being handed to the pipeline at once, per socket.
+const UDP_IN_FLIGHT: usize = 256;
 
 /// Receives agent datagrams on `socket` until the task is dropped.
 pub async fn serve_udp(
@@ -446,13 +448,21 @@ pub async fn serve_udp(
         tracing::warn!(%addr, "cannot enlarge the UDP receive buffer: {e}");
     }
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // UDP senders wait for no answer, so a datagram need not hold up the next one while the
+    // durable queue syncs it; a bound on those in flight keeps the excess in the kernel buffer.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(UDP_IN_FLIGHT));
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
         match decode_datagram(protocol, &buf[..n]) {
             Ok(otlp) => {
-                if let Err(e) = ingest.otlp(Signal::Traces, otlp).await {
-                    tracing::warn!(%peer, "Jaeger datagram refused: {e}");
-                }
+                let permit = in_flight.clone().acquire_owned().await?;
+                let ingest = ingest.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ingest.otlp(Signal::Traces, otlp).await {
+                        tracing::warn!(%peer, "Jaeger datagram refused: {e}");
+                    }
+                    drop(permit);
+                });
             }
             Err(message) => {
                 let err = IngestError::Invalid {
