@@ -129,34 +129,36 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let drained = exporters.drain(deadline).await;
     pipeline.persist();
     if !drained {
-        for signal in Signal::ALL {
-            let queue = pipeline.queue(signal);
-            let head = *queue.head().borrow();
-            for name in &names {
-                let Some(cursor) = queue.cursor(name) else {
-                    continue;
-                };
-                let left = head.saturating_sub(cursor);
-                if left == 0 {
-                    continue;
-                }
-                if pipeline.is_durable() {
-                    tracing::warn!(
-                        exporter = name.as_str(), %signal, records = left,
-                        "drain deadline passed: not exported yet, kept on disk for the next start"
-                    );
-                } else {
-                    tracing::error!(
-                        exporter = name.as_str(), %signal, batches = left,
-                        bytes = pipeline.buffered_bytes(signal),
-                        "drain deadline passed: not exported, lost (use [queue] mode = \"durable\" to keep it)"
-                    );
-                }
-            }
-        }
+        report_leftovers(&pipeline, &names);
     }
     tracing::info!(drained, "stopped");
     Ok(())
+}
+
+/// Logs, per exporter and signal, what the drain deadline left unexported.
+fn report_leftovers(pipeline: &Pipeline, exporters: &[String]) {
+    for signal in Signal::ALL {
+        let queue = pipeline.queue(signal);
+        let head = *queue.head().borrow();
+        for name in exporters {
+            let left = queue.cursor(name).map_or(0, |c| head.saturating_sub(c));
+            if left == 0 {
+                continue;
+            }
+            if pipeline.is_durable() {
+                tracing::warn!(
+                    exporter = name.as_str(), %signal, records = left,
+                    "drain deadline passed: not exported yet, kept on disk for the next start"
+                );
+            } else {
+                tracing::error!(
+                    exporter = name.as_str(), %signal, batches = left,
+                    bytes = pipeline.buffered_bytes(signal),
+                    "drain deadline passed: not exported, lost (use [queue] mode = \"durable\" to keep it)"
+                );
+            }
+        }
+    }
 }
 
 /// Forwards SIGHUP as a reload request.

@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::{Notify, watch};
 
-use super::queue::{Batch, Queue, QueueFull};
+use super::queue::{Batch, Queue, QueueFull, concat};
 use super::segment_log::{Recovery, SegmentLog};
 use crate::signal::Signal;
 use crate::telemetry::Counter;
@@ -187,11 +186,12 @@ impl DurableQueue {
             .wait_for(|s| s.upto > seq || s.failed.is_some())
             .await
             .map_err(|_| AppendError::Storage("the durable queue closed".into()))?;
-        match (&state.failed, state.upto > seq) {
-            (_, true) => Ok(()),
-            (Some(why), false) => Err(AppendError::Storage(why.to_string())),
-            (None, false) => unreachable!("wait_for returned early"),
+        if state.upto > seq {
+            return Ok(());
         }
+        Err(AppendError::Storage(
+            state.failed.as_deref().unwrap_or("sync failed").to_string(),
+        ))
     }
 
     /// Syncs what was appended; returns the sequence number everything before is durable up to.
@@ -229,19 +229,30 @@ impl DurableQueue {
     /// Drops every cursor not in `keep` (exporters no longer configured), freeing what only
     /// they held; returns the names dropped.
     pub fn retain_cursors(&self, keep: &[&str]) -> Vec<String> {
-        let dropped: Vec<String> = {
-            let inner = self.lock();
-            inner
-                .cursors
-                .keys()
-                .filter(|k| !keep.contains(&k.as_str()))
-                .cloned()
-                .collect()
-        };
-        for name in &dropped {
-            self.close_cursor(name);
+        let mut inner = self.lock();
+        let mut dropped = Vec::new();
+        inner.cursors.retain(|name, _| {
+            let stays = keep.contains(&name.as_str());
+            if !stays {
+                dropped.push(name.clone());
+            }
+            stays
+        });
+        if dropped.is_empty() {
+            return dropped;
         }
+        inner.dirty = true;
+        self.release(&mut inner);
+        drop(inner);
+        self.persist_or_log("");
         dropped
+    }
+
+    /// Saves the cursors now, logging a failure (the periodic task retries).
+    fn persist_or_log(&self, cursor: &str) {
+        if let Err(e) = self.persist_cursors() {
+            tracing::error!(signal = %self.signal, cursor, "cannot save cursors: {e}");
+        }
     }
 
     fn release(&self, inner: &mut Inner) {
@@ -371,6 +382,8 @@ impl Queue for DurableQueue {
         };
         let mut parts = Vec::new();
         let (mut items, mut bytes, mut next) = (0u32, 0usize, from);
+        // Consecutive records share a segment: open each file once per read.
+        let mut file: Option<(Arc<Path>, std::fs::File)> = None;
         for (seq, at) in located {
             if !parts.is_empty() && (items >= self.max_items || bytes >= MAX_READ_BYTES) {
                 break;
@@ -378,7 +391,20 @@ impl Queue for DurableQueue {
             next = seq + 1;
             // Missing records were counted when the log was opened.
             let Some(at) = at else { continue };
-            let record = match at.read() {
+            if file
+                .as_ref()
+                .is_none_or(|(p, _)| !Arc::ptr_eq(p, at.path()))
+            {
+                match std::fs::File::open(at.path()) {
+                    Ok(f) => file = Some((at.path().clone(), f)),
+                    Err(e) => {
+                        self.lost(seq, &e.to_string());
+                        continue;
+                    }
+                }
+            }
+            let (_, f) = file.as_ref().expect("opened above");
+            let record = match at.read_from(f) {
                 Ok(r) => r,
                 Err(e) => {
                     self.lost(seq, &e.to_string());
@@ -393,16 +419,10 @@ impl Queue for DurableQueue {
             bytes += record.len() - 4;
             parts.push(record.slice(4..));
         }
-        let payload = if parts.len() == 1 {
-            parts.pop().expect("one part")
-        } else {
-            let mut buf = BytesMut::with_capacity(bytes);
-            for p in parts {
-                buf.extend_from_slice(&p);
-            }
-            buf.freeze()
-        };
-        Some((Arc::new(Batch::new(self.signal, items, payload)), next))
+        Some((
+            Arc::new(Batch::new(self.signal, items, concat(parts, bytes))),
+            next,
+        ))
     }
 
     fn open_cursor(&self, name: &str) -> u64 {
@@ -420,8 +440,8 @@ impl Queue for DurableQueue {
         };
         // A new cursor is written out at once: if the daemon crashed before the periodic write,
         // records appended meanwhile would be replayed to nobody.
-        if created && let Err(e) = self.persist_cursors() {
-            tracing::error!(signal = %self.signal, cursor = name, "cannot save cursors: {e}");
+        if created {
+            self.persist_or_log(name);
         }
         at
     }
@@ -444,9 +464,7 @@ impl Queue for DurableQueue {
         }
         self.release(&mut inner);
         drop(inner);
-        if let Err(e) = self.persist_cursors() {
-            tracing::error!(signal = %self.signal, cursor = name, "cannot save cursors: {e}");
-        }
+        self.persist_or_log(name);
     }
 
     fn cursor(&self, name: &str) -> Option<u64> {

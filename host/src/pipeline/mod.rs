@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -61,18 +61,8 @@ struct Open {
 
 impl Open {
     fn seal(&mut self, signal: Signal) -> Batch {
-        let payload = if self.parts.len() == 1 {
-            self.parts.pop().expect("one part")
-        } else {
-            let mut buf = BytesMut::with_capacity(self.bytes);
-            for p in self.parts.drain(..) {
-                buf.extend_from_slice(&p);
-            }
-            buf.freeze()
-        };
-        let batch = Batch::new(signal, self.items, payload);
-        *self = Open::default();
-        batch
+        let open = std::mem::take(self);
+        Batch::new(signal, open.items, queue::concat(open.parts, open.bytes))
     }
 }
 

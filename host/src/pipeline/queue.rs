@@ -69,6 +69,19 @@ impl Batch {
     }
 }
 
+/// The concatenation of `parts` (`bytes` long): one batch from many requests, which protobuf
+/// reads as their merge. A single part is passed through without copying.
+pub fn concat(mut parts: Vec<Bytes>, bytes: usize) -> Bytes {
+    if parts.len() == 1 {
+        return parts.pop().expect("one part");
+    }
+    let mut buf = bytes::BytesMut::with_capacity(bytes);
+    for p in parts {
+        buf.extend_from_slice(&p);
+    }
+    buf.freeze()
+}
+
 /// The queue has no room for this many bytes.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("queue full: {used} of {capacity} bytes used, {wanted} more requested")]

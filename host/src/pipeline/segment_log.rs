@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -35,7 +36,7 @@ pub struct Recovery {
 #[derive(Debug)]
 struct Segment {
     first_seq: u64,
-    path: PathBuf,
+    path: Arc<Path>,
     /// Byte offset of each record, in sequence order from `first_seq`.
     offsets: Vec<u64>,
     bytes: u64,
@@ -51,22 +52,31 @@ impl Segment {
 #[derive(Debug, Clone)]
 pub struct RecordAt {
     seq: u64,
-    path: PathBuf,
+    path: Arc<Path>,
     offset: u64,
 }
 
 impl RecordAt {
+    /// The segment file holding the record (shared by every record of the segment).
+    pub fn path(&self) -> &Arc<Path> {
+        &self.path
+    }
+
     /// Reads the record and checks its checksum. A segment file is only deleted once every
     /// reader is past it, so a located record stays readable.
     pub fn read(&self) -> io::Result<Bytes> {
-        let file = File::open(&self.path)?;
+        self.read_from(&File::open(&self.path)?)
+    }
+
+    /// Like [`RecordAt::read`], from the segment file already open (see [`RecordAt::path`]).
+    pub fn read_from(&self, file: &File) -> io::Result<Bytes> {
         let mut header = [0u8; HEADER];
         file.read_exact_at(&mut header, self.offset)?;
         let size = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
         let mut payload = vec![0u8; size];
         file.read_exact_at(&mut payload, self.offset + HEADER as u64)?;
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        if checksum(self.seq, &payload) != crc {
+        if checksum(self.seq, &[&payload]) != crc {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -94,10 +104,13 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.{EXTENSION}"))
 }
 
-fn checksum(seq: u64, payload: &[u8]) -> u32 {
+/// The CRC of a record: its sequence number and its payload, given in `parts`.
+fn checksum(seq: u64, parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&seq.to_le_bytes());
-    h.update(payload);
+    for p in parts {
+        h.update(p);
+    }
     h.finalize()
 }
 
@@ -120,7 +133,7 @@ fn scan(path: &Path, first_seq: u64, max_record: usize) -> io::Result<(Vec<u64>,
             break;
         }
         let payload = &data[at + HEADER..at + HEADER + size];
-        if checksum(seq, payload) != crc {
+        if checksum(seq, &[payload]) != crc {
             break;
         }
         offsets.push(at as u64);
@@ -190,7 +203,7 @@ impl SegmentLog {
             }
             segments.push(Segment {
                 first_seq,
-                path,
+                path: path.into(),
                 offsets,
                 bytes: good,
             });
@@ -203,7 +216,7 @@ impl SegmentLog {
                 sync_dir(dir)?;
                 segments.push(Segment {
                     first_seq: 0,
-                    path,
+                    path: path.into(),
                     offsets: Vec::new(),
                     bytes: 0,
                 });
@@ -257,14 +270,9 @@ impl SegmentLog {
             self.roll()?;
         }
         let seq = self.next_seq();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&seq.to_le_bytes());
-        for p in parts {
-            crc.update(p);
-        }
         let mut frame = Vec::with_capacity(HEADER + size);
         frame.extend_from_slice(&(size as u32).to_le_bytes());
-        frame.extend_from_slice(&crc.finalize().to_le_bytes());
+        frame.extend_from_slice(&checksum(seq, parts).to_le_bytes());
         frame.extend_from_slice(&seq.to_le_bytes());
         for p in parts {
             frame.extend_from_slice(p);
@@ -306,7 +314,7 @@ impl SegmentLog {
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             first_seq,
-            path,
+            path: path.into(),
             offsets: Vec::new(),
             bytes: 0,
         });
@@ -352,7 +360,7 @@ impl SegmentLog {
 
     #[cfg(test)]
     fn segment_files(&self) -> Vec<PathBuf> {
-        self.segments.iter().map(|s| s.path.clone()).collect()
+        self.segments.iter().map(|s| s.path.to_path_buf()).collect()
     }
 }
 
