@@ -14,6 +14,11 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
         "ferry_plugin_otlp_http",
         Some("otlp-http"),
     ),
+    (
+        "ferry-plugin-otlp-grpc",
+        "ferry_plugin_otlp_grpc",
+        Some("otlp-grpc"),
+    ),
     ("ferry-example-minimal", "ferry_example_minimal", None),
     ("ferry-test-hostile", "ferry_test_hostile", None),
 ];

@@ -10,6 +10,36 @@ use wasip2::http::types::{
 };
 use wasip2::io::streams::StreamError;
 
+use crate::ExportError;
+
+/// Request body compression, as a plugin's config names it (`"none"` or `"gzip"`).
+#[derive(Debug, serde::Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Send the body as it is.
+    #[default]
+    None,
+    /// gzip, fastest level: telemetry compresses well even so, and the CPU is the daemon's.
+    Gzip,
+}
+
+impl Compression {
+    /// Compresses `body`.
+    pub fn apply(self, body: Vec<u8>) -> Result<Vec<u8>, ExportError> {
+        use std::io::Write;
+        match self {
+            Compression::None => Ok(body),
+            Compression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&body)
+                    .and_then(|_| enc.finish())
+                    .map_err(|e| ExportError::Permanent(format!("gzip: {e}")))
+            }
+        }
+    }
+}
+
 /// An outgoing request.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -50,6 +80,8 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// Response body.
     pub body: Vec<u8>,
+    /// Trailer names (lower case) and values, when the server sent trailers (gRPC does).
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -59,6 +91,49 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// `Retry-After` in milliseconds; the HTTP-date form counts as absent (the host then backs
+    /// off on its own schedule).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.header("retry-after")?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|s| s.saturating_mul(1000))
+    }
+
+    /// The start of the body as text, for error messages.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(256)
+            .collect()
+    }
+
+    /// The usual reading of an HTTP answer for an exporter: 2xx is success; 429 and 503 with a
+    /// `Retry-After` are throttled; 408, 429 and 5xx are retryable; any other status (400,
+    /// 401, 403, 404, ...) is permanent. The error carries the status and the start of the body.
+    pub fn check_status(&self) -> Result<(), ExportError> {
+        let what = || format!("HTTP {}: {}", self.status, self.body_text());
+        match self.status {
+            200..=299 => Ok(()),
+            429 | 503 if self.retry_after_ms().is_some() => Err(ExportError::Throttled(
+                self.retry_after_ms().unwrap_or_default(),
+            )),
+            408 | 429 | 500..=599 => Err(ExportError::Retryable(what())),
+            _ => Err(ExportError::Permanent(what())),
+        }
+    }
+
+    /// The first value of `name` among the trailers, then the headers (gRPC sends its status
+    /// in the headers when there is no body).
+    pub fn trailer_or_header(&self, name: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .or_else(|| self.header(name))
     }
 }
 
@@ -84,6 +159,20 @@ impl std::fmt::Display for HttpError {
 }
 
 impl std::error::Error for HttpError {}
+
+impl HttpError {
+    /// What an exporter reports for this failure of a request to `url`: a refused destination
+    /// or a bad URL will not get better by retrying; a transport failure may.
+    pub fn into_export_error(self, url: &str) -> ExportError {
+        match self {
+            HttpError::Denied => {
+                ExportError::Permanent(format!("{url} is not in this exporter's allowed_hosts"))
+            }
+            HttpError::InvalidUrl(u) => ExportError::Permanent(format!("invalid URL {u}")),
+            HttpError::Transport(e) => ExportError::Retryable(format!("{url}: {e}")),
+        }
+    }
+}
 
 fn transport(code: ErrorCode) -> HttpError {
     match code {
@@ -203,12 +292,35 @@ pub fn send(req: &Request) -> Result<Response, HttpError> {
             }
         }
     }
-    IncomingBody::finish(incoming);
+    let trailers = read_trailers(IncomingBody::finish(incoming))?;
     Ok(Response {
         status,
         headers,
         body: data,
+        trailers,
     })
+}
+
+fn read_trailers(
+    future: wasip2::http::types::FutureTrailers,
+) -> Result<Vec<(String, String)>, HttpError> {
+    let result = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    let fields = result
+        .map_err(|_| HttpError::Transport("trailers already taken".into()))?
+        .map_err(transport)?;
+    Ok(fields
+        .map(|f| {
+            f.entries()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 fn write_body(body: &OutgoingBody, data: &[u8]) -> Result<(), HttpError> {

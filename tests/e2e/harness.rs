@@ -775,3 +775,17 @@ pub async fn post_traces(ferry: &Ferry, body: Vec<u8>) -> (u16, HeaderMap, Bytes
     )
     .await
 }
+
+/// A loopback port that was free a moment ago, for a server that must start later on a
+/// known address (a backend that is "down" first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A retry policy quick enough for tests of a backend that is down for a while.
+pub const QUICK_RETRY: &str =
+    r#"retry = { initial_interval = "200ms", max_interval = "1s", max_elapsed = "5m" }"#;

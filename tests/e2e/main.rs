@@ -5,6 +5,7 @@ mod load;
 
 mod backend;
 mod cli;
+mod export_otlp_grpc;
 mod ingest_errors;
 mod jaeger;
 mod opencensus;

@@ -176,6 +176,48 @@ fn check_metrics(sink: &Sink, service: &str) {
     );
 }
 
+/// Waits until every span, metric and log of the `otel_send.py` runs (report, run id) reached
+/// `sink` over OTLP/HTTP, then checks them field by field.
+pub(crate) async fn assert_sdk_runs_arrived(sink: &Sink, runs: &[(&Value, &str)]) {
+    let total_spans: usize = runs
+        .iter()
+        .map(|(r, _)| r["spans"].as_array().unwrap().len())
+        .sum();
+    let total_logs: usize = runs
+        .iter()
+        .map(|(r, _)| r["logs"].as_array().unwrap().len())
+        .sum();
+    eventually("every span reaches the capture backend", async || {
+        received_spans(sink).values().map(Vec::len).sum::<usize>() >= total_spans
+            && sink.bodies("/v1/metrics").len() >= runs.len()
+    })
+    .await;
+    // Logs and metrics may still be in flight in separate batches: wait for all records.
+    eventually("every log record arrives", async || {
+        let n: usize = sink
+            .bodies("/v1/logs")
+            .into_iter()
+            .map(|b| {
+                ExportLogsServiceRequest::decode(b)
+                    .unwrap()
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .map(|s| s.log_records.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        n >= total_logs
+    })
+    .await;
+    let got = received_spans(sink);
+    for (sent, run) in runs {
+        check_spans(sent, &got, run);
+        check_metrics(sink, sent["service"].as_str().unwrap());
+        check_logs(sink, sent);
+    }
+}
+
 fn check_logs(sink: &Sink, sent: &Value) {
     let service = &sent["service"];
     let mut got = Vec::new();
@@ -245,42 +287,7 @@ async fn sdk_over_grpc_and_http_through_two_ferries_arrives_intact() {
         "run-grpc",
     );
     let http = otel_send("http", &ferry_a.http_url(), "run-http");
-    let total_spans =
-        grpc["spans"].as_array().unwrap().len() + http["spans"].as_array().unwrap().len();
-    assert_eq!(total_spans, 12);
-
-    eventually("every span reaches the capture backend", async || {
-        received_spans(&sink).values().map(Vec::len).sum::<usize>() >= total_spans
-            && sink.bodies("/v1/metrics").len() >= 2
-            && !sink.bodies("/v1/logs").is_empty()
-    })
-    .await;
-    // Logs and metrics may still be in flight in separate batches: wait for all records.
-    eventually("every log record arrives", async || {
-        let n: usize = sink
-            .bodies("/v1/logs")
-            .into_iter()
-            .map(|b| {
-                ExportLogsServiceRequest::decode(b)
-                    .unwrap()
-                    .resource_logs
-                    .iter()
-                    .flat_map(|r| &r.scope_logs)
-                    .map(|s| s.log_records.len())
-                    .sum::<usize>()
-            })
-            .sum();
-        n >= 6
-    })
-    .await;
-
-    let got = received_spans(&sink);
-    check_spans(&grpc, &got, "run-grpc");
-    check_spans(&http, &got, "run-http");
-    check_metrics(&sink, "ferry-e2e-grpc");
-    check_metrics(&sink, "ferry-e2e-http");
-    check_logs(&sink, &grpc);
-    check_logs(&sink, &http);
+    assert_sdk_runs_arrived(&sink, &[(&grpc, "run-grpc"), (&http, "run-http")]).await;
 
     for (receiver, n) in [("otlp_grpc", 6), ("otlp_http", 6)] {
         let r = format!("receiver=\"{receiver}\"");

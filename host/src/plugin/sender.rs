@@ -1,6 +1,10 @@
 //! The host's HTTP sender for plugin requests: one pooled client (HTTP/1.1, and h2 over TLS)
 //! shared by every plugin, with bounded timeouts, instead of wasmtime's default of one new
 //! connection per request.
+//!
+//! wasi:http has no way for a guest to ask for a protocol version, yet gRPC needs HTTP/2 even
+//! in plain text (prior knowledge). So a request whose `content-type` is `application/grpc...`
+//! goes through a second, HTTP/2-only pool; everything else negotiates as usual.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -82,26 +86,48 @@ impl Body for BoundedBody {
 #[derive(Clone)]
 pub struct HostSender {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+    /// HTTP/2 only, for gRPC.
+    h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
     limits: SenderLimits,
+}
+
+fn is_grpc(request: &http::Request<WasiBody>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 impl HostSender {
     /// A sender with `limits`.
     pub fn new(limits: SenderLimits) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(limits.connect));
-        http.set_nodelay(true);
+        let http = || {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(limits.connect));
+            http.set_nodelay(true);
+            http
+        };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(http());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        HostSender { client, limits }
+        let h2_only = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http2()
+            .wrap_connector(http());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(true)
+            .build(h2_only);
+        HostSender { client, h2, limits }
     }
 
     /// Sends `request`, bounded by the host's limits and the plugin's (shorter) options.
@@ -114,7 +140,12 @@ impl HostSender {
             .and_then(|o| o.first_byte_timeout)
             .map_or(self.limits.first_byte, |t| t.min(self.limits.first_byte));
         let deadline = tokio::time::Instant::now() + self.limits.total;
-        let response = tokio::time::timeout(first_byte, self.client.request(request))
+        let client = if is_grpc(&request) {
+            &self.h2
+        } else {
+            &self.client
+        };
+        let response = tokio::time::timeout(first_byte, client.request(request))
             .await
             .map_err(|_| Error::ConnectionReadTimeout)?
             .map_err(|e| {

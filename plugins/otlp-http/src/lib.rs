@@ -1,27 +1,15 @@
 //! `otlp-http`: forwards batches as OTLP/HTTP protobuf.
 //!
 //! Status mapping follows the OTLP/HTTP spec: 2xx is success (a partial-success body is
-//! reported as `partial`); 429 and 503 are throttled, honouring `Retry-After`; 502, 504 and
-//! other 5xx are retryable; 400 and other 4xx are permanent; 408 is retryable.
+//! reported as `partial`); 429 and 503 are throttled when they carry `Retry-After`; 408, 429
+//! and 5xx are retryable; 400 and other 4xx are permanent.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
-use ferry_sdk::http::{self, HttpError, Request, Response};
-use ferry_sdk::proto::logs_service::ExportLogsServiceResponse;
-use ferry_sdk::proto::metrics_service::ExportMetricsServiceResponse;
-use ferry_sdk::proto::prost::Message;
-use ferry_sdk::proto::trace_service::ExportTraceServiceResponse;
+use ferry_sdk::http::{self, Compression, Request};
+use ferry_sdk::otlp::partial_success;
 use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
-
-#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
-#[serde(rename_all = "lowercase")]
-enum Compression {
-    #[default]
-    None,
-    Gzip,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,45 +48,6 @@ fn check_url(key: &str, url: &str) -> Result<(), String> {
             "{key}: expected an http:// or https:// URL, got {url:?}"
         ))
     }
-}
-
-/// `Retry-After` in seconds; the HTTP-date form is treated as absent (we then back off).
-fn retry_after_ms(resp: &Response) -> Option<u64> {
-    resp.header("retry-after")?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| s.saturating_mul(1000))
-}
-
-/// Reads an OTLP partial-success answer: `(rejected, message)` when items were rejected.
-fn partial_success(signal: Signal, body: &[u8]) -> Option<(u32, String)> {
-    let (rejected, msg) = match signal {
-        Signal::Traces => {
-            let p = ExportTraceServiceResponse::decode(body)
-                .ok()?
-                .partial_success?;
-            (p.rejected_spans, p.error_message)
-        }
-        Signal::Metrics => {
-            let p = ExportMetricsServiceResponse::decode(body)
-                .ok()?
-                .partial_success?;
-            (p.rejected_data_points, p.error_message)
-        }
-        Signal::Logs => {
-            let p = ExportLogsServiceResponse::decode(body)
-                .ok()?
-                .partial_success?;
-            (p.rejected_log_records, p.error_message)
-        }
-    };
-    (rejected > 0).then(|| (u32::try_from(rejected).unwrap_or(u32::MAX), msg))
-}
-
-fn body_text(resp: &Response) -> String {
-    let text = String::from_utf8_lossy(&resp.body);
-    text.chars().take(256).collect()
 }
 
 impl Exporter for OtlpHttp {
@@ -146,57 +95,18 @@ impl Exporter for OtlpHttp {
     }
 
     fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
-        let body = match self.compression {
-            Compression::None => payload,
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                enc.write_all(&payload)
-                    .and_then(|_| enc.finish())
-                    .map_err(|e| ExportError::Permanent(format!("gzip: {e}")))?
-            }
-        };
+        let body = self.compression.apply(payload)?;
         let req = Request {
             method: "POST".into(),
             url: self.urls[signal_index(meta.signal)].clone(),
             headers: self.headers.clone(),
             body,
         };
-        let resp = match http::send(&req) {
-            Ok(r) => r,
-            Err(HttpError::Denied) => {
-                return Err(ExportError::Permanent(format!(
-                    "{} is not in this exporter's allowed_hosts",
-                    req.url
-                )));
-            }
-            Err(HttpError::InvalidUrl(u)) => {
-                return Err(ExportError::Permanent(format!("invalid URL {u}")));
-            }
-            Err(HttpError::Transport(e)) => return Err(ExportError::Retryable(e)),
-        };
-        match resp.status {
-            200..=299 => match partial_success(meta.signal, &resp.body) {
-                Some(p) => Err(ExportError::Partial(p)),
-                None => Ok(()),
-            },
-            429 | 503 => match retry_after_ms(&resp) {
-                Some(ms) => Err(ExportError::Throttled(ms)),
-                None => Err(ExportError::Retryable(format!(
-                    "HTTP {}: {}",
-                    resp.status,
-                    body_text(&resp)
-                ))),
-            },
-            408 | 500..=599 => Err(ExportError::Retryable(format!(
-                "HTTP {}: {}",
-                resp.status,
-                body_text(&resp)
-            ))),
-            status => Err(ExportError::Permanent(format!(
-                "HTTP {status}: {}",
-                body_text(&resp)
-            ))),
+        let resp = http::send(&req).map_err(|e| e.into_export_error(&req.url))?;
+        resp.check_status()?;
+        match partial_success(meta.signal, &resp.body) {
+            Some(p) => Err(ExportError::Partial(p)),
+            None => Ok(()),
         }
     }
 }
