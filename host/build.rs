@@ -19,6 +19,7 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
         "ferry_plugin_otlp_grpc",
         Some("otlp-grpc"),
     ),
+    ("ferry-plugin-zipkin", "ferry_plugin_zipkin", Some("zipkin")),
     ("ferry-example-minimal", "ferry_example_minimal", None),
     ("ferry-test-hostile", "ferry_test_hostile", None),
 ];

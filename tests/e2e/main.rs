@@ -6,6 +6,7 @@ mod load;
 mod backend;
 mod cli;
 mod export_otlp_grpc;
+mod export_zipkin;
 mod ingest_errors;
 mod jaeger;
 mod opencensus;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, hex, otel_send};
 
-fn value(v: &Option<AnyValue>) -> Value {
+pub(crate) fn value(v: &Option<AnyValue>) -> Value {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => json!(s),
         Some(any_value::Value::IntValue(i)) => json!(i),
@@ -27,13 +27,13 @@ fn value(v: &Option<AnyValue>) -> Value {
     }
 }
 
-fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
+pub(crate) fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
     kvs.iter()
         .map(|kv| (kv.key.clone(), value(&kv.value)))
         .collect()
 }
 
-fn json_attrs(v: &Value) -> BTreeMap<String, Value> {
+pub(crate) fn json_attrs(v: &Value) -> BTreeMap<String, Value> {
     v.as_object()
         .unwrap()
         .iter()
@@ -42,10 +42,10 @@ fn json_attrs(v: &Value) -> BTreeMap<String, Value> {
 }
 
 /// A received span with its resource attributes and scope name.
-type Received = (Span, BTreeMap<String, Value>, String);
+pub(crate) type Received = (Span, BTreeMap<String, Value>, String);
 
 /// Every span that reached the sink, keyed by span id, with its resource attributes.
-fn received_spans(sink: &Sink) -> BTreeMap<String, Vec<Received>> {
+pub(crate) fn received_spans(sink: &Sink) -> BTreeMap<String, Vec<Received>> {
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for body in sink.bodies("/v1/traces") {
         let req = ExportTraceServiceRequest::decode(body).expect("sink got valid OTLP");
