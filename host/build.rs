@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
         Some("otlp-grpc"),
     ),
     ("ferry-plugin-zipkin", "ferry_plugin_zipkin", Some("zipkin")),
+    ("ferry-plugin-file", "ferry_plugin_file", Some("file")),
     ("ferry-example-minimal", "ferry_example_minimal", None),
     ("ferry-test-hostile", "ferry_test_hostile", None),
 ];

@@ -5,6 +5,7 @@ mod load;
 
 mod backend;
 mod cli;
+mod export_file;
 mod export_otlp_grpc;
 mod export_zipkin;
 mod ingest_errors;

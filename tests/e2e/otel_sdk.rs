@@ -46,9 +46,19 @@ pub(crate) type Received = (Span, BTreeMap<String, Value>, String);
 
 /// Every span that reached the sink, keyed by span id, with its resource attributes.
 pub(crate) fn received_spans(sink: &Sink) -> BTreeMap<String, Vec<Received>> {
+    spans_of(
+        sink.bodies("/v1/traces")
+            .into_iter()
+            .map(|b| ExportTraceServiceRequest::decode(b).expect("sink got valid OTLP")),
+    )
+}
+
+/// The spans of `requests`, keyed by span id, with their resource attributes and scope name.
+pub(crate) fn spans_of(
+    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
+) -> BTreeMap<String, Vec<Received>> {
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for body in sink.bodies("/v1/traces") {
-        let req = ExportTraceServiceRequest::decode(body).expect("sink got valid OTLP");
+    for req in requests {
         for rs in req.resource_spans {
             let res = attrs(&rs.resource.map(|r| r.attributes).unwrap_or_default());
             for ss in rs.scope_spans {
@@ -66,7 +76,7 @@ pub(crate) fn received_spans(sink: &Sink) -> BTreeMap<String, Vec<Received>> {
     out
 }
 
-fn check_spans(sent: &Value, got: &BTreeMap<String, Vec<Received>>, run: &str) {
+pub(crate) fn check_spans(sent: &Value, got: &BTreeMap<String, Vec<Received>>, run: &str) {
     for s in sent["spans"].as_array().unwrap() {
         let id = s["span_id"].as_str().unwrap();
         let copies = got
