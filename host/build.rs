@@ -21,6 +21,11 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
     ),
     ("ferry-plugin-zipkin", "ferry_plugin_zipkin", Some("zipkin")),
     ("ferry-plugin-file", "ferry_plugin_file", Some("file")),
+    (
+        "ferry-plugin-prometheus-remote-write",
+        "ferry_plugin_prometheus_remote_write",
+        Some("prometheus-remote-write"),
+    ),
     ("ferry-example-minimal", "ferry_example_minimal", None),
     ("ferry-test-hostile", "ferry_test_hostile", None),
 ];

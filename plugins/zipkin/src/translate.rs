@@ -22,8 +22,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use base64::Engine as _;
-use ferry_sdk::proto::common::{AnyValue, KeyValue, any_value};
+use ferry_sdk::otlp::{json_map, value_text as text};
+use ferry_sdk::proto::common::KeyValue;
 use ferry_sdk::proto::trace::{Span, span, status};
 use ferry_sdk::proto::trace_service::ExportTraceServiceRequest;
 use serde::Serialize;
@@ -118,63 +118,6 @@ fn trace_id(id: &[u8]) -> Option<String> {
 fn span_id(id: &[u8]) -> Option<String> {
     let id: &[u8; 8] = id.try_into().ok()?;
     (id.iter().any(|b| *b != 0)).then(|| hex(id))
-}
-
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, which the Collector uses for doubles.
-fn float_text(d: f64) -> String {
-    if d.is_infinite() {
-        if d > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        format!("{d}")
-    }
-}
-
-fn json_value(v: &AnyValue) -> Value {
-    use any_value::Value as V;
-    match &v.value {
-        None => Value::Null,
-        Some(V::StringValue(s)) => Value::String(s.clone()),
-        Some(V::BoolValue(b)) => Value::Bool(*b),
-        Some(V::IntValue(i)) => Value::from(*i),
-        Some(V::DoubleValue(d)) => serde_json::Number::from_f64(*d)
-            .map(Value::Number)
-            .unwrap_or_else(|| Value::String(float_text(*d))),
-        Some(V::BytesValue(b)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        Some(V::ArrayValue(a)) => Value::Array(a.values.iter().map(json_value).collect()),
-        Some(V::KvlistValue(kv)) => Value::Object(json_map(&kv.values)),
-        // Only meaningful with a profiles dictionary, which traces never carry.
-        Some(V::StringValueStrindex(i)) => Value::from(*i),
-    }
-}
-
-fn json_map(kvs: &[KeyValue]) -> serde_json::Map<String, Value> {
-    kvs.iter()
-        .map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().map_or(Value::Null, json_value),
-            )
-        })
-        .collect()
-}
-
-/// An attribute value as a tag string (the Collector's `AsString`).
-fn text(v: &Option<AnyValue>) -> String {
-    use any_value::Value as V;
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        None => String::new(),
-        Some(V::StringValue(s)) => s.clone(),
-        Some(V::BoolValue(b)) => b.to_string(),
-        Some(V::IntValue(i)) => i.to_string(),
-        Some(V::DoubleValue(d)) => float_text(*d),
-        Some(V::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
-        Some(other) => json_value(&AnyValue {
-            value: Some(other.clone()),
-        })
-        .to_string(),
-    }
 }
 
 fn tags_of(kvs: &[KeyValue], into: &mut BTreeMap<String, String>) {
