@@ -26,6 +26,11 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
         "ferry_plugin_prometheus_remote_write",
         Some("prometheus-remote-write"),
     ),
+    (
+        "ferry-plugin-clickhouse",
+        "ferry_plugin_clickhouse",
+        Some("clickhouse"),
+    ),
     ("ferry-example-minimal", "ferry_example_minimal", None),
     ("ferry-test-hostile", "ferry_test_hostile", None),
 ];
