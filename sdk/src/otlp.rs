@@ -1,4 +1,5 @@
-//! Typed OTLP decoding of a batch payload (for plugins that asked for `otlp-protobuf`).
+//! OTLP helpers for plugins: typed decoding of a batch payload (for plugins that asked for
+//! `otlp-protobuf`), partial-success answers, and attribute values as text or JSON.
 
 use ferry_proto::logs_service::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use ferry_proto::metrics_service::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
