@@ -229,7 +229,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, opts: &Options) -> Converted {
                         let kind = if s.is_monotonic {
                             Kind::Counter
                         } else {
-                            Kind::Gauge
+                            Kind::UpDown
                         };
                         let name = metric_name(&m.name, &m.unit, kind, &opts.namespace);
                         for p in &s.data_points {

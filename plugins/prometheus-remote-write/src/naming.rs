@@ -49,8 +49,10 @@ fn lookup(table: &[(&str, &'static str)], unit: &str) -> Option<&'static str> {
 /// What kind of series a metric becomes; it decides the suffixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A gauge (or a non-monotonic sum).
+    /// A gauge: with unit `1`, `_ratio`.
     Gauge,
+    /// A non-monotonic sum: a gauge in Prometheus, but no `_ratio`.
+    UpDown,
     /// A monotonic cumulative sum: `_total`.
     Counter,
     /// A histogram or summary (the `_bucket`/`_sum`/`_count` suffixes are added later).
@@ -173,6 +175,7 @@ mod tests {
             metric_name("cpu.utilization", "1", Kind::Gauge, ""),
             "cpu_utilization_ratio"
         );
+        assert_eq!(metric_name("active", "1", Kind::UpDown, ""), "active");
         assert_eq!(
             metric_name("requests_total", "{requests}", Kind::Counter, ""),
             "requests_total"
