@@ -79,6 +79,63 @@ fn validate_reports_every_error_with_its_key_path() {
     assert!(out.contains("valid (1 exporter)"), "{out}");
 }
 
+#[test]
+fn every_first_party_exporter_names_what_is_wrong_with_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("exporters.toml");
+    std::fs::write(
+        &bad,
+        r#"
+        [exporters.z]
+        plugin = "zipkin"
+        config = { endpoint = "zipkin:9411" }
+        [exporters.p]
+        plugin = "prometheus-remote-write"
+        config = { endpoint = "http://127.0.0.1:9090/api/v1/write", namespace = "1x", headers = { "Content-Encoding" = "gzip" } }
+        [exporters.c]
+        plugin = "clickhouse"
+        config = { endpoint = "http://127.0.0.1:8123", database = "my-db" }
+        [exporters.g]
+        plugin = "otlp-grpc"
+        config = { endpoint = "http://127.0.0.1:4317/v1/traces" }
+        [exporters.f]
+        plugin = "file"
+        config = { path = "../escape", max_file_bytes = "10 parsecs" }
+        "#,
+    )
+    .unwrap();
+    let (ok, _, err) = ferry(&["validate", bad.to_str().unwrap()]);
+    assert!(!ok);
+    for (exporter, needle) in [
+        (
+            "exporters.z",
+            "config.endpoint: \"zipkin:9411\" is not an absolute URL",
+        ),
+        (
+            "exporters.p",
+            "namespace: \"1x\" must not start with a digit",
+        ),
+        (
+            "exporters.p",
+            "headers.Content-Encoding: set by the remote-write protocol",
+        ),
+        (
+            "exporters.c",
+            "database: \"my-db\" is not a plain identifier",
+        ),
+        ("exporters.g", "(no path)"),
+        ("exporters.f", "path: \"../escape\" must be relative"),
+        ("exporters.f", "max_file_bytes: unknown unit"),
+        ("exporters.f", "no directory is granted to this exporter"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(exporter) && l.contains(needle))
+            .unwrap_or_else(|| panic!("no error for {exporter} with {needle:?} in:\n{err}"));
+        assert!(!line.is_empty());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn example_plugin_from_a_directory_builds_lists_and_runs() {
     let dir = tempfile::tempdir().unwrap();
