@@ -31,6 +31,11 @@ const PLUGINS: &[(&str, &str, Option<&str>)] = &[
         "ferry_plugin_clickhouse",
         Some("clickhouse"),
     ),
+    (
+        "ferry-plugin-blackhole",
+        "ferry_plugin_blackhole",
+        Some("blackhole"),
+    ),
     ("ferry-example-minimal", "ferry_example_minimal", None),
     ("ferry-test-hostile", "ferry_test_hostile", None),
 ];

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Ferry beside Rotel under identical OTLP load, one scenario at a time, on this machine.
+#
+#   bench/run.sh                 # every scenario, 20 s of measured load each
+#   DURATION=5 bench/run.sh grpc_blackhole
+#
+# Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
+# OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
+# waits until the sinks have everything the daemon acknowledged, then reads the daemon's CPU
+# time (utime + stime) and peak RSS (VmHWM) from /proc. Results go to stdout and to
+# target/bench/results.md. Rotel comes from PyPI (`pip download --no-deps rotel`).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+DURATION=${DURATION:-20}
+WARMUP=${WARMUP:-3}
+CONCURRENCY=${CONCURRENCY:-4}
+ITEMS=${ITEMS:-100}
+ATTRS=${ATTRS:-10}
+ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
+SCENARIOS=${*:-grpc_blackhole grpc_otlp_http http_otlp_http grpc_fanout}
+TICKS=$(getconf CLK_TCK)
+
+echo "building ferry and the bench tools (release)..." >&2
+cargo build --release -q -p ferry -p ferry-bench
+FERRY=$ROOT/target/release/ferry
+LOADGEN=$ROOT/target/release/ferry-loadgen
+SINK=$ROOT/target/release/ferry-sink
+
+ROTEL=$OUT/rotel-$ROTEL_VERSION/rotel/rotel-agent
+if [ ! -x "$ROTEL" ]; then
+  echo "fetching rotel $ROTEL_VERSION from PyPI..." >&2
+  rm -rf "$OUT/rotel-dl" && mkdir -p "$OUT/rotel-dl"
+  python3 -m pip download -q --no-deps "rotel==$ROTEL_VERSION" -d "$OUT/rotel-dl"
+  python3 -m zipfile -e "$OUT"/rotel-dl/rotel-*.whl "$OUT/rotel-$ROTEL_VERSION"
+  chmod +x "$ROTEL"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+http_get() { curl -sf "http://127.0.0.1:$1$2"; }
+sink_count() { http_get "$1" /count | python3 -c 'import json,sys; print(json.load(sys.stdin)["traces"])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); }
+trap cleanup EXIT
+
+# Starts a sink and stores its port in the variable named $1 (no subshell, so the sink's pid
+# stays in PIDS and is stopped by cleanup).
+start_sink() {
+  local port; port=$(free_port)
+  "$SINK" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+  PIDS+=($!)
+  wait_port "$port"
+  printf -v "$1" '%s' "$port"
+}
+
+# Starts DAEMON (ferry|rotel) for SCENARIO with sinks on $SINK_A/$SINK_B; sets DPID, GRPC, HTTP.
+start_daemon() {
+  local daemon=$1 scenario=$2
+  GRPC=$(free_port); HTTP=$(free_port); ADMIN=$(free_port)
+  local dir; dir=$(mktemp -d "$OUT/run.XXXXXX")
+  if [ "$daemon" = ferry ]; then
+    {
+      echo "[receivers.otlp]"
+      echo "grpc = \"127.0.0.1:$GRPC\""
+      echo "http = \"127.0.0.1:$HTTP\""
+      echo "[admin]"
+      echo "listen = \"127.0.0.1:$ADMIN\""
+      case $scenario in
+        grpc_blackhole)
+          printf '[exporters.a]\nplugin = "blackhole"\n' ;;
+        grpc_otlp_http|http_otlp_http)
+          printf '[exporters.a]\nplugin = "otlp-http"\nconfig = { endpoint = "http://127.0.0.1:%s" }\n' "$SINK_A" ;;
+        grpc_fanout)
+          printf '[exporters.a]\nplugin = "otlp-http"\nconfig = { endpoint = "http://127.0.0.1:%s" }\n' "$SINK_A"
+          printf '[exporters.b]\nplugin = "otlp-http"\nconfig = { endpoint = "http://127.0.0.1:%s" }\n' "$SINK_B" ;;
+      esac
+    } > "$dir/ferry.toml"
+    FERRY_LOG=warn "$FERRY" run --config "$dir/ferry.toml" 2>"$dir/ferry.log" &
+  else
+    local args=(start --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP")
+    case $scenario in
+      grpc_blackhole)
+        args+=(--exporter blackhole) ;;
+      grpc_otlp_http|http_otlp_http)
+        args+=(--exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$SINK_A"
+               --otlp-exporter-protocol http --otlp-exporter-compression none) ;;
+      grpc_fanout)
+        export ROTEL_EXPORTERS="a:otlp,b:otlp" ROTEL_EXPORTERS_TRACES="a,b"
+        export ROTEL_EXPORTER_A_ENDPOINT="http://127.0.0.1:$SINK_A" ROTEL_EXPORTER_A_PROTOCOL=http ROTEL_EXPORTER_A_COMPRESSION=none
+        export ROTEL_EXPORTER_B_ENDPOINT="http://127.0.0.1:$SINK_B" ROTEL_EXPORTER_B_PROTOCOL=http ROTEL_EXPORTER_B_COMPRESSION=none ;;
+    esac
+    "$ROTEL" "${args[@]}" >"$dir/rotel.log" 2>&1 &
+  fi
+  DPID=$!
+  PIDS+=("$DPID")
+  DLOG=$(ls "$dir"/*.log)
+  STARTED=yes
+  if ! { wait_port "$GRPC" && wait_port "$HTTP"; }; then STARTED=no; fi
+  unset ROTEL_EXPORTERS ROTEL_EXPORTERS_TRACES ROTEL_EXPORTER_A_ENDPOINT ROTEL_EXPORTER_A_PROTOCOL \
+    ROTEL_EXPORTER_A_COMPRESSION ROTEL_EXPORTER_B_ENDPOINT ROTEL_EXPORTER_B_PROTOCOL ROTEL_EXPORTER_B_COMPRESSION
+}
+
+RESULTS=$OUT/results.md
+{
+  echo "| scenario | daemon | spans/s | CPU s per 1M spans | peak RSS MiB | p50 ms | p99 ms | lost |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+} > "$RESULTS"
+
+for scenario in $SCENARIOS; do
+  for daemon in ferry rotel; do
+    SINK_A=""; SINK_B=""
+    case $scenario in
+      grpc_otlp_http|http_otlp_http) start_sink SINK_A ;;
+      grpc_fanout) start_sink SINK_A; start_sink SINK_B ;;
+    esac
+    start_daemon "$daemon" "$scenario"
+    if [ "$STARTED" = no ]; then
+      why=$(grep -m1 -iE "error|failed" "$DLOG" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-160)
+      echo "| $scenario | $daemon | did not start: ${why:-see $DLOG} | | | | | |" | tee -a "$RESULTS"
+      cleanup; continue
+    fi
+    case $scenario in http_*) proto=http; port=$HTTP ;; *) proto=grpc; port=$GRPC ;; esac
+    cpu0=$(cpu_ticks "$DPID")
+    summary=$("$LOADGEN" --target "127.0.0.1:$port" --protocol $proto --items "$ITEMS" \
+      --attributes "$ATTRS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
+      | sed -n 's/^SUMMARY //p')
+    acked=$(echo "$summary" | python3 -c 'import json,sys; print(json.load(sys.stdin)["acked_items"])')
+    # Everything acknowledged must come out: wait for the sinks (or the exporter's count).
+    expected=$acked; copies=1
+    [ "$scenario" = grpc_fanout ] && copies=2
+    delivered=0
+    for _ in $(seq 1 300); do
+      case $scenario in
+        grpc_blackhole)
+          if [ "$daemon" = ferry ]; then
+            delivered=$(http_get "$ADMIN" /metrics | awk '/^ferry_exporter_sent_items_total\{exporter="a",signal="traces"\}/ {print $2}')
+          else
+            delivered=$acked   # Rotel's blackhole cannot be counted from outside
+          fi ;;
+        grpc_fanout) delivered=$(( $(sink_count "$SINK_A") + $(sink_count "$SINK_B") )) ;;
+        *) delivered=$(sink_count "$SINK_A") ;;
+      esac
+      [ "${delivered:-0}" -ge $((expected * copies)) ] && break
+      sleep 0.1
+    done
+    cpu1=$(cpu_ticks "$DPID")
+    rss=$(peak_rss_kib "$DPID")
+    lost=$((expected * copies - ${delivered:-0}))
+    [ "$scenario" = grpc_blackhole ] && [ "$daemon" = rotel ] && lost="n/a"
+    row=$(python3 - "$summary" "$cpu0" "$cpu1" "$TICKS" "$rss" "$acked" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1]); cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+acked = int(sys.argv[6])
+print(f'{s["items_per_sec"]:.0f} | {cpu / acked * 1e6:.2f} | '
+      f'{int(sys.argv[5]) / 1024:.1f} | {s["p50_ms"]:.2f} | {s["p99_ms"]:.2f}')
+PY
+)
+    line="| $scenario | $daemon | $row | $lost |"
+    echo "$line" | tee -a "$RESULTS"
+    errors=$(echo "$summary" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["errors"], s["first_error"] or "")')
+    [ "${errors%% *}" = 0 ] || echo "  ($daemon/$scenario: loadgen errors: $errors)" >&2
+    cleanup
+  done
+done
+echo >&2; echo "written to $RESULTS" >&2
