@@ -106,7 +106,7 @@ start_daemon() {
   fi
   DPID=$!
   PIDS+=("$DPID")
-  DLOG=$(ls "$dir"/*.log)
+  DLOG=$dir/$daemon.log
   STARTED=yes
   if ! { wait_port "$GRPC" && wait_port "$HTTP"; }; then STARTED=no; fi
   unset ROTEL_EXPORTERS ROTEL_EXPORTERS_TRACES ROTEL_EXPORTER_A_ENDPOINT ROTEL_EXPORTER_A_PROTOCOL \

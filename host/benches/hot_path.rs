@@ -1,0 +1,157 @@
+//! Criterion micro-benchmarks of the hot path: wire-walk validation, batch concatenation,
+//! OTLP/JSON encoding, and a plugin `export` call (the Wasm boundary) beside a real
+//! pass-through export to a loopback backend.
+//!
+//! `cargo bench -p ferry --bench hot_path` (figures and machine in BENCHMARKS.md).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ferry::config::ExporterConfig;
+use ferry::pipeline::queue::{Batch, Encoding, concat};
+use ferry::pipeline::router::{Export, Outcome};
+use ferry::plugin::engine::PluginEngine;
+use ferry::plugin::exporter::PluginExporter;
+use ferry::plugin::registry;
+use ferry::plugin::sender::{HostSender, SenderLimits};
+use ferry::receiver::wire;
+use ferry::signal::Signal;
+use ferry::telemetry::Telemetry;
+use ferry_bench::request;
+
+/// `spans` spans of 10 attributes, as requests of 100 spans concatenated (a batch).
+fn batch(spans: usize) -> Bytes {
+    let parts: Vec<Bytes> = (0..spans / 100)
+        .map(|i| Bytes::from(request(ferry_bench::Signal::Traces, 100, 10, i as u64)))
+        .collect();
+    let len = parts.iter().map(Bytes::len).sum();
+    concat(parts, len)
+}
+
+fn wire_walk(c: &mut Criterion) {
+    let one = Bytes::from(request(ferry_bench::Signal::Traces, 100, 10, 1));
+    let mut g = c.benchmark_group("wire_walk");
+    g.throughput(Throughput::Bytes(one.len() as u64));
+    g.bench_function("traces/100_spans", |b| {
+        b.iter(|| wire::inspect(Signal::Traces, std::hint::black_box(&one)).unwrap())
+    });
+    g.finish();
+}
+
+fn concatenation(c: &mut Criterion) {
+    let parts: Vec<Bytes> = (0..82)
+        .map(|i| Bytes::from(request(ferry_bench::Signal::Traces, 100, 10, i)))
+        .collect();
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    let mut g = c.benchmark_group("concat");
+    g.throughput(Throughput::Bytes(len as u64));
+    g.bench_function("82_requests_8200_spans", |b| {
+        b.iter_batched(|| parts.clone(), |p| concat(p, len), BatchSize::SmallInput)
+    });
+    g.finish();
+}
+
+fn json_encoding(c: &mut Criterion) {
+    let payload = batch(1000);
+    let mut g = c.benchmark_group("otlp_json");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("traces/1k_spans", |b| {
+        b.iter_batched(
+            || Batch::new(Signal::Traces, 1000, payload.clone()),
+            |batch| batch.encoded(Encoding::OtlpJson).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// A loopback HTTP backend that reads each body and answers 200.
+async fn backend() -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                            Bytes::new(),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn exporter(engine: &PluginEngine, plugin: &str, toml: &str) -> PluginExporter {
+    let source = registry::find(plugin, None).unwrap();
+    let config: ExporterConfig = toml::from_str(toml).unwrap();
+    PluginExporter::load(
+        engine,
+        plugin,
+        &source,
+        &config,
+        HostSender::new(SenderLimits::default()),
+        &Telemetry::new(),
+    )
+    .await
+    .unwrap()
+}
+
+fn plugin_export(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engine = PluginEngine::builder().build().unwrap();
+    let (blackhole, otlp_http) = rt.block_on(async {
+        let addr = backend().await;
+        (
+            Arc::new(exporter(&engine, "blackhole", "plugin = \"blackhole\"").await),
+            Arc::new(
+                exporter(
+                    &engine,
+                    "otlp-http",
+                    &format!("plugin = \"otlp-http\"\nconfig = {{ endpoint = \"http://{addr}\" }}"),
+                )
+                .await,
+            ),
+        )
+    });
+    let mut g = c.benchmark_group("plugin_export");
+    for spans in [1000usize, 10_000] {
+        let payload = batch(spans);
+        g.throughput(Throughput::Elements(spans as u64));
+        for (name, exp) in [("blackhole", &blackhole), ("otlp-http", &otlp_http)] {
+            g.bench_function(format!("{name}/{}k_spans", spans / 1000), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let out = exp
+                        .export(Signal::Traces, spans as u32, 0, payload.clone())
+                        .await;
+                    assert!(matches!(out, Outcome::Ok));
+                })
+            });
+        }
+        // The same batch handed to a native no-op: what the boundary adds is the difference.
+        g.bench_function(format!("native_noop/{}k_spans", spans / 1000), |b| {
+            b.iter(|| std::hint::black_box(payload.clone()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    wire_walk,
+    concatenation,
+    json_encoding,
+    plugin_export
+);
+criterion_main!(benches);
