@@ -3,6 +3,7 @@
 #
 #   bench/run.sh                 # every scenario, 20 s of measured load each
 #   DURATION=5 bench/run.sh grpc_blackhole
+#   RATE=80000 bench/run.sh grpc_otlp_http   # both daemons at the same offered load
 #
 # Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
 # OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
@@ -21,6 +22,7 @@ CONCURRENCY=${CONCURRENCY:-4}
 ITEMS=${ITEMS:-100}
 ATTRS=${ATTRS:-10}
 ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
+RATE=${RATE:-}   # items/s offered in all; empty = as fast as the daemon acknowledges
 SCENARIOS=${*:-grpc_blackhole grpc_otlp_http http_otlp_http grpc_fanout}
 TICKS=$(getconf CLK_TCK)
 
@@ -136,6 +138,7 @@ for scenario in $SCENARIOS; do
     cpu0=$(cpu_ticks "$DPID")
     summary=$("$LOADGEN" --target "127.0.0.1:$port" --protocol $proto --items "$ITEMS" \
       --attributes "$ATTRS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
+      ${RATE:+--rate "$RATE"} \
       | sed -n 's/^SUMMARY //p')
     acked=$(echo "$summary" | python3 -c 'import json,sys; print(json.load(sys.stdin)["acked_items"])')
     # Everything acknowledged must come out: wait for the sinks (or the exporter's count).

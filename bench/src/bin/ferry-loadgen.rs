@@ -8,7 +8,7 @@
 //! `SUMMARY {"items_per_sec": ..., "acked_items": ..., ...}`
 //!
 //! `acked_items` counts every item the daemon acknowledged, warm-up included, so a sink's
-//! count can be checked against it.
+//! count can be checked against it. `--rate` caps the offered load (items per second).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +56,10 @@ struct Args {
     /// Distinct pre-encoded requests to cycle through.
     #[arg(long, default_value_t = 64)]
     distinct: u64,
+    /// Offer at most this many items per second in all (spread over the senders), so daemons
+    /// can be compared at an equal load; unlimited when absent.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[derive(Default)]
@@ -191,7 +195,16 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let mut i = worker as u64;
+            // Each sender's share of the rate, as a gap between request starts.
+            let gap = args
+                .rate
+                .map(|r| Duration::from_secs_f64(args.concurrency as f64 * args.items as f64 / r));
+            let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if let Some(gap) = gap {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += gap;
+                }
                 let measuring = Instant::now() >= warmup_end;
                 if measuring
                     && budget
