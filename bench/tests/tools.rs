@@ -26,33 +26,36 @@ fn every_acknowledged_item_is_counted_by_the_sink() {
         .unwrap();
     let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
     let mut expected = std::collections::BTreeMap::new();
-    for (protocol, signal) in [
-        ("grpc", "traces"),
-        ("http", "traces"),
-        ("grpc", "metrics"),
-        ("http", "logs"),
+    for (protocol, signal, rate) in [
+        ("grpc", "traces", None),
+        ("http", "traces", None),
+        ("grpc", "metrics", None),
+        // Paced: 50 requests of 20 logs at 50k logs/s.
+        ("http", "logs", Some("50000")),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferry-loadgen"))
-            .args([
-                "--target",
-                &addr,
-                "--protocol",
-                protocol,
-                "--signal",
-                signal,
-            ])
-            .args([
-                "--items",
-                "20",
-                "--concurrency",
-                "2",
-                "--requests",
-                "50",
-                "--warmup",
-                "0",
-            ])
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry-loadgen"));
+        cmd.args([
+            "--target",
+            &addr,
+            "--protocol",
+            protocol,
+            "--signal",
+            signal,
+        ])
+        .args([
+            "--items",
+            "20",
+            "--concurrency",
+            "2",
+            "--requests",
+            "50",
+            "--warmup",
+            "0",
+        ]);
+        if let Some(rate) = rate {
+            cmd.args(["--rate", rate]);
+        }
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "{}",
