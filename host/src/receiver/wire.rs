@@ -65,7 +65,20 @@ const WIRE_I64: u8 = 1;
 const WIRE_LEN: u8 = 2;
 const WIRE_I32: u8 = 5;
 
+/// Tags and most lengths are one byte: that case is inlined, the rest takes the loop.
+#[inline(always)]
 fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
+    varint_long(buf, pos, base)
+}
+
+#[inline(never)]
+fn varint_long(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
     let start = *pos;
     let mut v: u64 = 0;
     for i in 0..10 {
