@@ -116,13 +116,11 @@ impl Response {
     /// 401, 403, 404, ...) is permanent. The error carries the status and the start of the body.
     pub fn check_status(&self) -> Result<(), ExportError> {
         let what = || format!("HTTP {}: {}", self.status, self.body_text());
-        match self.status {
-            200..=299 => Ok(()),
-            429 | 503 if self.retry_after_ms().is_some() => Err(ExportError::Throttled(
-                self.retry_after_ms().unwrap_or_default(),
-            )),
-            408 | 429 | 500..=599 => Err(ExportError::Retryable(what())),
-            _ => Err(ExportError::Permanent(what())),
+        match (self.status, self.retry_after_ms()) {
+            (200..=299, _) => Ok(()),
+            (429 | 503, Some(ms)) => Err(ExportError::Throttled(ms)),
+            (408 | 429 | 500..=599, _) => Err(ExportError::Retryable(what())),
+            (_, _) => Err(ExportError::Permanent(what())),
         }
     }
 

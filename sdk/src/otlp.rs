@@ -28,6 +28,17 @@ pub fn decode_logs(payload: &[u8]) -> Result<ExportLogsServiceRequest, DecodeErr
     ExportLogsServiceRequest::decode(payload)
 }
 
+/// Lower-case hex of an id (trace, span), as OTLP/JSON and most backends write it.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
 /// Reads an OTLP export answer (`Export*ServiceResponse`) for `signal`: `(rejected, message)`
 /// when the backend reported rejected items in its partial-success field.
 pub fn partial_success(signal: Signal, body: &[u8]) -> Option<(u32, String)> {

@@ -254,20 +254,9 @@ async fn a_permanent_refusal_from_clickhouse_is_dropped_and_counted() {
         "ch-perm",
     );
     eventually("every item is dropped as permanent", async || {
-        let dropped = |signal: &'static str| {
-            let ferry = &ferry;
-            async move {
-                ferry
-                    .metric(
-                        "ferry_exporter_dropped_items_total",
-                        &["exporter=\"clickhouse\"", signal, "reason=\"permanent\""],
-                    )
-                    .await
-            }
-        };
-        dropped("signal=\"traces\"").await == 6
-            && dropped("signal=\"metrics\"").await == 4
-            && dropped("signal=\"logs\"").await == 3
+        ferry.dropped_permanent("clickhouse", "traces").await == 6
+            && ferry.dropped_permanent("clickhouse", "metrics").await == 4
+            && ferry.dropped_permanent("clickhouse", "logs").await == 3
     })
     .await;
     assert!(

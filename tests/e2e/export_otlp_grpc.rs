@@ -122,18 +122,8 @@ async fn a_permanent_refusal_from_the_gateway_is_dropped_and_counted() {
         "gw-perm",
     );
     eventually("metrics and logs are dropped as permanent", async || {
-        let dropped = |signal: &'static str| {
-            let agent = &agent;
-            async move {
-                agent
-                    .metric(
-                        "ferry_exporter_dropped_items_total",
-                        &["exporter=\"gateway\"", signal, "reason=\"permanent\""],
-                    )
-                    .await
-            }
-        };
-        dropped("signal=\"metrics\"").await == 4 && dropped("signal=\"logs\"").await == 3
+        agent.dropped_permanent("gateway", "metrics").await == 4
+            && agent.dropped_permanent("gateway", "logs").await == 3
     })
     .await;
     assert!(

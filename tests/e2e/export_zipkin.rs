@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::harness::{
     Ferry, PREAMBLE, QUICK_RETRY, Script, Sink, eventually, free_port, hex, otel_send,
 };
-use crate::otel_sdk::{received_spans, value};
+use crate::otel_sdk::{arrived_once, received_spans, value};
 
 /// Ferry B: a Zipkin receiver on `port`, forwarding `signals` to `sink`.
 fn zipkin_backend(port: u16, signals: &str, sink: &Sink) -> Ferry {
@@ -57,12 +57,7 @@ fn as_tag(v: &Value) -> Value {
 fn check_round_trip(sent: &Value, sink: &Sink, run: &str) {
     let got = received_spans(sink);
     for s in sent["spans"].as_array().unwrap() {
-        let id = s["span_id"].as_str().unwrap();
-        let copies = got
-            .get(id)
-            .unwrap_or_else(|| panic!("span {id} ({}) never arrived", s["name"]));
-        assert_eq!(copies.len(), 1, "span {id} arrived {} times", copies.len());
-        let (span, res, scope) = &copies[0];
+        let (span, res, scope) = arrived_once(&got, s);
         let name = s["name"].as_str().unwrap();
         assert_eq!(span.name, name);
         assert_eq!(

@@ -271,6 +271,19 @@ impl Ferry {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// Items of `signal` that `exporter` dropped after a permanent error.
+    pub async fn dropped_permanent(&self, exporter: &str, signal: &str) -> u64 {
+        let (e, s) = (
+            format!("exporter=\"{exporter}\""),
+            format!("signal=\"{signal}\""),
+        );
+        self.metric(
+            "ferry_exporter_dropped_items_total",
+            &[&e, &s, "reason=\"permanent\""],
+        )
+        .await
+    }
+
     /// Sum of every series of `name` whose labels contain all of `labels` (`k="v"` strings).
     pub async fn metric(&self, name: &str, labels: &[&str]) -> u64 {
         let text = self.metrics().await;

@@ -76,14 +76,23 @@ pub(crate) fn spans_of(
     out
 }
 
+/// The one copy of the SDK-reported span `sent` among `got`: it must have arrived, once.
+pub(crate) fn arrived_once<'a>(
+    got: &'a BTreeMap<String, Vec<Received>>,
+    sent: &Value,
+) -> &'a Received {
+    let id = sent["span_id"].as_str().unwrap();
+    let copies = got
+        .get(id)
+        .unwrap_or_else(|| panic!("span {id} ({}) never arrived", sent["name"]));
+    assert_eq!(copies.len(), 1, "span {id} arrived {} times", copies.len());
+    &copies[0]
+}
+
 pub(crate) fn check_spans(sent: &Value, got: &BTreeMap<String, Vec<Received>>, run: &str) {
     for s in sent["spans"].as_array().unwrap() {
         let id = s["span_id"].as_str().unwrap();
-        let copies = got
-            .get(id)
-            .unwrap_or_else(|| panic!("span {id} ({}) never arrived", s["name"]));
-        assert_eq!(copies.len(), 1, "span {id} arrived {} times", copies.len());
-        let (span, res, scope) = &copies[0];
+        let (span, res, scope) = arrived_once(got, s);
         assert_eq!(
             res["service.name"], sent["service"],
             "resource service.name"

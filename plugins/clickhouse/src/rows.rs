@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_sdk::otlp::{json_map, value_text};
+use ferry_sdk::otlp::{hex, json_map, value_text};
 use ferry_sdk::proto::common::{InstrumentationScope, KeyValue};
 use ferry_sdk::proto::logs_service::ExportLogsServiceRequest;
 use ferry_sdk::proto::metrics::{metric, number_data_point};
@@ -12,10 +12,6 @@ use ferry_sdk::proto::trace_service::ExportTraceServiceRequest;
 use serde_json::{Map, Value, json};
 
 use crate::schema::MetricTable;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Adds `NAME.Key` / `NAME.Value` arrays for a Nested attribute column.
 fn put_attrs(row: &mut Map<String, Value>, name: &str, kvs: &[KeyValue]) {

@@ -1,6 +1,7 @@
 //! `debug`: logs one line per batch (signal, items, bytes) and, at `verbosity = "detailed"`,
 //! one line per span, data point or log record.
 
+use ferry_sdk::otlp::hex;
 use ferry_sdk::proto::common::{AnyValue, KeyValue, any_value};
 use ferry_sdk::proto::metrics::metric;
 use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal, otlp};
@@ -23,10 +24,6 @@ struct Config {
 
 struct Debug {
     config: Config,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn value(v: &Option<AnyValue>) -> String {

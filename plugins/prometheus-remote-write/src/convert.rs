@@ -111,6 +111,13 @@ impl LabelSet {
             .insert(name.to_string(), vec![(name.to_string(), value)]);
     }
 
+    /// The labels of series `name`, with one more label (`le`, `quantile`) if given.
+    fn named(&self, name: &str, extra: Option<(&str, String)>) -> Vec<Label> {
+        let mut all = vec![("__name__", name.to_string())];
+        all.extend(extra);
+        self.with(&all)
+    }
+
     fn with(&self, extra: &[(&str, String)]) -> Vec<Label> {
         let mut set = self.clone();
         for (k, v) in extra {
@@ -189,24 +196,22 @@ pub fn convert(req: &ExportMetricsServiceRequest, opts: &Options) -> Converted {
             }
             let scope = sm.scope.as_ref();
             for m in &sm.metrics {
-                let point_labels = |attrs: &[KeyValue], name: &str, extra: &[(&str, String)]| {
+                // A point's labels: its attributes, then what the resource and scope say (which
+                // win). Built once per point; each series of the point only adds its name.
+                let point_set = |attrs: &[KeyValue]| {
                     let mut set = base.clone();
                     set.attrs(attrs);
-                    let mut all: Vec<(&str, String)> = vec![
-                        ("__name__", name.to_string()),
-                        ("job", job.clone()),
-                        ("instance", instance.clone()),
-                        (
-                            "otel_scope_name",
-                            scope.map(|s| s.name.clone()).unwrap_or_default(),
-                        ),
-                        (
-                            "otel_scope_version",
-                            scope.map(|s| s.version.clone()).unwrap_or_default(),
-                        ),
-                    ];
-                    all.extend(extra.iter().cloned());
-                    set.with(&all)
+                    set.set("job", job.clone());
+                    set.set("instance", instance.clone());
+                    set.set(
+                        "otel_scope_name",
+                        scope.map(|s| s.name.clone()).unwrap_or_default(),
+                    );
+                    set.set(
+                        "otel_scope_version",
+                        scope.map(|s| s.version.clone()).unwrap_or_default(),
+                    );
+                    set
                 };
                 match &m.data {
                     Some(metric::Data::Gauge(g)) => {
@@ -214,7 +219,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, opts: &Options) -> Converted {
                         for p in &g.data_points {
                             let ts = millis(p.time_unix_nano);
                             latest = latest.max(ts);
-                            series.add(point_labels(&p.attributes, &name, &[]), number(p), ts);
+                            series.add(point_set(&p.attributes).named(&name, None), number(p), ts);
                         }
                     }
                     Some(metric::Data::Sum(s)) => {
@@ -235,7 +240,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, opts: &Options) -> Converted {
                         for p in &s.data_points {
                             let ts = millis(p.time_unix_nano);
                             latest = latest.max(ts);
-                            series.add(point_labels(&p.attributes, &name, &[]), number(p), ts);
+                            series.add(point_set(&p.attributes).named(&name, None), number(p), ts);
                         }
                     }
                     Some(metric::Data::Histogram(h)) => {
@@ -252,7 +257,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, opts: &Options) -> Converted {
                         for p in &h.data_points {
                             let ts = millis(p.time_unix_nano);
                             latest = latest.max(ts);
-                            histogram(&mut series, p, &name, ts, &point_labels);
+                            histogram(&mut series, p, &name, ts, &point_set(&p.attributes));
                         }
                     }
                     Some(metric::Data::Summary(s)) => {
@@ -261,7 +266,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, opts: &Options) -> Converted {
                         for p in &s.data_points {
                             let ts = millis(p.time_unix_nano);
                             latest = latest.max(ts);
-                            summary(&mut series, p, &name, ts, &point_labels);
+                            summary(&mut series, p, &name, ts, &point_set(&p.attributes));
                         }
                     }
                     Some(metric::Data::ExponentialHistogram(e)) => refuse(
@@ -299,81 +304,39 @@ fn prefix(namespace: &str) -> String {
     }
 }
 
-type PointLabels<'a> = dyn Fn(&[KeyValue], &str, &[(&str, String)]) -> Vec<Label> + 'a;
-
-fn histogram(
-    series: &mut Series,
-    p: &HistogramDataPoint,
-    name: &str,
-    ts: i64,
-    labels: &PointLabels,
-) {
+fn histogram(series: &mut Series, p: &HistogramDataPoint, name: &str, ts: i64, labels: &LabelSet) {
     let stale = stale(p.flags);
     let v = |x: f64| if stale { f64::from_bits(STALE_NAN) } else { x };
+    let bucket = format!("{name}_bucket");
     let mut cumulative = 0u64;
     for (i, count) in p.bucket_counts.iter().enumerate() {
         cumulative += count;
         let le = p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY);
-        series.add(
-            labels(
-                &p.attributes,
-                &format!("{name}_bucket"),
-                &[("le", float_label(le))],
-            ),
-            v(cumulative as f64),
-            ts,
-        );
+        let le = ("le", float_label(le));
+        series.add(labels.named(&bucket, Some(le)), v(cumulative as f64), ts);
     }
     if p.bucket_counts.len() <= p.explicit_bounds.len() {
         // No overflow bucket was sent: `+Inf` is the total count.
-        series.add(
-            labels(
-                &p.attributes,
-                &format!("{name}_bucket"),
-                &[("le", "+Inf".into())],
-            ),
-            v(p.count as f64),
-            ts,
-        );
+        let le = ("le", "+Inf".to_string());
+        series.add(labels.named(&bucket, Some(le)), v(p.count as f64), ts);
     }
     if let Some(sum) = p.sum {
-        series.add(
-            labels(&p.attributes, &format!("{name}_sum"), &[]),
-            v(sum),
-            ts,
-        );
+        series.add(labels.named(&format!("{name}_sum"), None), v(sum), ts);
     }
-    series.add(
-        labels(&p.attributes, &format!("{name}_count"), &[]),
-        v(p.count as f64),
-        ts,
-    );
+    let count = labels.named(&format!("{name}_count"), None);
+    series.add(count, v(p.count as f64), ts);
 }
 
-fn summary(series: &mut Series, p: &SummaryDataPoint, name: &str, ts: i64, labels: &PointLabels) {
+fn summary(series: &mut Series, p: &SummaryDataPoint, name: &str, ts: i64, labels: &LabelSet) {
     let stale = stale(p.flags);
     let v = |x: f64| if stale { f64::from_bits(STALE_NAN) } else { x };
     for q in &p.quantile_values {
-        series.add(
-            labels(
-                &p.attributes,
-                name,
-                &[("quantile", float_label(q.quantile))],
-            ),
-            v(q.value),
-            ts,
-        );
+        let quantile = ("quantile", float_label(q.quantile));
+        series.add(labels.named(name, Some(quantile)), v(q.value), ts);
     }
-    series.add(
-        labels(&p.attributes, &format!("{name}_sum"), &[]),
-        v(p.sum),
-        ts,
-    );
-    series.add(
-        labels(&p.attributes, &format!("{name}_count"), &[]),
-        v(p.count as f64),
-        ts,
-    );
+    series.add(labels.named(&format!("{name}_sum"), None), v(p.sum), ts);
+    let count = labels.named(&format!("{name}_count"), None);
+    series.add(count, v(p.count as f64), ts);
 }
 
 #[cfg(test)]

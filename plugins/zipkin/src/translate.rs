@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use ferry_sdk::otlp::{json_map, value_text as text};
+use ferry_sdk::otlp::{hex, json_map, value_text as text};
 use ferry_sdk::proto::common::KeyValue;
 use ferry_sdk::proto::trace::{Span, span, status};
 use ferry_sdk::proto::trace_service::ExportTraceServiceRequest;
@@ -91,16 +91,6 @@ pub struct Translated {
     pub spans: Vec<ZipkinSpan>,
     /// Spans left out (no valid trace or span id).
     pub invalid: u32,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 fn trace_id(id: &[u8]) -> Option<String> {
