@@ -353,7 +353,31 @@ pub struct ExporterConfig {
     /// When repeated faults stop calls to this exporter for a while.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Batches of one signal in flight to this exporter at once. Unset: see
+    /// [`ExporterConfig::concurrency_for`].
+    pub concurrency: Option<u32>,
 }
+
+/// Most batches of one signal an exporter may have in flight.
+pub const MAX_CONCURRENCY: u32 = 64;
+
+impl ExporterConfig {
+    /// How many batches of `signal` may be in flight at once. Spans and log records carry no
+    /// ordering requirement, so by default several batches overlap and one slow round trip
+    /// does not cap throughput; metric points of one series must reach many backends (the
+    /// Prometheus remote-write receiver, for one) in time order, so metrics go one batch at a
+    /// time unless `concurrency` says otherwise.
+    pub fn concurrency_for(&self, signal: Signal) -> usize {
+        let default = match signal {
+            Signal::Traces | Signal::Logs => DEFAULT_CONCURRENCY,
+            Signal::Metrics => 1,
+        };
+        self.concurrency.unwrap_or(default) as usize
+    }
+}
+
+/// Batches of traces or logs in flight per exporter when `concurrency` is unset.
+pub const DEFAULT_CONCURRENCY: u32 = 4;
 
 fn default_memory() -> usize {
     64 << 20
@@ -782,6 +806,13 @@ impl Config {
             if e.memory < 1 << 20 {
                 errors.push(format!("exporters.{name}.memory: must be at least 1MiB"));
             }
+            if let Some(n) = e.concurrency
+                && !(1..=MAX_CONCURRENCY).contains(&n)
+            {
+                errors.push(format!(
+                    "exporters.{name}.concurrency: must be between 1 and {MAX_CONCURRENCY}, not {n}"
+                ));
+            }
             if e.circuit_breaker.threshold == 0 {
                 errors.push(format!(
                     "exporters.{name}.circuit_breaker.threshold: must be at least 1"
@@ -851,6 +882,47 @@ mod tests {
         assert!(joined.contains("exporters.b.signals"), "{joined}");
         assert!(joined.contains("exporters.b.allowed_hosts[0]"), "{joined}");
         assert_eq!(err.len(), 5, "{joined}");
+    }
+
+    #[test]
+    fn concurrency_defaults_by_signal_and_is_bounded() {
+        let c = Config::parse(
+            r#"
+            [exporters.a]
+            plugin = "debug"
+            [exporters.b]
+            plugin = "debug"
+            concurrency = 8
+        "#,
+        )
+        .unwrap();
+        let (a, b) = (&c.exporters["a"], &c.exporters["b"]);
+        assert_eq!(a.concurrency_for(Signal::Traces), 4);
+        assert_eq!(a.concurrency_for(Signal::Logs), 4);
+        assert_eq!(
+            a.concurrency_for(Signal::Metrics),
+            1,
+            "metrics stay in order"
+        );
+        assert_eq!(b.concurrency_for(Signal::Metrics), 8);
+        let errors = Config::parse(
+            r#"
+            [exporters.a]
+            plugin = "debug"
+            concurrency = 0
+            [exporters.b]
+            plugin = "debug"
+            concurrency = 65
+        "#,
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        assert!(
+            errors.contains("exporters.a.concurrency: must be between 1 and 64, not 0"),
+            "{errors}"
+        );
+        assert!(errors.contains("exporters.b.concurrency"), "{errors}");
     }
 
     #[test]

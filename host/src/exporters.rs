@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigErrors, ExporterConfig, RetryConfig};
+use crate::config::{Config, ConfigErrors, ExporterConfig};
 use crate::pipeline::Pipeline;
 use crate::pipeline::router::{Stop, Worker};
 use crate::plugin::registry::{self, PluginSource};
@@ -28,7 +28,8 @@ use crate::telemetry::Telemetry;
 pub struct Loaded {
     exporter: Arc<PluginExporter>,
     fingerprint: u64,
-    retry: RetryConfig,
+    /// Its settings (retry policy, concurrency).
+    config: ExporterConfig,
 }
 
 impl Loaded {
@@ -130,7 +131,7 @@ async fn load(
                     Loaded {
                         exporter: Arc::new(e),
                         fingerprint,
-                        retry: ec.retry.clone(),
+                        config: ec.clone(),
                     },
                 );
             }
@@ -262,7 +263,8 @@ impl ExporterSet {
                     loaded.exporter.clone(),
                     self.pipeline.queue(signal),
                     signal,
-                    loaded.retry.clone(),
+                    loaded.config.retry.clone(),
+                    loaded.config.concurrency_for(signal),
                     &self.telemetry,
                 );
                 tokio::spawn(worker.run(rx.clone()))

@@ -478,6 +478,8 @@ struct SinkState {
     received: Vec<(String, HeaderMap, Bytes)>,
     attempts: Vec<(String, u16)>,
     script: Script,
+    in_flight: usize,
+    peak_in_flight: usize,
 }
 
 /// An OTLP/HTTP backend that records what it accepted and answers as scripted.
@@ -497,8 +499,14 @@ async fn sink_handler(State(state): State<Arc<Mutex<SinkState>>>, req: Request) 
     let body = axum::body::to_bytes(req.into_body(), 256 << 20)
         .await
         .unwrap();
-    let delay = state.lock().unwrap().script.delay;
+    let delay = {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
+        s.script.delay
+    };
     tokio::time::sleep(delay).await;
+    state.lock().unwrap().in_flight -= 1;
     let body = if gzip {
         use std::io::Read;
         let mut out = Vec::new();
@@ -585,6 +593,11 @@ impl Sink {
     pub fn headers(&self) -> Vec<HeaderMap> {
         let s = self.state.lock().unwrap();
         s.received.iter().map(|(_, h, _)| h.clone()).collect()
+    }
+
+    /// Most requests the sink was answering at once (each held for the script's `delay`).
+    pub fn peak_in_flight(&self) -> usize {
+        self.state.lock().unwrap().peak_in_flight
     }
 
     /// Every request seen, accepted or not: (path, status answered).

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually};
+use crate::harness::{
+    Ferry, PREAMBLE, Script, Sink, eventually, post_traces, spans_by_id, traces_request,
+};
 use crate::load::{Load, delivery};
 
 const RETRY: &str =
@@ -86,6 +88,36 @@ async fn backend_outage(mode: &str, queue: String) {
             .metric("ferry_exporter_dropped_items_total", &[])
             .await,
         0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_backend_gets_concurrency_batches_at_once_and_every_span_once() {
+    let sink = Sink::start(Script {
+        delay: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    // One request per batch, so nine requests make nine batches.
+    let toml = format!(
+        "{PREAMBLE}\nbatch_max_items = 10\n{}concurrency = 3\n",
+        exporter("slow", &sink, "")
+    );
+    let ferry = Ferry::start("concurrency", &toml);
+    for r in 0..9u64 {
+        let (status, _, _) = post_traces(&ferry, traces_request(10, "c", r * 10)).await;
+        assert_eq!(status, 200);
+    }
+    eventually("all 90 spans at the sink", async || {
+        spans_by_id(&sink).len() == 90
+    })
+    .await;
+    let spans = spans_by_id(&sink);
+    assert!(spans.values().all(|s| s.len() == 1), "a span arrived twice");
+    assert_eq!(sink.peak_in_flight(), 3, "{}", ferry.logs());
+    assert_eq!(
+        ferry.metric("ferry_exporter_sent_batches_total", &[]).await,
+        9
     );
 }
 
@@ -174,7 +206,8 @@ async fn sigterm_mid_load_drains_in_memory_mode() {
 async fn sigterm_past_the_drain_deadline_persists_in_durable_mode() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Script {
-        delay: Duration::from_millis(300),
+        // Slow enough that the exporter (4 batches in flight) cannot drain within the deadline.
+        delay: Duration::from_millis(1500),
         ..Default::default()
     })
     .await;

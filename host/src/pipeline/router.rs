@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -108,19 +110,23 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     signal: Signal,
     policy: RetryConfig,
+    /// Most batches in flight at once.
+    concurrency: usize,
     metrics: WorkerMetrics,
     /// Where the cursor stood when the worker was made.
     next: u64,
 }
 
 impl Worker {
-    /// A worker for `exporter` on `signal`'s `queue`. Its cursor (named after the exporter) is
-    /// opened here, not when it first runs, so nothing appended in between is missed.
+    /// A worker for `exporter` on `signal`'s `queue`, with up to `concurrency` batches in
+    /// flight. Its cursor (named after the exporter) is opened here, not when it first runs, so
+    /// nothing appended in between is missed.
     pub fn new(
         exporter: Arc<dyn Export>,
         queue: Arc<dyn Queue>,
         signal: Signal,
         policy: RetryConfig,
+        concurrency: usize,
         telemetry: &Telemetry,
     ) -> Self {
         let metrics = WorkerMetrics::new(telemetry, exporter.name(), signal);
@@ -131,36 +137,61 @@ impl Worker {
             queue,
             signal,
             policy,
+            concurrency: concurrency.max(1),
             metrics,
         }
     }
 
-    /// Exports batches from the cursor named after the exporter until `stop` says so.
+    /// Exports batches from the cursor named after the exporter until `stop` says so, with up
+    /// to `concurrency` of them in flight. The cursor only ever moves past a batch once it and
+    /// every batch before it have been handled, so a reader that reopens the cursor (after a
+    /// reload, or a restart in durable mode) starts at the oldest batch not yet handled.
     pub async fn run(self, mut stop: watch::Receiver<Stop>) {
         let cursor = self.exporter.name().to_string();
+        // Where the next read starts: ahead of the committed cursor by what is in flight.
         let mut next = self.next;
         let mut head = self.queue.head();
+        let mut in_flight = FuturesOrdered::new();
+        // Set once a batch was left undelivered (`Stop::Now`): nothing after it is committed,
+        // nothing new is started, and the worker ends when the attempts in hand are over.
+        let mut interrupted = false;
+        let this = &self;
         loop {
             head.borrow_and_update();
-            if *stop.borrow() == Stop::Now {
-                return;
+            interrupted |= *stop.borrow() == Stop::Now;
+            while !interrupted && in_flight.len() < self.concurrency {
+                let Some((batch, after)) = self.queue.read(next) else {
+                    break;
+                };
+                next = after;
+                let mut stop = stop.clone();
+                in_flight.push_back(async move {
+                    let handled = (batch.items == 0 && batch.payload.is_empty())
+                        || this.deliver(&batch, &mut stop).await;
+                    (handled, after)
+                });
             }
-            if let Some((batch, after)) = self.queue.read(next) {
-                if (batch.items > 0 || !batch.payload.is_empty())
-                    && !self.deliver(&batch, &mut stop).await
-                {
-                    // Interrupted: the batch stays for the next reader of this cursor.
+            if in_flight.is_empty() {
+                if interrupted || *stop.borrow() != Stop::Run {
                     return;
                 }
-                next = after;
-                self.queue.commit(&cursor, next);
+                tokio::select! {
+                    r = head.changed() => if r.is_err() { return },
+                    r = stop.changed() => if r.is_err() { return },
+                }
                 continue;
             }
-            if *stop.borrow() != Stop::Run {
-                return;
-            }
+            let room = in_flight.len() < self.concurrency && !interrupted;
             tokio::select! {
-                r = head.changed() => if r.is_err() { return },
+                Some((handled, after)) = in_flight.next() => {
+                    if handled && !interrupted {
+                        self.queue.commit(&cursor, after);
+                    } else {
+                        // Interrupted: this batch stays for the next reader of the cursor.
+                        interrupted = true;
+                    }
+                }
+                r = head.changed(), if room => if r.is_err() { return },
                 r = stop.changed() => if r.is_err() { return },
             }
         }
@@ -233,12 +264,12 @@ impl Worker {
             m.retries.inc();
             attempt += 1;
             let interrupted = async {
-                while stop.changed().await.is_ok() {
-                    if *stop.borrow() == Stop::Now {
-                        return;
+                // The stop may have been given before this batch's delivery began.
+                while *stop.borrow_and_update() != Stop::Now {
+                    if stop.changed().await.is_err() {
+                        std::future::pending::<()>().await
                     }
                 }
-                std::future::pending::<()>().await
             };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -286,7 +317,7 @@ mod tests {
             max_interval: Duration::from_secs(1),
             max_elapsed,
         };
-        let w = Worker::new(e.clone(), q.clone(), Signal::Traces, policy, &t);
+        let w = Worker::new(e.clone(), q.clone(), Signal::Traces, policy, 1, &t);
         let (tx, rx) = watch::channel(Stop::Run);
         let task = tokio::spawn(w.run(rx));
         tokio::task::yield_now().await;
@@ -310,6 +341,161 @@ mod tests {
             .and_then(|l| l.rsplit(' ').next())
             .map(|v| v.parse().unwrap())
             .unwrap_or_else(|| panic!("{needle} not in\n{text}"))
+    }
+
+    /// Holds each export until its payload is released; payloads in `failing` always fail.
+    #[derive(Default)]
+    struct Gated {
+        released: Mutex<Vec<Bytes>>,
+        failing: Mutex<Vec<Bytes>>,
+        wake: tokio::sync::Notify,
+        running: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+        started: Mutex<Vec<Bytes>>,
+    }
+
+    impl Gated {
+        fn release(&self, payload: &'static [u8]) {
+            self.released
+                .lock()
+                .unwrap()
+                .push(Bytes::from_static(payload));
+            self.wake.notify_waiters();
+        }
+        fn started(&self) -> Vec<Bytes> {
+            self.started.lock().unwrap().clone()
+        }
+    }
+
+    impl Export for Gated {
+        fn name(&self) -> &str {
+            "gated"
+        }
+        fn encoding(&self) -> Encoding {
+            Encoding::OtlpProtobuf
+        }
+        fn export(&self, _: Signal, _: u32, _: u32, payload: Bytes) -> ExportFuture<'_> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                self.started.lock().unwrap().push(payload.clone());
+                let now = self.running.fetch_add(1, SeqCst) + 1;
+                self.peak.fetch_max(now, SeqCst);
+                loop {
+                    let woken = self.wake.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    if self.released.lock().unwrap().contains(&payload) {
+                        break;
+                    }
+                    woken.await;
+                }
+                self.running.fetch_sub(1, SeqCst);
+                if self.failing.lock().unwrap().contains(&payload) {
+                    Outcome::Retryable("down".into())
+                } else {
+                    Outcome::Ok
+                }
+            })
+        }
+    }
+
+    /// Lets the worker run until `done` holds.
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the worker never got there");
+    }
+
+    fn gated_worker(concurrency: usize) -> (Arc<Gated>, Arc<dyn Queue>, Telemetry, Worker) {
+        let t = Telemetry::default();
+        let q: Arc<dyn Queue> = Arc::new(MemoryQueue::new(1 << 20));
+        let e = Arc::new(Gated::default());
+        let w = Worker::new(
+            e.clone(),
+            q.clone(),
+            Signal::Traces,
+            RetryConfig::default(),
+            concurrency,
+            &t,
+        );
+        for p in [b"a", b"b", b"c", b"d", b"e"] {
+            q.append(Arc::new(Batch::new(
+                Signal::Traces,
+                1,
+                Bytes::from_static(p),
+            )))
+            .unwrap();
+        }
+        (e, q, t, w)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_overlap_up_to_the_concurrency_and_the_cursor_moves_in_order() {
+        let (e, q, t, w) = gated_worker(3);
+        let (tx, rx) = watch::channel(Stop::Run);
+        let task = tokio::spawn(w.run(rx));
+        settle(|| e.started().len() == 3).await;
+        assert_eq!(e.started(), vec!["a", "b", "c"]);
+        // `b` finishes first: it is done, but `a` is not, so the cursor stays before `a` and
+        // no fourth batch starts (the window is held by `a`).
+        e.release(b"b");
+        settle(|| e.running.load(std::sync::atomic::Ordering::SeqCst) == 2).await;
+        assert_eq!(q.cursor("gated"), Some(0));
+        assert_eq!(e.started().len(), 3);
+        // `a` finishes: the cursor moves past `a` and `b`, and `d`, `e` start.
+        e.release(b"a");
+        settle(|| e.started().len() == 5).await;
+        assert_eq!(q.cursor("gated"), Some(2));
+        for p in [b"c", b"d", b"e"] {
+            e.release(p);
+        }
+        tx.send(Stop::Drain).unwrap();
+        task.await.unwrap();
+        assert_eq!(q.cursor("gated"), Some(5));
+        assert_eq!(q.used_bytes(), 0);
+        assert_eq!(e.peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(count(&t, "ferry_exporter_sent_items_total{"), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_at_a_time_when_the_concurrency_is_one() {
+        let (e, q, _, w) = gated_worker(1);
+        let (tx, rx) = watch::channel(Stop::Drain);
+        let task = tokio::spawn(w.run(rx));
+        for p in [b"a", b"b", b"c", b"d", b"e"] {
+            settle(|| e.started().last().map(|s| &s[..]) == Some(&p[..])).await;
+            e.release(p);
+        }
+        task.await.unwrap();
+        drop(tx);
+        assert_eq!(e.peak.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(q.cursor("gated"), Some(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_now_leaves_the_undelivered_batch_and_everything_after_it() {
+        let (e, q, _, w) = gated_worker(2);
+        e.failing.lock().unwrap().push(Bytes::from_static(b"a"));
+        let (tx, rx) = watch::channel(Stop::Run);
+        let task = tokio::spawn(w.run(rx));
+        settle(|| e.started().len() == 2).await;
+        // `a` fails and waits to be retried; `b` is delivered but must not be committed past
+        // `a`, which the next reader of the cursor has to find.
+        e.release(b"a");
+        e.release(b"b");
+        settle(|| e.running.load(std::sync::atomic::Ordering::SeqCst) == 0).await;
+        tx.send(Stop::Now).unwrap();
+        task.await.unwrap();
+        assert_eq!(q.cursor("gated"), Some(0));
+        assert_eq!(
+            e.started(),
+            vec!["a", "b"],
+            "nothing new starts after the stop"
+        );
     }
 
     #[tokio::test(start_paused = true)]
