@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the hot path: wire-walk validation, batch concatenation,
 //! OTLP/JSON encoding, and a plugin `export` call (the Wasm boundary) beside a real
-//! pass-through export to a loopback backend.
+//! pass-through export to a loopback backend, by a plugin of each contract version and
+//! natively.
 //!
 //! `cargo bench -p ferry --bench hot_path` (figures and machine in BENCHMARKS.md).
 
@@ -94,7 +95,9 @@ async fn backend() -> std::net::SocketAddr {
 }
 
 async fn exporter(engine: &PluginEngine, plugin: &str, toml: &str) -> PluginExporter {
-    let source = registry::find(plugin, None).unwrap();
+    // Built-ins, and the `otlp-http` plugin as built for contract 0.1.0 (batches copied in).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let source = registry::find(plugin, Some(&fixtures)).unwrap();
     let config: ExporterConfig = toml::from_str(toml).unwrap();
     PluginExporter::load(
         engine,
@@ -111,37 +114,61 @@ async fn exporter(engine: &PluginEngine, plugin: &str, toml: &str) -> PluginExpo
 fn plugin_export(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let engine = PluginEngine::builder().build().unwrap();
-    let (blackhole, otlp_http) = rt.block_on(async {
+    let (addr, blackhole, otlp_http, otlp_http_0_1) = rt.block_on(async {
         let addr = backend().await;
+        let http = |plugin: &str| {
+            format!("plugin = \"{plugin}\"\nconfig = {{ endpoint = \"http://{addr}\" }}")
+        };
         (
+            addr,
             Arc::new(exporter(&engine, "blackhole", "plugin = \"blackhole\"").await),
+            Arc::new(exporter(&engine, "otlp-http", &http("otlp-http")).await),
             Arc::new(
                 exporter(
                     &engine,
-                    "otlp-http",
-                    &format!("plugin = \"otlp-http\"\nconfig = {{ endpoint = \"http://{addr}\" }}"),
+                    "otlp-http-contract-0_1_0",
+                    &http("otlp-http-contract-0_1_0"),
                 )
                 .await,
             ),
         )
     });
+    // The same POST made natively, with a pooled hyper client like the host's.
+    let native = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let url: http::Uri = format!("http://{addr}/v1/traces").parse().unwrap();
     let mut g = c.benchmark_group("plugin_export");
     for spans in [1000usize, 10_000] {
         let payload = batch(spans);
         g.throughput(Throughput::Elements(spans as u64));
-        for (name, exp) in [("blackhole", &blackhole), ("otlp-http", &otlp_http)] {
+        for (name, exp) in [
+            ("blackhole", &blackhole),
+            ("otlp-http", &otlp_http),
+            ("otlp-http-contract-0_1_0", &otlp_http_0_1),
+        ] {
             g.bench_function(format!("{name}/{}k_spans", spans / 1000), |b| {
                 b.to_async(&rt).iter(|| async {
                     let out = exp
                         .export(Signal::Traces, spans as u32, 0, payload.clone())
                         .await;
-                    assert!(matches!(out, Outcome::Ok));
+                    assert!(matches!(out, Outcome::Ok), "{out:?}");
                 })
             });
         }
         // The same batch handed to a native no-op: what the boundary adds is the difference.
         g.bench_function(format!("native_noop/{}k_spans", spans / 1000), |b| {
             b.iter(|| std::hint::black_box(payload.clone()))
+        });
+        g.bench_function(format!("native_otlp_http/{}k_spans", spans / 1000), |b| {
+            b.to_async(&rt).iter(|| async {
+                let req = http::Request::post(url.clone())
+                    .header("content-type", "application/x-protobuf")
+                    .body(http_body_util::Full::new(payload.clone()))
+                    .unwrap();
+                let resp = native.request(req).await.unwrap();
+                assert!(resp.status().is_success());
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            })
         });
     }
     g.finish();

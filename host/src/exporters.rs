@@ -275,6 +275,7 @@ impl ExporterSet {
             exporter = name.as_str(),
             plugin = %m.name,
             version = %m.version,
+            contract = m.contract,
             signals = ?loaded.exporter.signals().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "exporter ready"
         );

@@ -112,13 +112,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .cache_dir(ferry::plugin::engine::default_cache_dir())
                 .build()?;
             println!(
-                "{:<20} {:<10} {:<24} {:<14} SOURCE",
-                "NAME", "VERSION", "SIGNALS", "ENCODING"
+                "{:<20} {:<10} {:<24} {:<14} {:<9} SOURCE",
+                "NAME", "VERSION", "SIGNALS", "ENCODING", "CONTRACT"
             );
             for source in registry::list(dir.as_deref())? {
                 match ferry::plugin::exporter::describe(&engine, &source).await {
                     Ok(m) => println!(
-                        "{:<20} {:<10} {:<24} {:<14} {}",
+                        "{:<20} {:<10} {:<24} {:<14} {:<9} {}",
                         source.name,
                         m.version,
                         m.signals
@@ -127,6 +127,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                             .collect::<Vec<_>>()
                             .join(","),
                         format!("{:?}", m.encoding),
+                        m.contract,
                         source.origin
                     ),
                     Err(e) => println!("{:<20} error: {e} ({})", source.name, source.origin),

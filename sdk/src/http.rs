@@ -10,7 +10,7 @@ use wasip2::http::types::{
 };
 use wasip2::io::streams::StreamError;
 
-use crate::ExportError;
+use crate::{Batch, ExportError};
 
 /// Request body compression, as a plugin's config names it (`"none"` or `"gzip"`).
 #[derive(Debug, serde::Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The batch as a request body: passed through as it is (written by the host, never
+    /// copied into the plugin), or compressed.
+    pub fn body(self, batch: Batch<'_>) -> Result<Body<'_>, ExportError> {
+        match self {
+            Compression::None => Ok(Body::Batch {
+                prefix: Vec::new(),
+                batch,
+            }),
+            Compression::Gzip => self.apply(batch.to_vec()).map(Body::Bytes),
+        }
+    }
+
     /// Compresses `body`.
     pub fn apply(self, body: Vec<u8>) -> Result<Vec<u8>, ExportError> {
         use std::io::Write;
@@ -40,9 +52,54 @@ impl Compression {
     }
 }
 
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body<'a> {
+    /// Bytes the plugin made.
+    Bytes(Vec<u8>),
+    /// `prefix` (e.g. a gRPC frame header), then the batch being exported, which the host
+    /// writes from its own memory.
+    Batch {
+        /// Written first.
+        prefix: Vec<u8>,
+        /// The batch.
+        batch: Batch<'a>,
+    },
+}
+
+impl Body<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Batch { prefix, batch } => prefix.len() + batch.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for Body<'_> {
+    fn from(b: Vec<u8>) -> Self {
+        Body::Bytes(b)
+    }
+}
+
+impl<'a> From<Batch<'a>> for Body<'a> {
+    fn from(batch: Batch<'a>) -> Self {
+        Body::Batch {
+            prefix: Vec::new(),
+            batch,
+        }
+    }
+}
+
 /// An outgoing request.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub struct Request<'a> {
     /// `GET`, `POST`, ...
     pub method: String,
     /// Absolute `http://` or `https://` URL.
@@ -50,17 +107,17 @@ pub struct Request {
     /// Header names and values.
     pub headers: Vec<(String, String)>,
     /// Request body.
-    pub body: Vec<u8>,
+    pub body: Body<'a>,
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// A `POST` of `body` to `url`.
-    pub fn post(url: &str, body: Vec<u8>) -> Self {
+    pub fn post(url: &str, body: impl Into<Body<'a>>) -> Self {
         Request {
             method: "POST".into(),
             url: url.into(),
             headers: Vec::new(),
-            body,
+            body: body.into(),
         }
     }
 
@@ -321,17 +378,30 @@ fn read_trailers(
         .unwrap_or_default())
 }
 
-fn write_body(body: &OutgoingBody, data: &[u8]) -> Result<(), HttpError> {
+fn write_body(body: &OutgoingBody, data: &Body<'_>) -> Result<(), HttpError> {
     let stream = body
         .write()
         .map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
     let failed = |e: StreamError| HttpError::Transport(format!("writing request body: {e:?}"));
+    match data {
+        Body::Bytes(bytes) => write_all(&stream, bytes).map_err(failed)?,
+        Body::Batch { prefix, batch } => {
+            write_all(&stream, prefix).map_err(failed)?;
+            batch
+                .write_to(&stream)
+                .map_err(|e| HttpError::Transport(format!("writing request body: {e}")))?;
+        }
+    }
+    stream.blocking_flush().map_err(failed)
+}
+
+fn write_all(stream: &wasip2::io::streams::OutputStream, data: &[u8]) -> Result<(), StreamError> {
     // Write as much as the stream accepts at once (the host takes up to 1 MiB per write):
     // `blocking-write-and-flush` is capped at 4096 bytes, and a host call plus a flush per
     // 4 KiB made a batch's upload several times slower.
     let mut rest = data;
     while !rest.is_empty() {
-        let permit = stream.check_write().map_err(failed)?;
+        let permit = stream.check_write()?;
         if permit == 0 {
             stream.subscribe().block();
             continue;
@@ -339,10 +409,10 @@ fn write_body(body: &OutgoingBody, data: &[u8]) -> Result<(), HttpError> {
         let n = rest
             .len()
             .min(usize::try_from(permit).unwrap_or(usize::MAX));
-        stream.write(&rest[..n]).map_err(failed)?;
+        stream.write(&rest[..n])?;
         rest = &rest[n..];
     }
-    stream.blocking_flush().map_err(failed)
+    Ok(())
 }
 
 fn wait(

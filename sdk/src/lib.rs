@@ -5,7 +5,7 @@
 //! type implementing [`Exporter`] plus one [`export!`] line:
 //!
 //! ```ignore
-//! use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+//! use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 //!
 //! struct Counter { seen: u64 }
 //!
@@ -14,7 +14,7 @@
 //!         Manifest::new("counter", env!("CARGO_PKG_VERSION"), &[Signal::Traces], Encoding::OtlpProtobuf)
 //!     }
 //!     fn init(_config: &str) -> Result<Self, String> { Ok(Counter { seen: 0 }) }
-//!     fn export(&mut self, meta: BatchMeta, _payload: Vec<u8>) -> Result<(), ExportError> {
+//!     fn export(&mut self, meta: BatchMeta, _batch: Batch<'_>) -> Result<(), ExportError> {
 //!         self.seen += u64::from(meta.items);
 //!         ferry_sdk::log::info(&format!("{} spans so far", self.seen));
 //!         Ok(())
@@ -26,6 +26,10 @@
 //!
 //! The host owns batching, retries and the network policy: `export` reports what happened with
 //! an [`ExportError`] and returns; it never sleeps or loops on failures.
+//!
+//! The batch stays in the host's memory ([`Batch`]): a plugin that reads it takes a copy
+//! ([`Batch::to_vec`]); one that forwards it as a request body ([`http::Body::Batch`]) has the
+//! host write it, and never copies it at all.
 
 pub mod http;
 pub mod log;
@@ -36,7 +40,7 @@ pub mod otlp;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "ferry:plugin/exporter-plugin",
+        world: "ferry:plugin/exporter-plugin@0.2.0",
         with: {
             "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
             "wasi:http/types@0.2.12": wasip2::http::types,
@@ -51,7 +55,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::ferry::plugin::types::{
+pub use bindings::ferry::plugin0_2_0::types::{
     BatchMeta, Encoding, ExportError, LogLevel, Manifest, Signal,
 };
 pub use ferry_proto as proto;
@@ -68,6 +72,45 @@ impl Manifest {
     }
 }
 
+/// The batch being exported, held by the host for the length of the `export` call.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    handle: &'a bindings::ferry::plugin0_2_0::batches::Batch,
+}
+
+impl<'a> Batch<'a> {
+    #[doc(hidden)]
+    pub fn new(handle: &'a bindings::ferry::plugin0_2_0::batches::Batch) -> Self {
+        Batch { handle }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.handle.len() as usize
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of the whole batch, for a plugin that reads it (to decode or compress it).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.handle.read(0, self.handle.len())
+    }
+
+    /// Has the host write the whole batch to `out`, without it passing through this plugin.
+    pub(crate) fn write_to(&self, out: &wasip2::io::streams::OutputStream) -> Result<(), String> {
+        self.handle.write_to(out)
+    }
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Batch({} bytes)", self.len())
+    }
+}
+
 /// One exporter plugin. The host creates an instance, calls [`Exporter::init`] once with the
 /// exporter's config (as JSON), then [`Exporter::export`] for each batch.
 pub trait Exporter: Sized + 'static {
@@ -79,7 +122,7 @@ pub trait Exporter: Sized + 'static {
     fn init(config: &str) -> Result<Self, String>;
 
     /// Exports one batch, encoded as [`Exporter::manifest`] asked.
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError>;
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError>;
 
     /// Called once before the instance is dropped.
     fn shutdown(&mut self) {}
@@ -105,7 +148,7 @@ macro_rules! export {
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
 
-            impl $crate::bindings::exports::ferry::plugin::exporter::Guest for __FerryPlugin {
+            impl $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest for __FerryPlugin {
                 fn describe() -> $crate::Manifest {
                     <$t as $crate::Exporter>::manifest()
                 }
@@ -118,11 +161,11 @@ macro_rules! export {
 
                 fn export(
                     meta: $crate::BatchMeta,
-                    payload: ::std::vec::Vec<u8>,
+                    batch: &$crate::bindings::ferry::plugin0_2_0::batches::Batch,
                 ) -> ::core::result::Result<(), $crate::ExportError> {
                     __FERRY_STATE.with(|s| match s.borrow_mut().as_mut() {
                         ::core::option::Option::Some(state) => {
-                            <$t as $crate::Exporter>::export(state, meta, payload)
+                            <$t as $crate::Exporter>::export(state, meta, $crate::Batch::new(batch))
                         }
                         ::core::option::Option::None => ::core::result::Result::Err(
                             $crate::ExportError::Permanent("export called before init".into()),
@@ -149,13 +192,13 @@ macro_rules! export {
             static __FERRY_NATIVE: (
                 fn() -> $crate::Manifest,
                 fn(::std::string::String) -> ::core::result::Result<(), ::std::string::String>,
-                fn($crate::BatchMeta, ::std::vec::Vec<u8>) -> ::core::result::Result<(), $crate::ExportError>,
+                fn($crate::BatchMeta, &$crate::bindings::ferry::plugin0_2_0::batches::Batch) -> ::core::result::Result<(), $crate::ExportError>,
                 fn(),
             ) = (
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::describe,
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::init,
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::export,
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin::exporter::Guest>::shutdown,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::describe,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::init,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::export,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::shutdown,
             );
         };
     };

@@ -5,6 +5,7 @@ mod load;
 
 mod backend;
 mod cli;
+mod contract;
 mod export_clickhouse;
 mod export_file;
 mod export_otlp_grpc;

@@ -5,7 +5,7 @@
 //! reference it from the config as `plugin = "ferry_example_minimal"` (the file name without
 //! `.wasm`). See `examples/minimal-exporter/README.md`.
 
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 
 struct Minimal {
     items: u64,
@@ -29,7 +29,8 @@ impl Exporter for Minimal {
         })
     }
 
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let payload = batch.to_vec();
         self.items += u64::from(meta.items);
         self.batches += 1;
         ferry_sdk::log::info(&format!(

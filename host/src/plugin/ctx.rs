@@ -3,14 +3,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::{DynOutputStream, StreamError};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::bindings::ferry::plugin::{host, types};
+use super::bindings::v0_2::batches;
+use super::bindings::{v0_1, v0_2};
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::sender::HostSender;
 use crate::telemetry::Counter;
@@ -31,6 +35,10 @@ pub struct Egress {
 }
 
 impl WasiHttpHooks for Egress {
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        OUTGOING_BODY_BUFFER_CHUNKS
+    }
+
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
@@ -66,6 +74,12 @@ impl WasiHttpHooks for Egress {
         })
     }
 }
+
+/// Writes (of up to 1 MiB) to a request body that may wait for the connection at once. With
+/// wasmtime's default of one, every write of a large body waited for the previous one to reach
+/// the socket; a batch written by the host (`batch.write-to`) is slices of memory already held,
+/// so queueing a few costs nothing.
+const OUTGOING_BODY_BUFFER_CHUNKS: usize = 4;
 
 /// Where a granted directory appears inside the plugin.
 pub const GRANTED_DIR: &str = "/data";
@@ -141,17 +155,130 @@ impl WasiHttpView for PluginCtx {
     }
 }
 
-impl types::Host for PluginCtx {}
+/// A batch lent to a plugin for one `export` call (`ferry:plugin/batches.batch`): the bytes
+/// stay here, shared with the queue, and leave only as a copy the plugin asks for or as slices
+/// handed to a request body.
+pub struct HostBatch(pub Bytes);
 
-impl host::Host for PluginCtx {
-    fn log(&mut self, level: types::LogLevel, message: String) {
+impl PluginCtx {
+    /// Lends `batch` to the guest; the handle must be [`PluginCtx::take_batch`]n back after the
+    /// call.
+    pub fn lend_batch(&mut self, batch: Bytes) -> wasmtime::Result<Resource<HostBatch>> {
+        Ok(self.table.push(HostBatch(batch))?)
+    }
+
+    /// Ends a loan made by [`PluginCtx::lend_batch`].
+    pub fn take_batch(&mut self, handle: Resource<HostBatch>) {
+        let _ = self.table.delete(handle);
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
         let exporter = &*self.egress.exporter;
         match level {
-            types::LogLevel::Trace => tracing::trace!(exporter, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(exporter, "{message}"),
-            types::LogLevel::Info => tracing::info!(exporter, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(exporter, "{message}"),
-            types::LogLevel::Error => tracing::error!(exporter, "{message}"),
+            LogLevel::Trace => tracing::trace!(exporter, "{message}"),
+            LogLevel::Debug => tracing::debug!(exporter, "{message}"),
+            LogLevel::Info => tracing::info!(exporter, "{message}"),
+            LogLevel::Warn => tracing::warn!(exporter, "{message}"),
+            LogLevel::Error => tracing::error!(exporter, "{message}"),
         }
+    }
+}
+
+/// `log-level`, the same in every contract version.
+#[derive(Clone, Copy)]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// The `types` and `host` interfaces of one contract version, identical in each.
+macro_rules! host_interfaces {
+    ($v:ident) => {
+        impl $v::types::Host for PluginCtx {}
+
+        impl $v::host::Host for PluginCtx {
+            fn log(&mut self, level: $v::types::LogLevel, message: String) {
+                use $v::types::LogLevel as L;
+                let level = match level {
+                    L::Trace => LogLevel::Trace,
+                    L::Debug => LogLevel::Debug,
+                    L::Info => LogLevel::Info,
+                    L::Warn => LogLevel::Warn,
+                    L::Error => LogLevel::Error,
+                };
+                PluginCtx::log(self, level, &message);
+            }
+        }
+    };
+}
+
+host_interfaces!(v0_1);
+host_interfaces!(v0_2);
+
+impl batches::Host for PluginCtx {}
+
+impl batches::HostBatch for PluginCtx {
+    fn len(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&batch)?.0.len() as u64)
+    }
+
+    fn read(
+        &mut self,
+        batch: Resource<HostBatch>,
+        offset: u64,
+        len: u64,
+    ) -> wasmtime::Result<Vec<u8>> {
+        let bytes = &self.table.get(&batch)?.0;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(bytes[start..end.min(bytes.len())].to_vec())
+    }
+
+    async fn write_to(
+        &mut self,
+        batch: Resource<HostBatch>,
+        out: Resource<DynOutputStream>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let bytes = self.table.get(&batch)?.0.clone();
+        let stream = self.table.get_mut(&out)?;
+        let mut written = 0;
+        // The stream takes what `check_write` permits per write (1 MiB for a request body);
+        // each write is a slice of the batch, not a copy of it.
+        while written < bytes.len() {
+            let permit = match stream.check_write() {
+                Ok(0) => {
+                    stream.ready().await;
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) => return stream_failed(e),
+            };
+            let n = permit.min(bytes.len() - written);
+            if let Err(e) = stream.write(bytes.slice(written..written + n)) {
+                return stream_failed(e);
+            }
+            written += n;
+        }
+        Ok(Ok(()))
+    }
+
+    fn drop(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<()> {
+        // The host ends the loan itself after the call; a guest cannot own a batch handle.
+        let _ = batch;
+        Ok(())
+    }
+}
+
+/// A failed body stream is the plugin's to report (`Err`); a broken stream contract traps.
+fn stream_failed(e: StreamError) -> wasmtime::Result<Result<(), String>> {
+    match e {
+        StreamError::Closed => Ok(Err("the stream is closed".into())),
+        StreamError::LastOperationFailed(e) => Ok(Err(format!("{e:#}"))),
+        StreamError::Trap(e) => Err(e),
     }
 }

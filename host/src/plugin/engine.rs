@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::ferry::plugin::host;
+use super::bindings::{v0_1, v0_2};
 use super::ctx::PluginCtx;
 
 /// Length of one epoch tick: the granularity of CPU deadlines.
@@ -55,7 +55,12 @@ impl PluginEngineBuilder {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Setup)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(EngineError::Setup)?;
-        host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
+        // Every supported contract version; a plugin links against the one it was built for.
+        v0_2::host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
+            .map_err(EngineError::Setup)?;
+        v0_2::batches::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
+            .map_err(EngineError::Setup)?;
+        v0_1::host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
             .map_err(EngineError::Setup)?;
 
         let weak = engine.weak();

@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 use wasmtime::Store;
+use wasmtime::component::{Component, Resource};
 
-use super::bindings::ferry::plugin::types as wit;
-use super::bindings::{ExporterPlugin, ExporterPluginPre};
+use super::bindings::{v0_1, v0_2};
 use super::breaker::Breaker;
 use super::ctx::{Egress, PluginCtx};
 use super::engine::{EPOCH_TICK, EngineError, PluginEngine};
@@ -32,9 +32,9 @@ pub enum LoadError {
     /// Compilation or engine failure.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The component does not implement `ferry:plugin/exporter-plugin`, or imports something
-    /// the host does not provide.
-    #[error("plugin does not fit the ferry:plugin@0.1.0 exporter-plugin world: {0:#}")]
+    /// The component does not implement a `ferry:plugin/exporter-plugin` world the host
+    /// supports, or imports something the host does not provide.
+    #[error("plugin does not fit the ferry:plugin exporter-plugin world (0.2.0 or 0.1.0): {0:#}")]
     Contract(wasmtime::Error),
     /// `describe` or `init` trapped.
     #[error("plugin trapped during {during}: {}{stderr}", trap_reason("-", error))]
@@ -86,45 +86,208 @@ pub struct Manifest {
     pub signals: Vec<Signal>,
     /// What it wants batches encoded as.
     pub encoding: Encoding,
+    /// The `ferry:plugin` version it was built against.
+    pub contract: &'static str,
 }
 
-impl From<wit::Manifest> for Manifest {
-    fn from(m: wit::Manifest) -> Self {
-        Manifest {
-            name: m.name,
-            version: m.version,
-            signals: m.signals.into_iter().map(Signal::from).collect(),
-            encoding: match m.encoding {
-                wit::Encoding::OtlpProtobuf => Encoding::OtlpProtobuf,
-                wit::Encoding::OtlpJson => Encoding::OtlpJson,
-            },
+/// Conversions between host types and one contract version's types, identical in each.
+macro_rules! contract_types {
+    ($v:ident, $version:literal) => {
+        impl From<$v::types::Manifest> for Manifest {
+            fn from(m: $v::types::Manifest) -> Self {
+                use $v::types::Encoding as E;
+                Manifest {
+                    name: m.name,
+                    version: m.version,
+                    signals: m.signals.into_iter().map(Signal::from).collect(),
+                    encoding: match m.encoding {
+                        E::OtlpProtobuf => Encoding::OtlpProtobuf,
+                        E::OtlpJson => Encoding::OtlpJson,
+                    },
+                    contract: $version,
+                }
+            }
         }
+
+        impl From<$v::types::Signal> for Signal {
+            fn from(s: $v::types::Signal) -> Self {
+                use $v::types::Signal as S;
+                match s {
+                    S::Traces => Signal::Traces,
+                    S::Metrics => Signal::Metrics,
+                    S::Logs => Signal::Logs,
+                }
+            }
+        }
+
+        impl From<Signal> for $v::types::Signal {
+            fn from(s: Signal) -> Self {
+                match s {
+                    Signal::Traces => Self::Traces,
+                    Signal::Metrics => Self::Metrics,
+                    Signal::Logs => Self::Logs,
+                }
+            }
+        }
+
+        impl From<$v::types::ExportError> for Outcome {
+            fn from(e: $v::types::ExportError) -> Self {
+                use $v::types::ExportError as E;
+                match e {
+                    E::Retryable(m) => Outcome::Retryable(m),
+                    E::Throttled(ms) => Outcome::Throttled(Duration::from_millis(ms)),
+                    E::Partial((n, m)) => Outcome::Partial(n, m),
+                    E::Permanent(m) => Outcome::Permanent(m),
+                }
+            }
+        }
+
+        fn $v(signal: Signal, items: u32, attempt: u32) -> $v::types::BatchMeta {
+            $v::types::BatchMeta {
+                signal: signal.into(),
+                items,
+                attempt,
+            }
+        }
+    };
+}
+
+contract_types!(v0_1, "0.1.0");
+contract_types!(v0_2, "0.2.0");
+
+/// A plugin pre-instantiated against the contract version it was built for.
+enum PluginPre {
+    V0_2(v0_2::ExporterPluginPre<PluginCtx>),
+    V0_1(v0_1::ExporterPluginPre<PluginCtx>),
+}
+
+impl PluginPre {
+    /// Picks the contract version from what the component exports.
+    fn new(engine: &PluginEngine, component: &Component) -> Result<PluginPre, LoadError> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine.engine())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let pre = engine
+            .linker()
+            .instantiate_pre(component)
+            .map_err(LoadError::Contract)?;
+        let has = |name: &str| exports.iter().any(|e| e == name);
+        if has("ferry:plugin/exporter@0.2.0") {
+            v0_2::ExporterPluginPre::new(pre)
+                .map(PluginPre::V0_2)
+                .map_err(LoadError::Contract)
+        } else if has("ferry:plugin/exporter@0.1.0") {
+            v0_1::ExporterPluginPre::new(pre)
+                .map(PluginPre::V0_1)
+                .map_err(LoadError::Contract)
+        } else {
+            Err(LoadError::Contract(wasmtime::Error::msg(format!(
+                "it exports [{}], not ferry:plugin/exporter",
+                exports.join(", ")
+            ))))
+        }
+    }
+
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            PluginPre::V0_2(p) => p.engine(),
+            PluginPre::V0_1(p) => p.engine(),
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Plugin> {
+        Ok(match self {
+            PluginPre::V0_2(p) => Plugin::V0_2(p.instantiate_async(store).await?),
+            PluginPre::V0_1(p) => Plugin::V0_1(p.instantiate_async(store).await?),
+        })
     }
 }
 
-impl From<wit::Signal> for Signal {
-    fn from(s: wit::Signal) -> Self {
-        match s {
-            wit::Signal::Traces => Signal::Traces,
-            wit::Signal::Metrics => Signal::Metrics,
-            wit::Signal::Logs => Signal::Logs,
-        }
-    }
-}
-
-impl From<Signal> for wit::Signal {
-    fn from(s: Signal) -> Self {
-        match s {
-            Signal::Traces => wit::Signal::Traces,
-            Signal::Metrics => wit::Signal::Metrics,
-            Signal::Logs => wit::Signal::Logs,
-        }
-    }
+/// An instantiated plugin, by contract version.
+enum Plugin {
+    V0_2(v0_2::ExporterPlugin),
+    V0_1(v0_1::ExporterPlugin),
 }
 
 struct Instance {
     store: Store<PluginCtx>,
-    plugin: ExporterPlugin,
+    plugin: Plugin,
+}
+
+impl Instance {
+    async fn describe(&mut self) -> wasmtime::Result<Manifest> {
+        let store = &mut self.store;
+        Ok(match &self.plugin {
+            Plugin::V0_2(p) => p
+                .ferry_plugin0_2_0_exporter()
+                .call_describe(store)
+                .await?
+                .into(),
+            Plugin::V0_1(p) => p
+                .ferry_plugin0_1_0_exporter()
+                .call_describe(store)
+                .await?
+                .into(),
+        })
+    }
+
+    async fn init(&mut self, config: &str) -> wasmtime::Result<Result<(), String>> {
+        let store = &mut self.store;
+        match &self.plugin {
+            Plugin::V0_2(p) => {
+                p.ferry_plugin0_2_0_exporter()
+                    .call_init(store, config)
+                    .await
+            }
+            Plugin::V0_1(p) => {
+                p.ferry_plugin0_1_0_exporter()
+                    .call_init(store, config)
+                    .await
+            }
+        }
+    }
+
+    /// One `export` call: a 0.2.0 plugin is lent the batch, a 0.1.0 plugin gets a copy.
+    async fn export(
+        &mut self,
+        signal: Signal,
+        items: u32,
+        attempt: u32,
+        payload: Bytes,
+    ) -> wasmtime::Result<Outcome> {
+        let store = &mut self.store;
+        let result = match &self.plugin {
+            Plugin::V0_2(p) => {
+                let batch = store.data_mut().lend_batch(payload)?;
+                let meta = v0_2(signal, items, attempt);
+                let handle = Resource::new_borrow(batch.rep());
+                let r = p
+                    .ferry_plugin0_2_0_exporter()
+                    .call_export(&mut *store, meta, handle)
+                    .await;
+                store.data_mut().take_batch(batch);
+                r?.map_err(Outcome::from)
+            }
+            Plugin::V0_1(p) => {
+                let meta = v0_1(signal, items, attempt);
+                p.ferry_plugin0_1_0_exporter()
+                    .call_export(store, meta, &payload)
+                    .await?
+                    .map_err(Outcome::from)
+            }
+        };
+        Ok(result.err().unwrap_or(Outcome::Ok))
+    }
+
+    async fn shutdown(&mut self) -> wasmtime::Result<()> {
+        let store = &mut self.store;
+        match &self.plugin {
+            Plugin::V0_2(p) => p.ferry_plugin0_2_0_exporter().call_shutdown(store).await,
+            Plugin::V0_1(p) => p.ferry_plugin0_1_0_exporter().call_shutdown(store).await,
+        }
+    }
 }
 
 /// What every instance of one exporter is confined to.
@@ -151,7 +314,7 @@ impl Default for InstanceLimits {
 /// Shared by every instance of one exporter.
 struct Shared {
     name: String,
-    pre: ExporterPluginPre<PluginCtx>,
+    pre: PluginPre,
     egress: Egress,
     limits: InstanceLimits,
     config_json: String,
@@ -167,11 +330,7 @@ impl Shared {
         config_json: String,
     ) -> Result<Shared, LoadError> {
         let component = engine.compile(&source.wasm)?;
-        let instance_pre = engine
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(LoadError::Contract)?;
-        let pre = ExporterPluginPre::new(instance_pre).map_err(LoadError::Contract)?;
+        let pre = PluginPre::new(engine, &component)?;
         Ok(Shared {
             name: name.to_string(),
             pre,
@@ -182,13 +341,8 @@ impl Shared {
     }
 
     async fn describe(&self, inst: &mut Instance) -> Result<Manifest, LoadError> {
-        match inst
-            .plugin
-            .ferry_plugin_exporter()
-            .call_describe(&mut inst.store)
-            .await
-        {
-            Ok(m) => Ok(m.into()),
+        match inst.describe().await {
+            Ok(m) => Ok(m),
             Err(error) => Err(LoadError::Trap {
                 during: "describe",
                 error,
@@ -211,7 +365,7 @@ impl Shared {
         store.set_epoch_deadline(ticks(self.limits.timeout));
         let plugin = self
             .pre
-            .instantiate_async(&mut store)
+            .instantiate(&mut store)
             .await
             .map_err(|e| LoadError::Trap {
                 during: "instantiation",
@@ -223,13 +377,7 @@ impl Shared {
 
     async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
         inst.store.set_epoch_deadline(ticks(self.limits.timeout));
-        let r = tokio::time::timeout(
-            self.limits.timeout,
-            inst.plugin
-                .ferry_plugin_exporter()
-                .call_init(&mut inst.store, &self.config_json),
-        )
-        .await;
+        let r = tokio::time::timeout(self.limits.timeout, inst.init(&self.config_json)).await;
         match r {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(msg))) => Err(LoadError::Config(msg)),
@@ -440,11 +588,8 @@ impl PluginExporter {
         let idle: Vec<Instance> = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
         for mut inst in idle {
             inst.store.set_epoch_deadline(ticks(Duration::from_secs(5)));
-            let call = inst
-                .plugin
-                .ferry_plugin_exporter()
-                .call_shutdown(&mut inst.store);
-            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), call).await {
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), inst.shutdown()).await
+            {
                 tracing::warn!(
                     exporter = self.shared.name,
                     "plugin trapped in shutdown: {e:#}"
@@ -478,19 +623,9 @@ impl PluginExporter {
             }
         };
         inst.store.set_epoch_deadline(ticks(timeout));
-        let meta = wit::BatchMeta {
-            signal: signal.into(),
-            items,
-            attempt,
-        };
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            timeout,
-            inst.plugin
-                .ferry_plugin_exporter()
-                .call_export(&mut inst.store, meta, &payload),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(timeout, inst.export(signal, items, attempt, payload)).await;
         self.latency.observe(started.elapsed());
         let result = match result {
             Ok(Ok(r)) => r,
@@ -512,13 +647,7 @@ impl PluginExporter {
             }
         };
         self.pool.lock().expect("pool lock").push(inst);
-        match result {
-            Ok(()) => Outcome::Ok,
-            Err(wit::ExportError::Retryable(m)) => Outcome::Retryable(m),
-            Err(wit::ExportError::Throttled(ms)) => Outcome::Throttled(Duration::from_millis(ms)),
-            Err(wit::ExportError::Partial((n, m))) => Outcome::Partial(n, m),
-            Err(wit::ExportError::Permanent(m)) => Outcome::Permanent(m),
-        }
+        result
     }
 }
 

@@ -3,7 +3,7 @@
 //! For benchmarks (the cost of everything but the backend) and for pipelines being set up.
 //! It takes no config.
 
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 
 struct Blackhole;
 
@@ -24,7 +24,7 @@ impl Exporter for Blackhole {
         }
     }
 
-    fn export(&mut self, _meta: BatchMeta, _payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, _meta: BatchMeta, _batch: Batch<'_>) -> Result<(), ExportError> {
         Ok(())
     }
 }

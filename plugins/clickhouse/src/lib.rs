@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 
 use ferry_sdk::http::{self, Compression, Request, Response};
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
 use schema::{MetricTable, Table};
@@ -128,7 +128,7 @@ impl ClickHouse {
             method: "POST".into(),
             url,
             headers,
-            body,
+            body: body.into(),
         };
         let resp =
             http::send(&req).map_err(|e| Failure::Other(e.into_export_error(&self.endpoint)))?;
@@ -264,7 +264,8 @@ impl Exporter for ClickHouse {
         })
     }
 
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let payload = batch.to_vec();
         let bad = |e: ferry_sdk::otlp::DecodeError| {
             ExportError::Permanent(format!("undecodable batch: {e}"))
         };

@@ -4,7 +4,7 @@
 use ferry_sdk::otlp::hex;
 use ferry_sdk::proto::common::{AnyValue, KeyValue, any_value};
 use ferry_sdk::proto::metrics::metric;
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal, otlp};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal, otlp};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default, PartialEq)]
@@ -125,7 +125,8 @@ impl Exporter for Debug {
         })
     }
 
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let payload = batch.to_vec();
         let signal = match meta.signal {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",

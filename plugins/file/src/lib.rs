@@ -6,7 +6,7 @@ pub mod files;
 
 use std::path::{Component, Path, PathBuf};
 
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
 use files::{Files, WriteError};
@@ -147,7 +147,8 @@ impl Exporter for FileExporter {
         }
     }
 
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let payload = batch.to_vec();
         match self.files.write(signal_name(meta.signal), &payload) {
             Ok(()) => Ok(()),
             Err(WriteError::TooLarge { line, max }) => Err(ExportError::Permanent(format!(

@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use base64::Engine as _;
-use ferry_sdk::http::{self, Compression, Request, Response};
+use ferry_sdk::http::{self, Body, Compression, Request, Response};
 use ferry_sdk::otlp::partial_success;
 use ferry_sdk::proto::grpc_path;
 use ferry_sdk::proto::prost::Message;
 use ferry_sdk::proto::wkt::{RetryInfo, RpcStatus};
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -219,15 +219,23 @@ impl Exporter for OtlpGrpc {
         })
     }
 
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        // One length-prefixed gRPC message: the 5-byte frame header, then the batch (written
+        // by the host when it goes uncompressed).
         let flag = u8::from(self.compression == Compression::Gzip);
-        let message = self.compression.apply(payload)?;
+        let message = self.compression.body(batch)?;
         let len = u32::try_from(message.len())
             .map_err(|_| ExportError::Permanent("batch larger than 4 GiB".into()))?;
-        let mut body = Vec::with_capacity(5 + message.len());
-        body.push(flag);
-        body.extend_from_slice(&len.to_be_bytes());
-        body.extend_from_slice(&message);
+        let mut prefix = Vec::with_capacity(5);
+        prefix.push(flag);
+        prefix.extend_from_slice(&len.to_be_bytes());
+        let body = match message {
+            Body::Bytes(message) => {
+                prefix.extend_from_slice(&message);
+                Body::Bytes(prefix)
+            }
+            Body::Batch { batch, .. } => Body::Batch { prefix, batch },
+        };
         let req = Request {
             method: "POST".into(),
             url: format!("{}{}", self.base, path(meta.signal)),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use ferry_sdk::http::{self, Compression, Request};
 use ferry_sdk::otlp::partial_success;
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -94,8 +94,8 @@ impl Exporter for OtlpHttp {
         })
     }
 
-    fn export(&mut self, meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
-        let body = self.compression.apply(payload)?;
+    fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let body = self.compression.body(batch)?;
         let req = Request {
             method: "POST".into(),
             url: self.urls[signal_index(meta.signal)].clone(),

@@ -8,7 +8,7 @@ pub mod proto;
 use std::collections::BTreeMap;
 
 use ferry_sdk::http::{self, Request};
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use prost::Message;
 use serde::Deserialize;
 
@@ -98,7 +98,8 @@ impl Exporter for RemoteWrite {
         })
     }
 
-    fn export(&mut self, _meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, _meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let payload = batch.to_vec();
         let request = ferry_sdk::otlp::decode_metrics(&payload)
             .map_err(|e| ExportError::Permanent(format!("undecodable metrics batch: {e}")))?;
         let out = convert::convert(&request, &self.options);
@@ -110,7 +111,7 @@ impl Exporter for RemoteWrite {
                 method: "POST".into(),
                 url: self.endpoint.clone(),
                 headers: self.headers.clone(),
-                body,
+                body: body.into(),
             };
             let resp = http::send(&req).map_err(|e| e.into_export_error(&req.url))?;
             // Prometheus answers 400 for samples it will never take (out of order, too old,

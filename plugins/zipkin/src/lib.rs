@@ -7,7 +7,7 @@ pub mod translate;
 use std::collections::BTreeMap;
 
 use ferry_sdk::http::{self, Compression, Request};
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -69,7 +69,8 @@ impl Exporter for Zipkin {
         })
     }
 
-    fn export(&mut self, _meta: BatchMeta, payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, _meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
+        let payload = batch.to_vec();
         let request = ferry_sdk::otlp::decode_traces(&payload)
             .map_err(|e| ExportError::Permanent(format!("undecodable traces batch: {e}")))?;
         let out = translate::to_zipkin(&request, &self.default_service_name);
@@ -81,7 +82,7 @@ impl Exporter for Zipkin {
                 method: "POST".into(),
                 url: self.endpoint.clone(),
                 headers: self.headers.clone(),
-                body: self.compression.apply(body)?,
+                body: self.compression.apply(body)?.into(),
             };
             let resp = http::send(&req).map_err(|e| e.into_export_error(&req.url))?;
             resp.check_status()?;

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use ferry_sdk::http::{self, HttpError, Request};
-use ferry_sdk::{BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
+use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -55,7 +55,7 @@ fn refused(what: &str, outcome: String) -> Result<(), ExportError> {
 }
 
 impl Hostile {
-    fn request(&self, url: &str) -> Request {
+    fn request(&self, url: &str) -> Request<'static> {
         Request::post(url, b"hostile".to_vec()).header("x-plugin", "hostile")
     }
 
@@ -88,7 +88,7 @@ impl Exporter for Hostile {
         })
     }
 
-    fn export(&mut self, _meta: BatchMeta, _payload: Vec<u8>) -> Result<(), ExportError> {
+    fn export(&mut self, _meta: BatchMeta, _batch: Batch<'_>) -> Result<(), ExportError> {
         self.calls += 1;
         let due = self.calls.is_multiple_of(self.config.every.max(1));
         match self.config.mode.as_str() {
