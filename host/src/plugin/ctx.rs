@@ -161,8 +161,8 @@ impl WasiHttpView for PluginCtx {
 pub struct HostBatch(pub Bytes);
 
 impl PluginCtx {
-    /// Lends `batch` to the guest; the handle must be [`PluginCtx::take_batch`]n back after the
-    /// call.
+    /// Lends `batch` to the guest for one call; give the handle back with
+    /// [`PluginCtx::take_batch`] once the call is over.
     pub fn lend_batch(&mut self, batch: Bytes) -> wasmtime::Result<Resource<HostBatch>> {
         Ok(self.table.push(HostBatch(batch))?)
     }

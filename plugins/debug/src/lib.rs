@@ -126,7 +126,6 @@ impl Exporter for Debug {
     }
 
     fn export(&mut self, meta: BatchMeta, batch: Batch<'_>) -> Result<(), ExportError> {
-        let payload = batch.to_vec();
         let signal = match meta.signal {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
@@ -135,10 +134,10 @@ impl Exporter for Debug {
         ferry_sdk::log::info(&format!(
             "batch signal={signal} items={} bytes={}",
             meta.items,
-            payload.len()
+            batch.len()
         ));
         if self.config.verbosity == Verbosity::Detailed {
-            self.detail(&meta, &payload)?;
+            self.detail(&meta, &batch.to_vec())?;
         }
         Ok(())
     }
