@@ -17,6 +17,7 @@ pub use prost;
 
 pub mod jaeger;
 pub mod opencensus;
+pub mod percent;
 pub mod wkt;
 pub mod zipkin;
 

@@ -424,7 +424,7 @@ pub async fn grpc_unary_trailers(
     };
     let status = get("grpc-status").expect("grpc-status").parse().unwrap();
     let message = get("grpc-message")
-        .map(|m| percent_decode(&m))
+        .map(|m| ferry_proto::percent::decode(&m))
         .unwrap_or_default();
     let payload = if body.len() >= 5 {
         body.slice(5..)
@@ -437,25 +437,6 @@ pub async fn grpc_unary_trailers(
         }
     }
     (status, message, payload, trailers)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What the capture backend answers.

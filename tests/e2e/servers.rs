@@ -92,18 +92,6 @@ pub async fn try_get(url: &str) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Percent-encodes a query-string value.
-pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A child process killed (and reaped) on drop, with its working directory.
 struct Process {
     child: Child,
@@ -173,7 +161,11 @@ impl Prometheus {
 
     /// The result of an instant query: each series' labels and value.
     pub async fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let url = format!("{}/api/v1/query?query={}", self.url, url_encode(promql));
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            self.url,
+            ferry_proto::percent::encode(promql)
+        );
         let (status, body) = try_get(&url).await.expect("query prometheus");
         assert_eq!(status, 200, "{promql}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -240,7 +232,7 @@ impl ClickHouse {
         let url = format!(
             "{}/?query={}",
             self.url,
-            url_encode(&format!("{sql} FORMAT JSONEachRow"))
+            ferry_proto::percent::encode(&format!("{sql} FORMAT JSONEachRow"))
         );
         let (status, body) = try_get(&url).await.expect("query clickhouse");
         assert_eq!(status, 200, "{sql}: {body}");

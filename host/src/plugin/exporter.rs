@@ -92,7 +92,7 @@ pub struct Manifest {
 
 /// Conversions between host types and one contract version's types, identical in each.
 macro_rules! contract_types {
-    ($v:ident, $version:literal) => {
+    ($v:ident, $meta:ident, $version:literal) => {
         impl From<$v::types::Manifest> for Manifest {
             fn from(m: $v::types::Manifest) -> Self {
                 use $v::types::Encoding as E;
@@ -142,7 +142,7 @@ macro_rules! contract_types {
             }
         }
 
-        fn $v(signal: Signal, items: u32, attempt: u32) -> $v::types::BatchMeta {
+        fn $meta(signal: Signal, items: u32, attempt: u32) -> $v::types::BatchMeta {
             $v::types::BatchMeta {
                 signal: signal.into(),
                 items,
@@ -152,8 +152,8 @@ macro_rules! contract_types {
     };
 }
 
-contract_types!(v0_1, "0.1.0");
-contract_types!(v0_2, "0.2.0");
+contract_types!(v0_1, meta_v0_1, "0.1.0");
+contract_types!(v0_2, meta_v0_2, "0.2.0");
 
 /// A plugin pre-instantiated against the contract version it was built for.
 enum PluginPre {
@@ -261,7 +261,7 @@ impl Instance {
         let result = match &self.plugin {
             Plugin::V0_2(p) => {
                 let batch = store.data_mut().lend_batch(payload)?;
-                let meta = v0_2(signal, items, attempt);
+                let meta = meta_v0_2(signal, items, attempt);
                 let handle = Resource::new_borrow(batch.rep());
                 let r = p
                     .ferry_plugin0_2_0_exporter()
@@ -271,7 +271,7 @@ impl Instance {
                 r?.map_err(Outcome::from)
             }
             Plugin::V0_1(p) => {
-                let meta = v0_1(signal, items, attempt);
+                let meta = meta_v0_1(signal, items, attempt);
                 p.ferry_plugin0_1_0_exporter()
                     .call_export(store, meta, &payload)
                     .await?

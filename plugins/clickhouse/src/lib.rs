@@ -114,7 +114,11 @@ enum Failure {
 
 impl ClickHouse {
     fn post(&self, query: &str, body: Vec<u8>) -> Result<(), Failure> {
-        let url = format!("{}/?query={}", self.endpoint, percent_encode(query));
+        let url = format!(
+            "{}/?query={}",
+            self.endpoint,
+            ferry_sdk::proto::percent::encode(query)
+        );
         let mut headers = self.headers.clone();
         let body = if body.is_empty() {
             body
@@ -198,17 +202,6 @@ impl ClickHouse {
         let r = self.post(&query, body);
         self.settle(r)
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl Exporter for ClickHouse {

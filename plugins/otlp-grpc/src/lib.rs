@@ -65,26 +65,6 @@ fn code_name(code: u32) -> &'static str {
     NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
 }
 
-/// `grpc-message` is percent-encoded.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The delay of a `google.rpc.RetryInfo` in `grpc-status-details-bin`, in milliseconds.
 fn retry_info_ms(resp: &Response) -> Option<u64> {
     let raw = resp.trailer_or_header("grpc-status-details-bin")?;
@@ -161,7 +141,7 @@ fn outcome(signal: Signal, resp: &Response) -> Result<(), ExportError> {
     let what = format!(
         "{}: {}",
         code_name(code),
-        percent_decode(resp.trailer_or_header("grpc-message").unwrap_or(""))
+        ferry_sdk::proto::percent::decode(resp.trailer_or_header("grpc-message").unwrap_or(""))
     );
     match (code, retry_info_ms(resp)) {
         (RESOURCE_EXHAUSTED, Some(ms)) => Err(ExportError::Throttled(ms)),
