@@ -64,6 +64,7 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=FERRY_NO_BUILTIN_PLUGINS");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    embed_sdk_files(&root, &out_dir);
     if std::env::var_os("FERRY_NO_BUILTIN_PLUGINS").is_some() {
         // For builds that cannot target wasm32-wasip2 (fuzzing on nightly): no built-ins.
         write_if_changed(
@@ -143,6 +144,60 @@ fn main() {
         "cargo:rustc-env=FERRY_PLUGIN_WASM_DIR={}",
         wasm_dir.display()
     );
+}
+
+/// What `ferry plugin new` writes into a project: the SDKs, the WIT and the templates, each
+/// as (path in this repository, bytes).
+const SDK_FILES: &[&str] = &[
+    "Cargo.toml",
+    "sdk/Cargo.toml",
+    "sdk/src",
+    "proto/Cargo.toml",
+    "proto/src",
+    "sdk/python/ferry_sdk",
+    "sdk/js/ferry-sdk.js",
+    "sdk/templates",
+    "wit/plugin.wit",
+    "wit/deps",
+];
+
+fn embed_sdk_files(root: &Path, out_dir: &Path) {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+        let path = root.join(rel);
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            entries.sort();
+            for name in entries {
+                let child = rel.join(&name);
+                // The older contract versions in wit/deps come along: with them the Rust
+                // bindings keep their versioned module names (`plugin0_2_0`).
+                let skip = name == "__pycache__" || name == "node_modules";
+                if !skip {
+                    walk(root, &child, out);
+                }
+            }
+        } else {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    let mut files = Vec::new();
+    for entry in SDK_FILES {
+        walk(root, Path::new(entry), &mut files);
+    }
+    let mut code = String::from(
+        "/// SDK, WIT and template files: (path in the Ferry repository, bytes).\npub const FILES: &[(&str, &[u8])] = &[\n",
+    );
+    for rel in files {
+        code.push_str(&format!(
+            "    ({rel:?}, include_bytes!({:?})),\n",
+            root.join(&rel).display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    write_if_changed(&out_dir.join("sdk_files.rs"), &code);
 }
 
 fn write_if_changed(path: &Path, content: &str) {

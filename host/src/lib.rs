@@ -3,6 +3,7 @@
 //! Data flows `receiver` → `pipeline` → `plugin`.
 
 pub mod admin;
+pub mod author;
 pub mod config;
 pub mod daemon;
 pub mod exporters;

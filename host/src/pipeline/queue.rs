@@ -22,6 +22,16 @@ pub enum Encoding {
     OtlpJson,
 }
 
+impl Encoding {
+    /// Its name in the contract (`otlp-protobuf`, `otlp-json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::OtlpProtobuf => "otlp-protobuf",
+            Encoding::OtlpJson => "otlp-json",
+        }
+    }
+}
+
 /// A sealed batch: OTLP export-request bytes for one signal.
 #[derive(Debug)]
 pub struct Batch {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use wasmtime::component::Resource;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::p2::{DynOutputStream, StreamError};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
@@ -90,8 +90,8 @@ pub struct PluginCtx {
     table: ResourceTable,
     http: WasiHttpCtx,
     egress: Egress,
-    /// Memory cap.
-    pub limits: StoreLimits,
+    /// Memory cap, and how much the instance has used.
+    pub limits: MemoryLimiter,
     /// What the guest wrote to stderr (a Rust panic message lands here).
     pub stderr: MemoryOutputPipe,
 }
@@ -120,10 +120,7 @@ impl PluginCtx {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             egress,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryLimiter::new(memory_bytes),
             stderr,
         })
     }
@@ -133,6 +130,79 @@ impl PluginCtx {
         String::from_utf8_lossy(&self.stderr.contents())
             .trim()
             .to_string()
+    }
+}
+
+/// wasmtime's [`StoreLimits`] (a per-memory cap that traps when a guest outgrows it) plus a
+/// record of the linear memory an instance has claimed, so `ferry plugin test` can tell an
+/// author what `memory` setting the plugin needs.
+pub struct MemoryLimiter {
+    inner: StoreLimits,
+    total: usize,
+    peak: usize,
+}
+
+impl MemoryLimiter {
+    /// Caps each of the instance's memories at `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        MemoryLimiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            total: 0,
+            peak: 0,
+        }
+    }
+
+    /// The most linear memory (all memories together) the instance has held.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.inner.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.total += desired.saturating_sub(current);
+            self.peak = self.peak.max(self.total);
+        }
+        Ok(granted)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 

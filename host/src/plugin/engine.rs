@@ -90,6 +90,18 @@ impl PluginEngineBuilder {
     }
 }
 
+/// Where a component's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeOrigin {
+    /// Compiled earlier by this process.
+    Memory,
+    /// Read from the compiled-code cache on disk.
+    DiskCache,
+    /// Compiled now (and stored in the cache when there is one).
+    Compiled,
+}
+
 /// A wasmtime engine configured for Ferry's plugins, with its linker and compiled components.
 pub struct PluginEngine {
     engine: Engine,
@@ -138,19 +150,27 @@ impl PluginEngine {
 
     /// Compiles a component (once per distinct content).
     pub fn compile(&self, wasm: &[u8]) -> Result<Component, EngineError> {
+        self.compile_traced(wasm).map(|(c, _)| c)
+    }
+
+    /// Compiles a component and says where its code came from.
+    pub fn compile_traced(&self, wasm: &[u8]) -> Result<(Component, CodeOrigin), EngineError> {
         let key: [u8; 32] = Sha256::digest(wasm).into();
         if let Some(c) = self.compiled.lock().expect("compile cache").get(&key) {
-            return Ok(c.clone());
+            return Ok((c.clone(), CodeOrigin::Memory));
         }
-        let component = match &self.cache_dir {
+        let (component, origin) = match &self.cache_dir {
             Some(dir) => self.compile_cached(dir, &key, wasm)?,
-            None => Component::new(&self.engine, wasm).map_err(EngineError::Compile)?,
+            None => (
+                Component::new(&self.engine, wasm).map_err(EngineError::Compile)?,
+                CodeOrigin::Compiled,
+            ),
         };
         self.compiled
             .lock()
             .expect("compile cache")
             .insert(key, component.clone());
-        Ok(component)
+        Ok((component, origin))
     }
 
     /// Loads compiled code from the cache, or compiles and stores it. Only files this engine
@@ -161,14 +181,14 @@ impl PluginEngine {
         dir: &Path,
         key: &[u8; 32],
         wasm: &[u8],
-    ) -> Result<Component, EngineError> {
+    ) -> Result<(Component, CodeOrigin), EngineError> {
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{hex}-{}.cwasm", self.engine_key));
         if path.exists() {
             // SAFETY: the file was produced by `precompile_component` of an engine with the
             // same version and compatibility hash, and written atomically below.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, CodeOrigin::DiskCache)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "ignoring unusable compiled-code cache entry: {e:#}")
                 }
@@ -187,7 +207,9 @@ impl PluginEngine {
             tracing::warn!(dir = %dir.display(), "cannot write the compiled-code cache: {e}");
         }
         // SAFETY: these bytes were just produced by this engine's `precompile_component`.
-        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(EngineError::Compile)
+        unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map(|c| (c, CodeOrigin::Compiled))
+            .map_err(EngineError::Compile)
     }
 }
 

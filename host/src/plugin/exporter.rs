@@ -2,6 +2,7 @@
 //! instances, called under the sandbox's limits.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -431,8 +432,21 @@ fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
     .to_string()
 }
 
+/// Contract versions this host speaks, newest first: a plugin exports
+/// `ferry:plugin/exporter@VERSION` for one of them.
+pub const CONTRACTS: [&str; 2] = ["0.2.0", "0.1.0"];
+
 /// Reads a plugin's manifest without initialising it (its egress is denied).
 pub async fn describe(engine: &PluginEngine, source: &PluginSource) -> Result<Manifest, LoadError> {
+    probe(engine, source).await.map(|(m, _)| m)
+}
+
+/// Instantiates a plugin under the default limits and reads its manifest; also returns the
+/// linear memory the instance holds by then (what it costs before it does any work).
+pub async fn probe(
+    engine: &PluginEngine,
+    source: &PluginSource,
+) -> Result<(Manifest, usize), LoadError> {
     let egress = Egress {
         exporter: source.name.as_str().into(),
         allowed: Arc::new(AllowedHosts::default()),
@@ -443,7 +457,8 @@ pub async fn describe(engine: &PluginEngine, source: &PluginSource) -> Result<Ma
     let limits = InstanceLimits::default();
     let shared = Shared::new(engine, &source.name, source, egress, limits, "{}".into())?;
     let mut inst = shared.instantiate().await?;
-    shared.describe(&mut inst).await
+    let manifest = shared.describe(&mut inst).await?;
+    Ok((manifest, inst.store.data().limits.peak()))
 }
 
 /// One configured exporter backed by a plugin.
@@ -456,6 +471,7 @@ pub struct PluginExporter {
     faults: Counter,
     instances: Counter,
     breaker: Breaker,
+    memory_peak: AtomicUsize,
 }
 
 impl PluginExporter {
@@ -557,6 +573,7 @@ impl PluginExporter {
             faults,
             instances,
             breaker,
+            memory_peak: AtomicUsize::new(0),
         })
     }
 
@@ -568,6 +585,17 @@ impl PluginExporter {
     /// The signals routed to this exporter.
     pub fn signals(&self) -> &[Signal] {
         &self.signals
+    }
+
+    /// The most linear memory any instance has held at the end of a call (counting instances
+    /// discarded after a fault).
+    pub fn memory_peak(&self) -> usize {
+        self.memory_peak.load(Ordering::Relaxed)
+    }
+
+    fn note_memory(&self, inst: &Instance) {
+        self.memory_peak
+            .fetch_max(inst.store.data().limits.peak(), Ordering::Relaxed);
     }
 
     async fn checkout(&self) -> Result<Instance, String> {
@@ -627,6 +655,7 @@ impl PluginExporter {
         let result =
             tokio::time::timeout(timeout, inst.export(signal, items, attempt, payload)).await;
         self.latency.observe(started.elapsed());
+        self.note_memory(&inst);
         let result = match result {
             Ok(Ok(r)) => r,
             Ok(Err(trap)) => {

@@ -68,7 +68,8 @@ pub fn builtin_names() -> Vec<&'static str> {
     builtin::PLUGINS.iter().map(|(n, _)| *n).collect()
 }
 
-fn valid_name(name: &str) -> bool {
+/// A plugin name: letters, digits, '-' and '_' (so it can never leave the plugin directory).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
