@@ -5,7 +5,8 @@
 //   endpoint    the collector's base URL (required)
 //   index       the index events go to (optional)
 //   batch_size  events per request (default 1000)
-// The token belongs in the exporter's `secret_headers` (`Authorization = "Splunk ${HEC_TOKEN}"`):
+// The token belongs in the exporter's `secret_headers`, e.g.
+//   secret_headers = { authorization = { env = "HEC_TOKEN", prefix = "Splunk " } }
 // the host adds it to each request, so it never enters the plugin.
 
 import { ConfigError, defineExporter, log, manifest, otlp, post } from '../../sdk/js/ferry-sdk.js';

@@ -146,7 +146,7 @@ pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -618,17 +618,38 @@ pub fn python_in(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
             .status()
             .is_ok_and(|s| s.success())
     };
+    install_once(name, ready, || {
+        if !py.exists() {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "python3 -m venv failed");
+        }
+        let ok = Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "pip install of {packages:?} failed");
+    });
+    py
+}
+
+/// Runs `install` unless `ready()` already holds, once across every test process (several
+/// may get here at once: a directory `target/NAME.lock` is the lock).
+pub fn install_once(name: &str, ready: impl Fn() -> bool, install: impl FnOnce()) {
     if ready() {
-        return py;
+        return;
     }
-    // Several test processes may get here at once: a directory is the lock.
     let lock = workspace().join("target").join(format!("{name}.lock"));
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::fs::create_dir(&lock).is_err() {
         assert!(Instant::now() < deadline, "stale lock {}", lock.display());
         std::thread::sleep(Duration::from_millis(200));
         if ready() {
-            return py;
+            return;
         }
     }
     struct Unlock(PathBuf);
@@ -638,26 +659,10 @@ pub fn python_in(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
         }
     }
     let _unlock = Unlock(lock);
-    {
-        if !ready() {
-            if !py.exists() {
-                let ok = Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "python3 -m venv failed");
-            }
-            let ok = Command::new(venv.join("bin").join("pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(packages)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "pip install of {packages:?} failed");
-        }
+    if !ready() {
+        install();
     }
-    assert!(ready(), "the e2e venv is not usable");
-    py
+    assert!(ready(), "{name} is not usable after installing it");
 }
 
 /// `tests/e2e/clients/NAME`: a script driving a real client library.

@@ -26,9 +26,6 @@ pub struct Captured {
     pub headers: Vec<(String, String)>,
     /// Body size as sent (before any decompression).
     pub bytes: usize,
-    /// The body as sent.
-    #[serde(skip)]
-    pub body: Bytes,
 }
 
 impl Captured {
@@ -139,7 +136,6 @@ async fn answer(
             .unwrap_or_else(|| "/".into()),
         headers,
         bytes: body.len(),
-        body,
     });
     Ok(if grpc {
         grpc_answer(status)

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use http::StatusCode;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::capture::{Capture, Captured};
 use super::inspect::ManifestView;
 use super::samples::{self, Size};
+use super::{millis, size_text};
 use crate::config::{ExporterConfig, substitute_env};
 use crate::pipeline::queue::Batch;
 use crate::pipeline::router::{Export, Outcome};
@@ -119,10 +120,6 @@ impl Report {
     }
 }
 
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e4).round() / 10.0
-}
-
 /// The exporter config the test runs under: the plugin's config, only the capture server
 /// reachable, and the limits asked for.
 fn exporter_config(
@@ -188,14 +185,13 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         problems: Vec::new(),
     };
 
-    let started = Instant::now();
-    match engine.compile_traced(&wasm) {
-        Ok((_, origin)) => {
+    match super::compile(engine, &wasm) {
+        Ok((_, origin, ms)) => {
             report.code = Some(origin);
-            report.compile_ms = Some(millis(started.elapsed()));
+            report.compile_ms = Some(ms);
         }
-        Err(e) => {
-            report.problems.push(e.to_string());
+        Err(problem) => {
+            report.problems.push(problem);
             return Ok(report);
         }
     }
@@ -291,14 +287,6 @@ fn describe_outcome(outcome: Outcome) -> (&'static str, Option<String>) {
         Outcome::Partial(n, m) => ("partial", Some(format!("{n} rejected: {m}"))),
         Outcome::Permanent(m) => ("permanent", Some(m)),
         Outcome::Fault(m) => ("fault", Some(m)),
-    }
-}
-
-fn size_text(bytes: usize) -> String {
-    match bytes {
-        b if b < 1 << 10 => format!("{b} B"),
-        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
     }
 }
 
@@ -444,6 +432,8 @@ impl fmt::Display for Report {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -3,11 +3,11 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceType};
 
+use super::size_text;
 use crate::plugin::engine::CodeOrigin;
 use crate::plugin::exporter::{self, CONTRACTS};
 use crate::plugin::registry::{Origin, PluginSource};
@@ -33,6 +33,18 @@ fn kind(bytes: &[u8]) -> Kind {
         Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => Kind::Component,
         Some([0, b'a', b's', b'm', 0x01, 0, 0, 0]) => Kind::CoreModule,
         _ => Kind::NotWasm,
+    }
+}
+
+/// Why `bytes` cannot be a plugin at all, judged from the header alone.
+pub fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    match kind(bytes) {
+        Kind::Component => None,
+        Kind::CoreModule => Some(
+            "this is a core WebAssembly module, not a component: build for wasm32-wasip2 \
+             (or wrap it with `wasm-tools component new`)",
+        ),
+        Kind::NotWasm => Some("this is not a WebAssembly file (no `\\0asm` header)"),
     }
 }
 
@@ -134,33 +146,14 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
         memory_after_describe: None,
         problems: Vec::new(),
     };
-    match report.kind {
-        Kind::Component => {}
-        Kind::CoreModule => {
-            report.problems.push(
-                "this is a core WebAssembly module, not a component: build for wasm32-wasip2 \
-                 (or wrap it with `wasm-tools component new`)"
-                    .into(),
-            );
-            return Ok(report);
-        }
-        Kind::NotWasm => {
-            report
-                .problems
-                .push("this is not a WebAssembly file (no `\\0asm` header)".into());
-            return Ok(report);
-        }
-    }
-
-    let started = Instant::now();
-    let component = match engine.compile_traced(&wasm) {
-        Ok((c, origin)) => {
+    let component = match super::compile(engine, &wasm) {
+        Ok((component, origin, ms)) => {
             report.code = Some(origin);
-            report.compile_ms = Some(millis(started.elapsed()));
-            c
+            report.compile_ms = Some(ms);
+            component
         }
-        Err(e) => {
-            report.problems.push(e.to_string());
+        Err(problem) => {
+            report.problems.push(problem);
             return Ok(report);
         }
     };
@@ -214,10 +207,6 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
         Err(e) => report.problems.push(e.to_string()),
     }
     Ok(report)
-}
-
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
 fn list_or_nothing(items: &[String]) -> String {
@@ -309,9 +298,13 @@ fn check_imports(engine: &PluginEngine, component: &Component) -> Vec<Import> {
             missing.push((String::new(), format!("{e:#}")));
             break;
         };
-        let reason = match e.root_cause().to_string() {
-            r if r == message => "no such interface here".to_string(),
-            r => r,
+        // wasmtime says "implementation is missing" for what the linker has no definition
+        // of at all; anything else is a definition of another shape (another version).
+        let root = e.root_cause().to_string();
+        let reason = if root == message || root.ends_with("is missing") {
+            "this host has no such interface".to_string()
+        } else {
+            format!("the host's version of it differs: {e:#}")
         };
         missing.push((name.clone(), reason));
         if stub(&mut linker, name, item).is_err() {
@@ -385,17 +378,13 @@ fn stub<T: 'static>(
     }
 }
 
-fn mib(bytes: usize) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-}
-
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "file       {}", self.file)?;
         writeln!(
             f,
             "size       {} ({} bytes)",
-            mib(self.size as usize),
+            size_text(self.size as usize),
             self.size
         )?;
         let kind = match self.kind {
@@ -433,7 +422,7 @@ impl fmt::Display for Report {
             )?;
         }
         if let Some(mem) = self.memory_after_describe {
-            writeln!(f, "memory     {} after instantiation", mib(mem))?;
+            writeln!(f, "memory     {} after instantiation", size_text(mem))?;
         }
         if !self.exports.is_empty() {
             writeln!(f, "exports")?;

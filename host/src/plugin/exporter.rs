@@ -183,6 +183,15 @@ impl PluginPre {
             v0_1::ExporterPluginPre::new(pre)
                 .map(PluginPre::V0_1)
                 .map_err(LoadError::Contract)
+        } else if let Some(other) = exports
+            .iter()
+            .find_map(|e| e.strip_prefix("ferry:plugin/exporter@"))
+        {
+            Err(LoadError::Contract(wasmtime::Error::msg(format!(
+                "it implements ferry:plugin@{other}, a contract version this host does not \
+                 speak (it speaks {})",
+                CONTRACTS.join(", ")
+            ))))
         } else {
             Err(LoadError::Contract(wasmtime::Error::msg(format!(
                 "it exports [{}], not ferry:plugin/exporter",
