@@ -201,6 +201,46 @@ fn plugin_test_runs_each_example_through_every_sample_batch() {
             "{status}: {r:#}"
         );
     }
+    // A plugin that traps: every call is made (no breaker holds them back) and each fault
+    // reported with the plugin's own last words.
+    let hostile = built_wasm("ferry_test_hostile");
+    let (ok, r, _) = test(&hostile, &["--config", r#"{"mode": "panic", "every": 1}"#]);
+    assert!(!ok);
+    let faults: Vec<&serde_json::Value> = r["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["signal"] != "shutdown")
+        .collect();
+    assert_eq!(faults.len(), 6, "{r:#}");
+    for c in faults {
+        assert_eq!(c["result"], "fault");
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("hostile plugin panics"),
+            "{c:#}"
+        );
+    }
+    // One that hangs in init: the report says so, and each call names the timeout.
+    let (ok, r, _) = test(
+        &hostile,
+        &["--config", r#"{"mode": "loop-init"}"#, "--timeout", "200ms"],
+    );
+    assert!(!ok);
+    assert_eq!(r["init_ok"], false, "{r:#}");
+    assert!(
+        calls(&r).iter().all(|(_, _, result)| result == "fault"),
+        "{r:#}"
+    );
+    // The CPU deadline (a trap) or the wall clock (a timeout), whichever is first.
+    let first = r["calls"][0]["message"].as_str().unwrap();
+    assert!(
+        first.contains("trapped during init") || first.contains("did not finish init"),
+        "{first}"
+    );
+
     // A config the plugin refuses is named, and nothing is called.
     let (ok, r, _) = test(&python_webhook(), &["--config", r#"{"endpoint": 7}"#]);
     assert!(!ok);

@@ -101,6 +101,8 @@ pub struct Report {
     pub status: u16,
     /// Instantiation, `describe` and `init`.
     pub init_ms: Option<f64>,
+    /// `init` returned (it may also trap or time out, which the calls then report).
+    pub init_ok: bool,
     /// The calls, in order, ending with shutdown.
     pub calls: Vec<Call>,
     /// Most linear memory an instance held.
@@ -116,7 +118,7 @@ pub struct Report {
 impl Report {
     /// True when the plugin loaded and every call succeeded.
     pub fn passed(&self) -> bool {
-        self.problems.is_empty() && self.calls.iter().all(Call::ok)
+        self.problems.is_empty() && self.init_ok && self.calls.iter().all(Call::ok)
     }
 }
 
@@ -143,6 +145,11 @@ fn exporter_config(
     if let Some(t) = &options.timeout {
         table.insert("timeout".into(), t.as_str().into());
     }
+    // Every call is made and reported: a breaker opened by repeated faults would hold the
+    // rest back.
+    let mut breaker = toml::Table::new();
+    breaker.insert("threshold".into(), i64::from(u32::MAX).into());
+    table.insert("circuit_breaker".into(), breaker.into());
     ExporterConfig::deserialize(toml::Value::Table(table)).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -178,6 +185,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         capture: url,
         status: options.status,
         init_ms: None,
+        init_ok: false,
         calls: Vec::new(),
         memory_peak: 0,
         memory_limit: config.memory,
@@ -226,6 +234,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         }
     };
     report.init_ms = Some(millis(started.elapsed()));
+    report.init_ok = exporter.idle_instances() > 0;
     report.manifest = Some(ManifestView::from(exporter.manifest()));
     report.contract = Some(exporter.manifest().contract);
     // What `init` sent is not part of any call.
@@ -356,8 +365,14 @@ impl fmt::Display for Report {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|_| self.status.to_string())
         )?;
-        if let Some(ms) = self.init_ms {
-            writeln!(f, "init       ok in {ms} ms")?;
+        match (self.init_ms, self.init_ok) {
+            (Some(ms), true) => writeln!(f, "init       ok in {ms} ms")?,
+            (Some(ms), false) => writeln!(
+                f,
+                "init       FAULT after {ms} ms: it trapped or ran out of time (each call \
+                 below tries a new instance)"
+            )?,
+            (None, _) => {}
         }
         if !self.calls.is_empty() {
             writeln!(f)?;

@@ -352,3 +352,20 @@ fn stream_failed(e: StreamError) -> wasmtime::Result<Result<(), String>> {
         StreamError::Trap(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_records_the_peak_across_memories_and_refuses_past_the_cap() {
+        let mut l = MemoryLimiter::new(4 << 20);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(l.memory_growing(1 << 20, 3 << 20, None).unwrap());
+        assert_eq!(l.peak(), 5 << 20, "two memories: 3 MiB + 2 MiB");
+        // Past the cap of one memory: a trap, and the refused growth is not counted.
+        assert!(l.memory_growing(3 << 20, 5 << 20, None).is_err());
+        assert_eq!(l.peak(), 5 << 20);
+    }
+}

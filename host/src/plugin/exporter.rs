@@ -596,6 +596,11 @@ impl PluginExporter {
         &self.signals
     }
 
+    /// Initialised instances waiting for a call.
+    pub fn idle_instances(&self) -> usize {
+        self.pool.lock().expect("pool lock").len()
+    }
+
     /// The most linear memory any instance has held at the end of a call (counting instances
     /// discarded after a fault).
     pub fn memory_peak(&self) -> usize {
