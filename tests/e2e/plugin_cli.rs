@@ -201,6 +201,27 @@ fn plugin_test_runs_each_example_through_every_sample_batch() {
             "{status}: {r:#}"
         );
     }
+    // A destination outside allowed_hosts: the host refuses and counts it; the Python SDK
+    // reports it as permanent, JavaScript's fetch only sees a network error (retryable).
+    for (wasm, wanted) in [(python_webhook(), "permanent"), (js_hec(), "retryable")] {
+        let (ok, r, _) = test(
+            &wasm,
+            &[
+                "--config",
+                r#"{"endpoint": "http://10.1.2.3:8088/x"}"#,
+                "--memory",
+                "128MiB",
+            ],
+        );
+        assert!(!ok);
+        assert!(
+            calls(&r).iter().all(|(_, _, result)| result == wanted),
+            "{}: {r:#}",
+            wasm.display()
+        );
+        assert_eq!(r["denied"].as_u64(), Some(calls(&r).len() as u64), "{r:#}");
+    }
+
     // A plugin that traps: every call is made (no breaker holds them back) and each fault
     // reported with the plugin's own last words.
     let hostile = built_wasm("ferry_test_hostile");

@@ -63,7 +63,15 @@ impl WasiHttpHooks for Egress {
                 request.method(),
                 request.uri()
             );
-            return Box::new(async { Err(Error::HttpRequestDenied) });
+            // Refuse once the plugin has written the body, as a server would: a guest
+            // runtime whose request fails while it is still writing may not cope
+            // (componentize-js's `fetch` aborts the instance); the body is read and dropped.
+            let mut body = request.into_body();
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                while let Some(Ok(_)) = body.frame().await {}
+                Err(Error::HttpRequestDenied)
+            });
         }
         self.secrets.apply(request.headers_mut());
         let sender = self.sender.clone();
