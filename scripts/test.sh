@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints (host and plugin targets), unit and end-to-end tests.
-# Needs only rustup, cargo and python3; everything else (the wasm32-wasip2 target, the
-# OpenTelemetry Python SDK in target/e2e-venv) is installed here or by the tests themselves.
+# Needs only rustup, cargo, python3 and node/npm; everything else (the wasm32-wasip2 target,
+# the OpenTelemetry Python SDK in target/e2e-venv, componentize-py and componentize-js for the
+# Python and JavaScript plugins) is installed here or by the tests themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

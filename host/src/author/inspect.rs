@@ -299,10 +299,11 @@ fn check_imports(engine: &PluginEngine, component: &Component) -> Vec<Import> {
             break;
         };
         // wasmtime says "implementation is missing" for what the linker has no definition
-        // of at all; anything else is a definition of another shape (another version).
+        // of (all of it, or one of its functions); anything else is a definition of another
+        // shape (another version).
         let root = e.root_cause().to_string();
         let reason = if root == message || root.ends_with("is missing") {
-            "this host has no such interface".to_string()
+            "there is no definition of it (or of part of it) here".to_string()
         } else {
             format!("the host's version of it differs: {e:#}")
         };
