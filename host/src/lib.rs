@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod author;
+pub mod bundle;
 pub mod config;
 pub mod daemon;
 pub mod exporters;

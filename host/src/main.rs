@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         action: PluginCommand,
     },
+    /// Write one executable carrying this daemon, the chosen plugins compiled for its engine,
+    /// and optionally a default config (`--list FILE` shows what a bundle holds).
+    Bundle {
+        /// A plugin to carry: a built-in name, or a `.wasm` file (named by its file stem).
+        /// Repeat for more.
+        #[arg(long = "plugin", required_unless_present = "list")]
+        plugins: Vec<String>,
+        /// A TOML config the bundle runs when started without `--config`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The executable to write.
+        #[arg(short, long, required_unless_present = "list")]
+        output: Option<PathBuf>,
+        /// Show what the bundle FILE holds instead.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["plugins", "config", "output"])]
+        list: Option<PathBuf>,
+    },
     /// Print the embedded default config.
     DefaultConfig,
 }
@@ -104,13 +121,39 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// If this executable is a bundle: checks it, makes its plugins available, and returns its
+/// default config.
+fn open_bundle() -> anyhow::Result<Option<&'static str>> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let Some(bundle) = ferry::bundle::Bundle::read(&exe)? else {
+        return Ok(None);
+    };
+    bundle.check_engine(&PluginEngine::builder().build()?)?;
+    let bundle: &'static ferry::bundle::Bundle = Box::leak(Box::new(bundle));
+    registry::set_bundled(
+        bundle
+            .plugins()
+            .map(|(name, wasm, code)| (name.to_string(), wasm, code))
+            .collect(),
+    );
+    Ok(bundle.manifest.config.as_deref())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let bundle_config = match open_bundle() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let default_config = bundle_config.unwrap_or(DEFAULT_CONFIG);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, default_config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -119,14 +162,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, default_config: &str) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => {
             init_logging("info");
             let path = config;
             let config = match &path {
                 Some(path) => Config::load(path)?,
-                None => Config::parse(DEFAULT_CONFIG).context("embedded default config")?,
+                None => Config::parse(default_config).context("embedded default config")?,
             };
             ferry::daemon::run(config, path).await?;
             Ok(ExitCode::SUCCESS)
@@ -188,8 +231,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { action } => plugin(action).await,
+        Command::Bundle {
+            plugins,
+            config,
+            output,
+            list,
+        } => bundle(plugins, config, output, list),
         Command::DefaultConfig => {
-            print!("{DEFAULT_CONFIG}");
+            print!("{default_config}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -254,4 +303,83 @@ async fn plugin(action: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn bundle(
+    plugins: Vec<String>,
+    config: Option<PathBuf>,
+    output: Option<PathBuf>,
+    list: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use ferry::bundle::Bundle;
+    if let Some(file) = list {
+        let Some(b) = Bundle::read(&file)? else {
+            anyhow::bail!("{} is not a ferry bundle", file.display());
+        };
+        println!("bundle   {}", file.display());
+        println!(
+            "ferry    {} (runtime {} bytes)",
+            b.manifest.ferry, b.runtime_len
+        );
+        println!("engine   {}", b.manifest.engine);
+        match &b.manifest.config {
+            Some(c) => println!("config   embedded ({} bytes)", c.len()),
+            None => println!("config   none (the built-in default)"),
+        }
+        for (name, wasm, code) in b.plugins() {
+            println!(
+                "plugin   {name:<24} component {} bytes, machine code {} bytes",
+                wasm.len(),
+                code.len()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let output = output.context("--output is required")?;
+    let config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            // Refuse a config the bundle could never run.
+            Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(text)
+        }
+        None => None,
+    };
+    let mut sources = Vec::new();
+    for p in &plugins {
+        let path = std::path::Path::new(p);
+        let source = if path.extension().is_some_and(|e| e == "wasm") {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .filter(|n| registry::valid_name(n))
+                .with_context(|| {
+                    format!("{p}: the file name must be NAME.wasm, with a valid plugin name")
+                })?;
+            registry::PluginSource {
+                name: name.to_string(),
+                origin: registry::Origin::File(path.to_path_buf()),
+                wasm: std::fs::read(path)
+                    .with_context(|| format!("cannot read {p}"))?
+                    .into(),
+            }
+        } else {
+            registry::find(p, None)?
+        };
+        sources.push(source);
+    }
+    let engine = PluginEngine::builder().build()?;
+    let bundle = Bundle::build(&engine, &sources, config)?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let runtime = ferry::bundle::runtime_of(&exe)?;
+    bundle.write(&runtime, &output)?;
+    let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({size} bytes): {} plugin(s) compiled for engine {}",
+        output.display(),
+        sources.len(),
+        engine.engine_key()
+    );
+    Ok(ExitCode::SUCCESS)
 }

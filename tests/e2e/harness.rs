@@ -178,19 +178,27 @@ impl Ferry {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
         std::fs::write(&path, toml).unwrap();
-        Self::spawn(name, &["run", "--config", path.to_str().unwrap()], env, dir)
+        let mut cmd = ferry_command();
+        cmd.args(["run", "--config", path.to_str().unwrap()])
+            .envs(env.iter().copied());
+        Self::spawn(name, cmd, dir)
     }
 
     /// Starts `ferry run` on its embedded default config.
     pub fn start_default() -> Ferry {
-        Self::spawn("default", &["run"], &[], tempfile::tempdir().unwrap())
+        let mut cmd = ferry_command();
+        cmd.arg("run");
+        Self::spawn("default", cmd, tempfile::tempdir().unwrap())
     }
 
-    fn spawn(name: &str, args: &[&str], env: &[(&str, &str)], dir: tempfile::TempDir) -> Ferry {
-        let mut child = ferry_command()
-            .args(args)
+    /// Starts `cmd` (a `ferry run` of some executable) and waits until it is ready.
+    pub fn start_command(name: &str, cmd: Command) -> Ferry {
+        Self::spawn(name, cmd, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(name: &str, mut cmd: Command, dir: tempfile::TempDir) -> Ferry {
+        let mut child = cmd
             .env("FERRY_LOG", "info")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

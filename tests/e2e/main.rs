@@ -4,6 +4,7 @@ mod harness;
 mod load;
 
 mod backend;
+mod bundle;
 mod cli;
 mod contract;
 mod export_clickhouse;

@@ -80,10 +80,23 @@ impl PluginEngineBuilder {
             engine.precompile_compatibility_hash().hash(&mut h);
             format!("wasmtime{}-{:016x}", wasmtime_version(), h.finish())
         };
+        // A bundle's plugins come compiled: load their code instead of compiling them.
+        let mut compiled = HashMap::new();
+        for (name, wasm, code) in super::registry::bundled() {
+            // SAFETY: the bundle's checksum held and its engine key is this engine's
+            // (checked before the bundle was registered); the code was produced by
+            // `precompile_component` of an engine with the same version and settings.
+            let component = unsafe { Component::deserialize(&engine, code) }.map_err(|e| {
+                EngineError::Setup(wasmtime::Error::msg(format!(
+                    "bundled plugin {name}: {e:#}"
+                )))
+            })?;
+            compiled.insert(Sha256::digest(wasm).into(), component);
+        }
         Ok(PluginEngine {
             engine,
             linker,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(compiled),
             cache_dir: self.cache_dir,
             engine_key,
         })
@@ -141,6 +154,12 @@ impl PluginEngine {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Identifies the code this engine makes and loads: the wasmtime version and a hash of
+    /// the settings that must match.
+    pub fn engine_key(&self) -> &str {
+        &self.engine_key
     }
 
     /// The linker every plugin is instantiated with.

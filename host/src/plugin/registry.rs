@@ -13,6 +13,8 @@ mod builtin {
 pub enum Origin {
     /// Compiled into the `ferry` binary.
     Builtin,
+    /// Carried, precompiled, by this executable's bundle.
+    Bundle,
     /// A file in the plugin directory.
     File(PathBuf),
 }
@@ -21,6 +23,7 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Origin::Builtin => f.write_str("built-in"),
+            Origin::Bundle => f.write_str("bundled"),
             Origin::File(p) => write!(f, "{}", p.display()),
         }
     }
@@ -63,6 +66,22 @@ pub enum RegistryError {
     },
 }
 
+/// A plugin carried by this executable's bundle: name, component and its machine code.
+pub type Bundled = (String, &'static [u8], &'static [u8]);
+
+static BUNDLED: std::sync::OnceLock<Vec<Bundled>> = std::sync::OnceLock::new();
+
+/// Makes a bundle's plugins available to this process (found after the plugin directory and
+/// before the built-ins, and precompiled by every engine built afterwards). Once per process.
+pub fn set_bundled(plugins: Vec<Bundled>) {
+    let _ = BUNDLED.set(plugins);
+}
+
+/// The plugins of this executable's bundle, if it is one.
+pub fn bundled() -> &'static [Bundled] {
+    BUNDLED.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
 /// Names of the built-in plugins.
 pub fn builtin_names() -> Vec<&'static str> {
     builtin::PLUGINS.iter().map(|(n, _)| *n).collect()
@@ -97,6 +116,13 @@ pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryErro
             }
             Err(source) => return Err(RegistryError::Read { path, source }),
         }
+    }
+    if let Some((_, wasm, _)) = bundled().iter().find(|(n, _, _)| n == name) {
+        return Ok(PluginSource {
+            name: name.to_string(),
+            origin: Origin::Bundle,
+            wasm: Cow::Borrowed(wasm),
+        });
     }
     if let Some((_, wasm)) = builtin::PLUGINS.iter().find(|(n, _)| *n == name) {
         return Ok(PluginSource {
@@ -134,7 +160,11 @@ pub fn list(dir: Option<&Path>) -> Result<Vec<PluginSource>, RegistryError> {
             out.push(find(&n, Some(dir))?);
         }
     }
-    for name in builtin_names() {
+    let names = bundled()
+        .iter()
+        .map(|(n, _, _)| n.as_str())
+        .chain(builtin_names());
+    for name in names {
         if !out.iter().any(|p| p.name == name) {
             out.push(find(name, None)?);
         }
