@@ -65,8 +65,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=FERRY_NO_BUILTIN_PLUGINS");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     embed_sdk_files(&root, &out_dir);
-    if std::env::var_os("FERRY_NO_BUILTIN_PLUGINS").is_some() {
-        // For builds that cannot target wasm32-wasip2 (fuzzing on nightly): no built-ins.
+    // A runtime-only build cannot compile plugins, so built-in components would be dead
+    // weight: its plugins come precompiled, in a bundle.
+    let runtime_only = std::env::var_os("CARGO_FEATURE_COMPILER").is_none();
+    if runtime_only || std::env::var_os("FERRY_NO_BUILTIN_PLUGINS").is_some() {
+        // Also for builds that cannot target wasm32-wasip2 (fuzzing on nightly): no built-ins.
         write_if_changed(
             &out_dir.join("builtin_plugins.rs"),
             "/// Built-in plugins: none in this build.\npub const PLUGINS: &[(&str, &[u8])] = &[];\n",

@@ -252,14 +252,12 @@ impl Bundle {
                     reason: "named twice".into(),
                 });
             }
-            let code =
-                engine
-                    .engine()
-                    .precompile_component(&p.wasm)
-                    .map_err(|e| BundleError::Plugin {
-                        name: p.name.clone(),
-                        reason: format!("does not compile: {e:#}"),
-                    })?;
+            let code = engine
+                .precompile(&p.wasm)
+                .map_err(|e| BundleError::Plugin {
+                    name: p.name.clone(),
+                    reason: e.to_string(),
+                })?;
             let wasm = push(&p.wasm);
             let code = push(&code);
             entries.push(Entry {

@@ -56,10 +56,17 @@ enum Command {
         /// The executable to write.
         #[arg(short, long, required_unless_present = "list")]
         output: Option<PathBuf>,
+        /// The executable to carry (default: this one). A runtime-only build
+        /// (`--no-default-features`) makes a much smaller bundle; it must run the same engine.
+        #[arg(long)]
+        runtime: Option<PathBuf>,
         /// Show what the bundle FILE holds instead.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["plugins", "config", "output"])]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["plugins", "config", "output", "runtime"])]
         list: Option<PathBuf>,
     },
+    /// Print the engine this ferry compiles for and loads code from (bundles must match it).
+    #[command(hide = true)]
+    EngineKey,
     /// Print the embedded default config.
     DefaultConfig,
 }
@@ -235,8 +242,13 @@ async fn dispatch(command: Command, default_config: &str) -> anyhow::Result<Exit
             plugins,
             config,
             output,
+            runtime,
             list,
-        } => bundle(plugins, config, output, list),
+        } => bundle(plugins, config, output, runtime, list),
+        Command::EngineKey => {
+            println!("{}", PluginEngine::builder().build()?.engine_key());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DefaultConfig => {
             print!("{default_config}");
             Ok(ExitCode::SUCCESS)
@@ -309,6 +321,7 @@ fn bundle(
     plugins: Vec<String>,
     config: Option<PathBuf>,
     output: Option<PathBuf>,
+    runtime: Option<PathBuf>,
     list: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     use ferry::bundle::Bundle;
@@ -371,7 +384,26 @@ fn bundle(
     }
     let engine = PluginEngine::builder().build()?;
     let bundle = Bundle::build(&engine, &sources, config)?;
-    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let exe = match runtime {
+        Some(r) => {
+            // The runtime must load what this engine compiled: ask it which engine it runs.
+            let out = std::process::Command::new(&r)
+                .arg("engine-key")
+                .output()
+                .with_context(|| format!("cannot run the runtime {}", r.display()))?;
+            let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !out.status.success() || theirs != engine.engine_key() {
+                anyhow::bail!(
+                    "the runtime {} runs engine {theirs:?}, but this ferry compiles for {}: \
+                     build both from the same source",
+                    r.display(),
+                    engine.engine_key()
+                );
+            }
+            r
+        }
+        None => std::env::current_exe().context("cannot find this executable")?,
+    };
     let runtime = ferry::bundle::runtime_of(&exe)?;
     bundle.write(&runtime, &output)?;
     let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);

@@ -1,7 +1,6 @@
 //! The thin wrapper that owns wasmtime's `Engine` and `Linker` setup.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,6 +11,9 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{v0_1, v0_2};
 use super::ctx::PluginCtx;
+
+/// Names this module's engine settings in cache and bundle keys: change it with them.
+const ENGINE_SETTINGS: &str = "ferry1";
 
 /// Length of one epoch tick: the granularity of CPU deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -25,6 +27,13 @@ pub enum EngineError {
     /// The bytes are not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0:#}")]
     Compile(wasmtime::Error),
+    /// This is a runtime-only build: it loads precompiled code (a bundle's, or the cache's)
+    /// and compiles nothing.
+    #[error(
+        "this ferry is runtime-only (built without the `compiler` feature) and cannot compile \
+         plugins: run it as a bundle (`ferry bundle --runtime`), or use a full ferry"
+    )]
+    NoCompiler,
 }
 
 /// Builds a [`PluginEngine`].
@@ -49,6 +58,13 @@ impl PluginEngineBuilder {
         config.epoch_interruption(true);
         // No WASIp3 here: without it a call's fixed cost drops from ~1.1 µs to ~0.3 µs.
         config.concurrency_support(false);
+        // Code compiled here must load into a runtime-only build, which has none of these.
+        #[cfg(feature = "compiler")]
+        {
+            config.wasm_gc(false);
+            config.gc_support(false);
+            config.wasm_stack_switching(false);
+        }
         let engine = Engine::new(&config).map_err(EngineError::Setup)?;
 
         let mut linker = Linker::new(&engine);
@@ -75,11 +91,15 @@ impl PluginEngineBuilder {
             })
             .map_err(|e| EngineError::Setup(wasmtime::Error::msg(e.to_string())))?;
 
-        let engine_key = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
-            format!("wasmtime{}-{:016x}", wasmtime_version(), h.finish())
-        };
+        // The same in a full and a runtime-only build (wasmtime's compatibility hash exists only
+        // in the compiling one); `deserialize` still checks the code's real settings and
+        // refuses code it cannot run.
+        let engine_key = format!(
+            "wasmtime{}-{ENGINE_SETTINGS}-{}-{}",
+            wasmtime_version(),
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        );
         // A bundle's plugins come compiled: load their code instead of compiling them.
         let mut compiled = HashMap::new();
         for (name, wasm, code) in super::registry::bundled() {
@@ -167,6 +187,32 @@ impl PluginEngine {
         &self.linker
     }
 
+    /// Compiles a component to machine code for this engine.
+    #[cfg(feature = "compiler")]
+    fn compile_now(&self, wasm: &[u8]) -> Result<Component, EngineError> {
+        Component::new(&self.engine, wasm).map_err(EngineError::Compile)
+    }
+
+    #[cfg(not(feature = "compiler"))]
+    fn compile_now(&self, _wasm: &[u8]) -> Result<Component, EngineError> {
+        Err(EngineError::NoCompiler)
+    }
+
+    /// A component's machine code for this engine, serialised (what the cache and bundles
+    /// hold).
+    #[cfg(feature = "compiler")]
+    pub fn precompile(&self, wasm: &[u8]) -> Result<Vec<u8>, EngineError> {
+        self.engine
+            .precompile_component(wasm)
+            .map_err(EngineError::Compile)
+    }
+
+    /// A component's machine code for this engine: this build cannot make it.
+    #[cfg(not(feature = "compiler"))]
+    pub fn precompile(&self, _wasm: &[u8]) -> Result<Vec<u8>, EngineError> {
+        Err(EngineError::NoCompiler)
+    }
+
     /// Compiles a component (once per distinct content).
     pub fn compile(&self, wasm: &[u8]) -> Result<Component, EngineError> {
         self.compile_traced(wasm).map(|(c, _)| c)
@@ -180,10 +226,7 @@ impl PluginEngine {
         }
         let (component, origin) = match &self.cache_dir {
             Some(dir) => self.compile_cached(dir, &key, wasm)?,
-            None => (
-                Component::new(&self.engine, wasm).map_err(EngineError::Compile)?,
-                CodeOrigin::Compiled,
-            ),
+            None => (self.compile_now(wasm)?, CodeOrigin::Compiled),
         };
         self.compiled
             .lock()
@@ -213,10 +256,7 @@ impl PluginEngine {
                 }
             }
         }
-        let compiled = self
-            .engine
-            .precompile_component(wasm)
-            .map_err(EngineError::Compile)?;
+        let compiled = self.precompile(wasm)?;
         let stored = std::fs::create_dir_all(dir).and_then(|()| {
             let tmp = dir.join(format!(".{hex}.{}.tmp", std::process::id()));
             std::fs::write(&tmp, &compiled)?;
