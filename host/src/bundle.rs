@@ -183,13 +183,14 @@ impl Bundle {
         }))
     }
 
-    /// Refuses a bundle compiled for another engine than `engine`'s.
-    pub fn check_engine(&self, engine: &PluginEngine) -> Result<(), BundleError> {
-        if self.manifest.engine != engine.engine_key() {
+    /// Refuses a bundle compiled for another engine than this build's.
+    pub fn check_engine(&self) -> Result<(), BundleError> {
+        let running = crate::plugin::engine::engine_key();
+        if self.manifest.engine != running {
             return Err(BundleError::Engine {
                 path: self.path.clone(),
                 bundle: self.manifest.engine.clone(),
-                running: engine.engine_key().to_string(),
+                running,
             });
         }
         Ok(())
@@ -296,23 +297,23 @@ mod tests {
     use super::*;
     use crate::plugin::registry;
 
-    fn sample(dir: &Path) -> (PluginEngine, PathBuf) {
+    fn sample(dir: &Path) -> PathBuf {
         let engine = PluginEngine::builder().build().unwrap();
         let plugins = [registry::find("blackhole", None).unwrap()];
         let bundle = Bundle::build(&engine, &plugins, Some("# cfg".into())).unwrap();
         let out = dir.join("b");
         bundle.write(b"#!runtime", &out).unwrap();
-        (engine, out)
+        out
     }
 
     #[test]
     fn a_bundle_reads_back_and_a_plain_file_is_no_bundle() {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, out) = sample(dir.path());
+        let out = sample(dir.path());
         let b = Bundle::read(&out).unwrap().unwrap();
         assert_eq!(b.runtime_len, 9);
         assert_eq!(b.manifest.config.as_deref(), Some("# cfg"));
-        b.check_engine(&engine).unwrap();
+        b.check_engine().unwrap();
         let (name, wasm, code) = b.plugins().next().unwrap();
         assert_eq!(name, "blackhole");
         assert_eq!(wasm, &registry::find("blackhole", None).unwrap().wasm[..]);
@@ -325,7 +326,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_or_a_cut_file_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, out) = sample(dir.path());
+        let out = sample(dir.path());
         let good = std::fs::read(&out).unwrap();
         let mut bad = good.clone();
         bad[100] ^= 1;

@@ -135,7 +135,7 @@ fn open_bundle() -> anyhow::Result<Option<&'static str>> {
     let Some(bundle) = ferry::bundle::Bundle::read(&exe)? else {
         return Ok(None);
     };
-    bundle.check_engine(&PluginEngine::builder().build()?)?;
+    bundle.check_engine()?;
     let bundle: &'static ferry::bundle::Bundle = Box::leak(Box::new(bundle));
     registry::set_bundled(
         bundle
@@ -246,7 +246,7 @@ async fn dispatch(command: Command, default_config: &str) -> anyhow::Result<Exit
             list,
         } => bundle(plugins, config, output, runtime, list),
         Command::EngineKey => {
-            println!("{}", PluginEngine::builder().build()?.engine_key());
+            println!("{}", ferry::plugin::engine::engine_key());
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultConfig => {
@@ -363,20 +363,12 @@ fn bundle(
     for p in &plugins {
         let path = std::path::Path::new(p);
         let source = if path.extension().is_some_and(|e| e == "wasm") {
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .filter(|n| registry::valid_name(n))
-                .with_context(|| {
-                    format!("{p}: the file name must be NAME.wasm, with a valid plugin name")
-                })?;
-            registry::PluginSource {
-                name: name.to_string(),
-                origin: registry::Origin::File(path.to_path_buf()),
-                wasm: std::fs::read(path)
-                    .with_context(|| format!("cannot read {p}"))?
-                    .into(),
-            }
+            let source = registry::read_file(path)?;
+            anyhow::ensure!(
+                registry::valid_name(&source.name),
+                "{p}: the file name must be NAME.wasm, with a valid plugin name"
+            );
+            source
         } else {
             registry::find(p, None)?
         };

@@ -19,7 +19,7 @@ use crate::pipeline::queue::Batch;
 use crate::pipeline::router::{Export, Outcome};
 use crate::plugin::engine::CodeOrigin;
 use crate::plugin::exporter::PluginExporter;
-use crate::plugin::registry::{Origin, PluginSource};
+use crate::plugin::registry;
 use crate::plugin::sender::HostSender;
 use crate::plugin::{LoadError, PluginEngine};
 use crate::telemetry::Telemetry;
@@ -155,7 +155,7 @@ fn exporter_config(
 
 /// Runs the plugin in `path` through every sample batch it can take.
 pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyhow::Result<Report> {
-    let wasm = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source = registry::read_file(path)?;
     let status = StatusCode::from_u16(options.status)
         .with_context(|| format!("--status {} is not an HTTP status", options.status))?;
     let capture = Capture::start(status)
@@ -170,10 +170,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         }
     })
     .map_err(|errors| anyhow::anyhow!("--config: {}", errors.join("; ")))?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugin".into());
+    let name = source.name.clone();
     let config = exporter_config(&name, &config_json, &url, options)?;
     let mut report = Report {
         file: path.display().to_string(),
@@ -193,7 +190,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         problems: Vec::new(),
     };
 
-    match super::compile(engine, &wasm) {
+    match super::compile(engine, &source.wasm) {
         Ok((_, origin, ms)) => {
             report.code = Some(origin);
             report.compile_ms = Some(ms);
@@ -203,11 +200,6 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
             return Ok(report);
         }
     }
-    let source = PluginSource {
-        name: name.clone(),
-        origin: Origin::File(path.to_path_buf()),
-        wasm: wasm.into(),
-    };
     let telemetry = Telemetry::new();
     let started = Instant::now();
     let exporter = match PluginExporter::load(

@@ -10,7 +10,7 @@ use wasmtime::component::{Component, Linker, ResourceType};
 use super::size_text;
 use crate::plugin::engine::CodeOrigin;
 use crate::plugin::exporter::{self, CONTRACTS};
-use crate::plugin::registry::{Origin, PluginSource};
+use crate::plugin::registry;
 use crate::plugin::{Manifest, PluginEngine};
 
 /// The export a plugin is known by, without its version.
@@ -131,12 +131,12 @@ impl Report {
 
 /// Inspects the component in `path`.
 pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Report> {
-    use anyhow::Context;
-    let wasm = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source = registry::read_file(path)?;
+    let wasm = &source.wasm;
     let mut report = Report {
         file: path.display().to_string(),
         size: wasm.len() as u64,
-        kind: kind(&wasm),
+        kind: kind(wasm),
         code: None,
         compile_ms: None,
         exports: Vec::new(),
@@ -146,7 +146,7 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
         memory_after_describe: None,
         problems: Vec::new(),
     };
-    let component = match super::compile(engine, &wasm) {
+    let component = match super::compile(engine, wasm) {
         Ok((component, origin, ms)) => {
             report.code = Some(origin);
             report.compile_ms = Some(ms);
@@ -190,15 +190,6 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
         return Ok(report);
     }
 
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugin".into());
-    let source = PluginSource {
-        name,
-        origin: Origin::File(path.to_path_buf()),
-        wasm: wasm.into(),
-    };
     match exporter::probe(engine, &source).await {
         Ok((manifest, memory)) => {
             report.manifest = Some(ManifestView::from(&manifest));

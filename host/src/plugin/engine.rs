@@ -91,15 +91,7 @@ impl PluginEngineBuilder {
             })
             .map_err(|e| EngineError::Setup(wasmtime::Error::msg(e.to_string())))?;
 
-        // The same in a full and a runtime-only build (wasmtime's compatibility hash exists only
-        // in the compiling one); `deserialize` still checks the code's real settings and
-        // refuses code it cannot run.
-        let engine_key = format!(
-            "wasmtime{}-{ENGINE_SETTINGS}-{}-{}",
-            wasmtime_version(),
-            std::env::consts::ARCH,
-            std::env::consts::OS
-        );
+        let engine_key = engine_key();
         // A bundle's plugins come compiled: load their code instead of compiling them.
         let mut compiled = HashMap::new();
         for (name, wasm, code) in super::registry::bundled() {
@@ -151,6 +143,19 @@ fn wasmtime_version() -> &'static str {
     // Precompiled code loads only into the exact wasmtime version that produced it; the
     // compatibility hash covers the settings, this covers the version pin.
     "48.0.8"
+}
+
+/// Identifies the code an engine of this build makes and loads: the wasmtime version, these
+/// engine settings and the platform. The same in a full and a runtime-only build (wasmtime's
+/// compatibility hash exists only in the compiling one); `deserialize` still checks the code's
+/// real settings and refuses code it cannot run.
+pub fn engine_key() -> String {
+    format!(
+        "wasmtime{}-{ENGINE_SETTINGS}-{}-{}",
+        wasmtime_version(),
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
 }
 
 /// The default compiled-code cache: `$FERRY_CACHE_DIR`, else `$XDG_CACHE_HOME/ferry`, else

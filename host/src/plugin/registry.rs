@@ -95,6 +95,23 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The component in `path`, named by its file stem (a name configs could not use is kept
+/// as it is; checking it is the caller's).
+pub fn read_file(path: &Path) -> Result<PluginSource, RegistryError> {
+    let wasm = std::fs::read(path).map_err(|source| RegistryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(PluginSource {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into()),
+        origin: Origin::File(path.to_path_buf()),
+        wasm: Cow::Owned(wasm),
+    })
+}
+
 /// Finds plugin `name`: `dir/NAME.wasm` first, then the built-in set.
 pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryError> {
     if !valid_name(name) {
