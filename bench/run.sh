@@ -4,6 +4,7 @@
 #   bench/run.sh                 # every scenario, 20 s of measured load each
 #   DURATION=5 bench/run.sh grpc_blackhole
 #   RATE=80000 bench/run.sh grpc_otlp_http   # both daemons at the same offered load
+#   FERRY=$PWD/my-bundle DAEMONS=ferry bench/run.sh grpc_otlp_http   # another ferry (a bundle)
 #
 # Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
 # OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
@@ -28,7 +29,7 @@ TICKS=$(getconf CLK_TCK)
 
 echo "building ferry and the bench tools (release)..." >&2
 cargo build --release -q -p ferry -p ferry-bench
-FERRY=$ROOT/target/release/ferry
+FERRY=${FERRY:-$ROOT/target/release/ferry}
 LOADGEN=$ROOT/target/release/ferry-loadgen
 SINK=$ROOT/target/release/ferry-sink
 
@@ -122,7 +123,7 @@ RESULTS=$OUT/results.md
 } > "$RESULTS"
 
 for scenario in $SCENARIOS; do
-  for daemon in ferry rotel; do
+  for daemon in ${DAEMONS:-ferry rotel}; do
     SINK_A=""; SINK_B=""
     case $scenario in
       grpc_otlp_http|http_otlp_http) start_sink SINK_A ;;

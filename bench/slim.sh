@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Slim daemons: binary sizes, start to first accepted request, and idle RSS of the full ferry,
-# a bundle of three plugins on the runtime-only build, and Rotel (fetched by bench/run.sh into
-# target/bench). Usage: bench/slim.sh [RUNS]
+# a bundle of three plugins on the runtime-only build (profile slim), and Rotel (fetched by
+# bench/run.sh into target/bench). Usage: bench/slim.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -30,7 +30,8 @@ config = { endpoint = "http://127.0.0.1:9" }
 plugin = "blackhole"
 TOML
 "$full" bundle --runtime "$slim" --plugin otlp-http --plugin otlp-grpc --plugin blackhole \
-  --config "$work/ferry.toml" -o "$work/ferry-bundle" >/dev/null
+  --receivers otlp --config "$work/ferry.toml" -o "$work/ferry-bundle" >/dev/null
+"$work/ferry-bundle" bundle --list "$work/ferry-bundle"
 span='{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"probe","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}'
 
 # Milliseconds from exec to the first OTLP/HTTP request answered 200, then RSS after 1 s idle.

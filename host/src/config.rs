@@ -47,6 +47,21 @@ pub struct Receivers {
     pub opencensus: Option<OpenCensusReceiverConfig>,
 }
 
+impl Receivers {
+    /// The names of the receivers this config enables.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        [
+            ("otlp", self.otlp.is_some()),
+            ("zipkin", self.zipkin.is_some()),
+            ("jaeger", self.jaeger.is_some()),
+            ("opencensus", self.opencensus.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+}
+
 /// `[receivers.opencensus]`: the OpenCensus agent's gRPC export streams.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -723,60 +738,52 @@ impl Config {
             ));
         }
         let budget = q.budget(&self.pipeline);
-        if let Some(j) = &self.receivers.jaeger {
-            if !cfg!(feature = "jaeger") {
-                errors.push(
-                    "receivers.jaeger: this ferry was built without the jaeger receiver".into(),
-                );
+        for name in self.receivers.enabled() {
+            if let Err(why) = crate::receiver::check_available(name) {
+                errors.push(format!("receivers.{name}: {why}"));
             }
-            if j.thrift_compact.is_none()
-                && j.thrift_binary.is_none()
-                && j.thrift_http.is_none()
-                && j.grpc.is_none()
+        }
+        if let Some(j) = &self.receivers.jaeger
+            && j.thrift_compact.is_none()
+            && j.thrift_binary.is_none()
+            && j.thrift_http.is_none()
+            && j.grpc.is_none()
+        {
+            errors.push(
+                "receivers.jaeger: set at least one of `thrift_compact`, `thrift_binary`, `thrift_http`, `grpc`"
+                    .into(),
+            );
+        }
+        let request_limits = [
+            (
+                "otlp",
+                self.receivers.otlp.as_ref().map(|r| r.max_request_bytes),
+            ),
+            (
+                "zipkin",
+                self.receivers.zipkin.as_ref().map(|r| r.max_request_bytes),
+            ),
+            (
+                "opencensus",
+                self.receivers
+                    .opencensus
+                    .as_ref()
+                    .map(|r| r.max_request_bytes),
+            ),
+        ];
+        for (name, limit) in request_limits {
+            if let Some(limit) = limit
+                && limit > budget
             {
-                errors.push(
-                    "receivers.jaeger: set at least one of `thrift_compact`, `thrift_binary`, `thrift_http`, `grpc`"
-                        .into(),
-                );
-            }
-        }
-        if let Some(o) = &self.receivers.opencensus {
-            if !cfg!(feature = "opencensus") {
-                errors.push(
-                    "receivers.opencensus: this ferry was built without the opencensus receiver"
-                        .into(),
-                );
-            }
-            if o.max_request_bytes > budget {
                 errors.push(format!(
-                    "receivers.opencensus.max_request_bytes: {} exceeds the queue budget ({budget})",
-                    o.max_request_bytes
-                ));
-            }
-        }
-        if let Some(z) = &self.receivers.zipkin {
-            if !cfg!(feature = "zipkin") {
-                errors.push(
-                    "receivers.zipkin: this ferry was built without the zipkin receiver".into(),
-                );
-            }
-            if z.max_request_bytes > budget {
-                errors.push(format!(
-                    "receivers.zipkin.max_request_bytes: {} exceeds the queue budget ({budget})",
-                    z.max_request_bytes
+                    "receivers.{name}.max_request_bytes: {limit} exceeds the queue budget \
+                     ({budget}); such a request could never be queued"
                 ));
             }
         }
         if let Some(otlp) = &self.receivers.otlp {
             if otlp.grpc.is_none() && otlp.http.is_none() {
                 errors.push("receivers.otlp: set `grpc`, `http` or both".into());
-            }
-            if otlp.max_request_bytes > budget {
-                errors.push(format!(
-                    "receivers.otlp.max_request_bytes: {} exceeds the queue budget ({budget}); \
-                     such a request could never be queued",
-                    otlp.max_request_bytes
-                ));
             }
             if otlp.grpc.is_some_and(|a| a.port() != 0) && otlp.grpc == otlp.http {
                 errors.push("receivers.otlp: `grpc` and `http` cannot share an address".into());

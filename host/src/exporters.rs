@@ -85,7 +85,7 @@ pub struct ExporterSet {
 fn fingerprint(config: &Config, ec: &ExporterConfig, source: &PluginSource) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     format!("{ec:?}|{:?}", config.plugins.http).hash(&mut h);
-    source.wasm.hash(&mut h);
+    source.digest.hash(&mut h);
     h.finish()
 }
 

@@ -56,17 +56,23 @@ enum Command {
         /// The executable to write.
         #[arg(short, long, required_unless_present = "list")]
         output: Option<PathBuf>,
-        /// The executable to carry (default: this one). A runtime-only build
-        /// (`--no-default-features`) makes a much smaller bundle; it must run the same engine.
+        /// The receivers the bundle carries, comma-separated (default: all the runtime has).
+        /// A config enabling another is refused.
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        receivers: Option<Vec<String>>,
+        /// The executable to carry. Default: `ferry-runtime` beside this ferry when it fits (a
+        /// runtime-only build of the same source, with the receivers asked for), else this
+        /// ferry.
         #[arg(long)]
         runtime: Option<PathBuf>,
         /// Show what the bundle FILE holds instead.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["plugins", "config", "output", "runtime"])]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["plugins", "config", "output", "runtime", "receivers"])]
         list: Option<PathBuf>,
     },
-    /// Print the engine this ferry compiles for and loads code from (bundles must match it).
+    /// Print, as JSON, the engine this ferry compiles for and loads code from, whether it has
+    /// the compiler, and its receivers (what `ferry bundle` checks a runtime against).
     #[command(hide = true)]
-    EngineKey,
+    BuildInfo,
     /// Print the embedded default config.
     DefaultConfig,
 }
@@ -128,34 +134,19 @@ fn init_logging(default: &str) {
         .init();
 }
 
-/// If this executable is a bundle: checks it, makes its plugins available, and returns its
-/// default config.
-fn open_bundle() -> anyhow::Result<Option<&'static str>> {
-    let exe = std::env::current_exe().context("cannot find this executable")?;
-    let Some(bundle) = ferry::bundle::Bundle::read(&exe)? else {
-        return Ok(None);
-    };
-    bundle.check_engine()?;
-    let bundle: &'static ferry::bundle::Bundle = Box::leak(Box::new(bundle));
-    registry::set_bundled(
-        bundle
-            .plugins()
-            .map(|(name, wasm, code)| (name.to_string(), wasm, code))
-            .collect(),
-    );
-    Ok(bundle.manifest.config.as_deref())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let bundle_config = match open_bundle() {
-        Ok(c) => c,
+    // A bundle is checked before anything else runs, and its config becomes the default.
+    let bundle = match ferry::bundle::open_running() {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let default_config = bundle_config.unwrap_or(DEFAULT_CONFIG);
+    let default_config = bundle
+        .and_then(|b| b.manifest.config.as_deref())
+        .unwrap_or(DEFAULT_CONFIG);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -242,11 +233,16 @@ async fn dispatch(command: Command, default_config: &str) -> anyhow::Result<Exit
             plugins,
             config,
             output,
+            receivers,
             runtime,
             list,
-        } => bundle(plugins, config, output, runtime, list),
-        Command::EngineKey => {
-            println!("{}", ferry::plugin::engine::engine_key());
+        } => match list {
+            Some(file) => list_bundle(&file),
+            None => bundle(plugins, config, output, receivers, runtime),
+        },
+        Command::BuildInfo => {
+            let info = ferry::bundle::BuildInfo::current();
+            println!("{}", serde_json::to_string(&info).expect("serialises"));
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultConfig => {
@@ -317,48 +313,74 @@ async fn plugin(action: PluginCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn list_bundle(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let Some(b) = ferry::bundle::Bundle::read(file)? else {
+        anyhow::bail!("{} is not a ferry bundle", file.display());
+    };
+    let m = &b.manifest;
+    println!("bundle     {}", file.display());
+    println!(
+        "runtime    ferry {}, {} bytes, {}",
+        m.ferry,
+        b.runtime_len,
+        if m.compiler {
+            "with the compiler"
+        } else {
+            "runtime-only"
+        }
+    );
+    println!("engine     {}", m.engine);
+    println!("receivers  {}", m.receivers.join(", "));
+    match &m.config {
+        Some(c) => println!("config     embedded ({} bytes)", c.len()),
+        None => println!("config     none (the built-in default)"),
+    }
+    for p in &m.plugins {
+        println!(
+            "plugin     {:<24} machine code {} bytes, component sha256:{}",
+            p.name,
+            p.code.end - p.code.start,
+            p.digest
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn bundle(
     plugins: Vec<String>,
     config: Option<PathBuf>,
     output: Option<PathBuf>,
+    receivers: Option<Vec<String>>,
     runtime: Option<PathBuf>,
-    list: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    use ferry::bundle::Bundle;
-    if let Some(file) = list {
-        let Some(b) = Bundle::read(&file)? else {
-            anyhow::bail!("{} is not a ferry bundle", file.display());
-        };
-        println!("bundle   {}", file.display());
-        println!(
-            "ferry    {} (runtime {} bytes)",
-            b.manifest.ferry, b.runtime_len
-        );
-        println!("engine   {}", b.manifest.engine);
-        match &b.manifest.config {
-            Some(c) => println!("config   embedded ({} bytes)", c.len()),
-            None => println!("config   none (the built-in default)"),
-        }
-        for (name, wasm, code) in b.plugins() {
-            println!(
-                "plugin   {name:<24} component {} bytes, machine code {} bytes",
-                wasm.len(),
-                code.len()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+    use ferry::bundle::{NewBundle, check_receiver_names, choose_runtime, config_problems};
     let output = output.context("--output is required")?;
-    let config = match config {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            // Refuse a config the bundle could never run.
-            Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            Some(text)
-        }
+    if let Some(asked) = &receivers {
+        check_receiver_names(asked)?;
+    }
+    let embedded = match &config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
         None => None,
     };
+    // The config the bundle runs without --config: the embedded one, else the built-in
+    // default. Refuse one the bundle could never run.
+    let runs = Config::parse(embedded.as_deref().unwrap_or(DEFAULT_CONFIG)).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}",
+            config
+                .as_deref()
+                .unwrap_or("the built-in default config".as_ref())
+                .display()
+        )
+    })?;
+    let runtime = choose_runtime(runtime.as_deref(), receivers.as_deref())?;
+    if let Some(why) = &runtime.passed_over {
+        eprintln!("note: not using {why}");
+    }
+    let receivers = receivers.unwrap_or_else(|| runtime.info.receivers.clone());
     let mut sources = Vec::new();
     for p in &plugins {
         let path = std::path::Path::new(p);
@@ -374,36 +396,39 @@ fn bundle(
         };
         sources.push(source);
     }
-    let engine = PluginEngine::builder().build()?;
-    let bundle = Bundle::build(&engine, &sources, config)?;
-    let exe = match runtime {
-        Some(r) => {
-            // The runtime must load what this engine compiled: ask it which engine it runs.
-            let out = std::process::Command::new(&r)
-                .arg("engine-key")
-                .output()
-                .with_context(|| format!("cannot run the runtime {}", r.display()))?;
-            let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !out.status.success() || theirs != engine.engine_key() {
-                anyhow::bail!(
-                    "the runtime {} runs engine {theirs:?}, but this ferry compiles for {}: \
-                     build both from the same source",
-                    r.display(),
-                    engine.engine_key()
-                );
-            }
-            r
+    let problems = config_problems(&runs, &receivers, &sources, &runtime.info);
+    match &config {
+        Some(path) if !problems.is_empty() => {
+            anyhow::bail!(
+                "{} cannot run in this bundle: {}",
+                path.display(),
+                problems.join("; ")
+            )
         }
-        None => std::env::current_exe().context("cannot find this executable")?,
-    };
-    let runtime = ferry::bundle::runtime_of(&exe)?;
-    bundle.write(&runtime, &output)?;
+        None if !problems.is_empty() => eprintln!(
+            "note: with no --config, the bundle runs the built-in default config, which it \
+             cannot run ({}); start it with --config, or bundle a config",
+            problems.join("; ")
+        ),
+        _ => {}
+    }
+    let engine = PluginEngine::builder().build()?;
+    let bundle = NewBundle::build(&engine, &sources, &runtime.info, receivers, embedded)?;
+    bundle.write(&ferry::bundle::runtime_of(&runtime.path)?, &output)?;
     let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    let m = &bundle.manifest;
     println!(
-        "wrote {} ({size} bytes): {} plugin(s) compiled for engine {}",
+        "wrote {} ({size} bytes): {} plugin(s) compiled for engine {}, receivers {}, on {} ({})",
         output.display(),
-        sources.len(),
-        engine.engine_key()
+        m.plugins.len(),
+        m.engine,
+        m.receivers.join(", "),
+        runtime.path.display(),
+        if m.compiler {
+            "with the compiler; a runtime-only build makes a smaller bundle"
+        } else {
+            "runtime-only"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

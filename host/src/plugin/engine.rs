@@ -11,6 +11,7 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{v0_1, v0_2};
 use super::ctx::PluginCtx;
+use super::registry::PluginSource;
 
 /// Names this module's engine settings in cache and bundle keys: change it with them.
 const ENGINE_SETTINGS: &str = "ferry1";
@@ -94,16 +95,24 @@ impl PluginEngineBuilder {
         let engine_key = engine_key();
         // A bundle's plugins come compiled: load their code instead of compiling them.
         let mut compiled = HashMap::new();
-        for (name, wasm, code) in super::registry::bundled() {
-            // SAFETY: the bundle's checksum held and its engine key is this engine's
-            // (checked before the bundle was registered); the code was produced by
-            // `precompile_component` of an engine with the same version and settings.
-            let component = unsafe { Component::deserialize(&engine, code) }.map_err(|e| {
+        for (bundle, entry) in crate::bundle::running()
+            .into_iter()
+            .flat_map(|b| b.manifest.plugins.iter().map(move |e| (b, e)))
+        {
+            let fail = |e: String| {
                 EngineError::Setup(wasmtime::Error::msg(format!(
-                    "bundled plugin {name}: {e:#}"
+                    "bundled plugin {}: {e}",
+                    entry.name
                 )))
-            })?;
-            compiled.insert(Sha256::digest(wasm).into(), component);
+            };
+            let code = bundle.code(entry).map_err(|e| fail(e.to_string()))?;
+            // SAFETY: the bundle's checksum held and its engine key is this engine's
+            // (checked before the bundle was registered, on the same open file, which
+            // cannot be written while it runs); the code was produced by
+            // `precompile_component` of an engine with the same version and settings.
+            let component = unsafe { Component::deserialize(&engine, &code) }
+                .map_err(|e| fail(format!("{e:#}")))?;
+            compiled.insert(entry.digest(), component);
         }
         Ok(PluginEngine {
             engine,
@@ -223,9 +232,25 @@ impl PluginEngine {
         self.compile_traced(wasm).map(|(c, _)| c)
     }
 
+    /// Compiles a plugin's component (once per distinct content; a bundled plugin's code is
+    /// already loaded).
+    pub fn compile_source(&self, source: &PluginSource) -> Result<Component, EngineError> {
+        self.compile_keyed(&source.digest, &source.wasm)
+            .map(|(c, _)| c)
+    }
+
     /// Compiles a component and says where its code came from.
     pub fn compile_traced(&self, wasm: &[u8]) -> Result<(Component, CodeOrigin), EngineError> {
-        let key: [u8; 32] = Sha256::digest(wasm).into();
+        self.compile_keyed(&Sha256::digest(wasm).into(), wasm)
+    }
+
+    /// Compiles `wasm`, whose SHA-256 is `key`.
+    fn compile_keyed(
+        &self,
+        key: &[u8; 32],
+        wasm: &[u8],
+    ) -> Result<(Component, CodeOrigin), EngineError> {
+        let key = *key;
         if let Some(c) = self.compiled.lock().expect("compile cache").get(&key) {
             return Ok((c.clone(), CodeOrigin::Memory));
         }

@@ -339,7 +339,7 @@ impl Shared {
         limits: InstanceLimits,
         config_json: String,
     ) -> Result<Shared, LoadError> {
-        let component = engine.compile(&source.wasm)?;
+        let component = engine.compile_source(source)?;
         let pre = PluginPre::new(engine, &component)?;
         Ok(Shared {
             name: name.to_string(),

@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 }
@@ -36,22 +38,37 @@ pub struct PluginSource {
     pub name: String,
     /// Where it came from.
     pub origin: Origin,
-    /// The component.
+    /// The component (empty for a bundled plugin: the bundle carries only its machine code).
     pub wasm: Cow<'static, [u8]>,
+    /// SHA-256 of the component: what its compiled code is keyed by.
+    pub digest: [u8; 32],
+}
+
+impl PluginSource {
+    /// A plugin from its component's bytes.
+    pub fn new(name: String, origin: Origin, wasm: Cow<'static, [u8]>) -> PluginSource {
+        let digest = Sha256::digest(&wasm).into();
+        PluginSource {
+            name,
+            origin,
+            wasm,
+            digest,
+        }
+    }
 }
 
 /// Why a plugin could not be found.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// Neither in the directory nor built in.
-    #[error("plugin {name:?} not found (looked for {looked}; built-in plugins: {builtins})")]
+    /// Neither in the directory nor carried by this executable.
+    #[error("plugin {name:?} not found (looked for {looked}; this ferry carries: {carried})")]
     NotFound {
         /// Name asked for.
         name: String,
         /// Where we looked.
         looked: String,
-        /// The built-in names.
-        builtins: String,
+        /// The plugins carried by this executable (bundled and built in).
+        carried: String,
     },
     /// The name could escape the plugin directory.
     #[error("invalid plugin name {0:?}: use letters, digits, '-' and '_'")]
@@ -66,25 +83,23 @@ pub enum RegistryError {
     },
 }
 
-/// A plugin carried by this executable's bundle: name, component and its machine code.
-pub type Bundled = (String, &'static [u8], &'static [u8]);
-
-static BUNDLED: std::sync::OnceLock<Vec<Bundled>> = std::sync::OnceLock::new();
-
-/// Makes a bundle's plugins available to this process (found after the plugin directory and
-/// before the built-ins, and precompiled by every engine built afterwards). Once per process.
-pub fn set_bundled(plugins: Vec<Bundled>) {
-    let _ = BUNDLED.set(plugins);
-}
-
-/// The plugins of this executable's bundle, if it is one.
-pub fn bundled() -> &'static [Bundled] {
-    BUNDLED.get().map(Vec::as_slice).unwrap_or(&[])
-}
-
 /// Names of the built-in plugins.
 pub fn builtin_names() -> Vec<&'static str> {
     builtin::PLUGINS.iter().map(|(n, _)| *n).collect()
+}
+
+/// Names of the plugins this executable carries: its bundle's, then the built-in ones.
+fn carried_names() -> Vec<&'static str> {
+    crate::bundle::running()
+        .into_iter()
+        .flat_map(|b| b.manifest.plugins.iter().map(|p| p.name.as_str()))
+        .chain(builtin_names())
+        .fold(Vec::new(), |mut names, n| {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+            names
+        })
 }
 
 /// A plugin name: letters, digits, '-' and '_' (so it can never leave the plugin directory).
@@ -102,14 +117,13 @@ pub fn read_file(path: &Path) -> Result<PluginSource, RegistryError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(PluginSource {
-        name: path
-            .file_stem()
+    Ok(PluginSource::new(
+        path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plugin".into()),
-        origin: Origin::File(path.to_path_buf()),
-        wasm: Cow::Owned(wasm),
-    })
+        Origin::File(path.to_path_buf()),
+        Cow::Owned(wasm),
+    ))
 }
 
 /// Finds plugin `name`: `dir/NAME.wasm` first, then the built-in set.
@@ -122,11 +136,11 @@ pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryErro
         let path = dir.join(format!("{name}.wasm"));
         match std::fs::read(&path) {
             Ok(bytes) => {
-                return Ok(PluginSource {
-                    name: name.to_string(),
-                    origin: Origin::File(path),
-                    wasm: Cow::Owned(bytes),
-                });
+                return Ok(PluginSource::new(
+                    name.to_string(),
+                    Origin::File(path),
+                    Cow::Owned(bytes),
+                ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 looked.push(path.display().to_string());
@@ -134,25 +148,33 @@ pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryErro
             Err(source) => return Err(RegistryError::Read { path, source }),
         }
     }
-    if let Some((_, wasm, _)) = bundled().iter().find(|(n, _, _)| n == name) {
+    if let Some(entry) = crate::bundle::running().and_then(|b| b.entry(name)) {
         return Ok(PluginSource {
             name: name.to_string(),
             origin: Origin::Bundle,
-            wasm: Cow::Borrowed(wasm),
+            wasm: Cow::Borrowed(&[]),
+            digest: entry.digest(),
         });
     }
     if let Some((_, wasm)) = builtin::PLUGINS.iter().find(|(n, _)| *n == name) {
-        return Ok(PluginSource {
-            name: name.to_string(),
-            origin: Origin::Builtin,
-            wasm: Cow::Borrowed(wasm),
-        });
+        return Ok(PluginSource::new(
+            name.to_string(),
+            Origin::Builtin,
+            Cow::Borrowed(wasm),
+        ));
     }
-    looked.push("the built-in plugins".into());
+    looked.push("the plugins this ferry carries".into());
     Err(RegistryError::NotFound {
         name: name.to_string(),
         looked: looked.join(", "),
-        builtins: builtin_names().join(", "),
+        carried: {
+            let carried = carried_names();
+            if carried.is_empty() {
+                "none (a runtime-only build carries none of its own)".into()
+            } else {
+                carried.join(", ")
+            }
+        },
     })
 }
 
@@ -177,11 +199,7 @@ pub fn list(dir: Option<&Path>) -> Result<Vec<PluginSource>, RegistryError> {
             out.push(find(&n, Some(dir))?);
         }
     }
-    let names = bundled()
-        .iter()
-        .map(|(n, _, _)| n.as_str())
-        .chain(builtin_names());
-    for name in names {
+    for name in carried_names() {
         if !out.iter().any(|p| p.name == name) {
             out.push(find(name, None)?);
         }

@@ -21,6 +21,53 @@ use crate::pipeline::{Pipeline, Refusal};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
 
+/// Every receiver Ferry has, by the name of its `[receivers.NAME]` table.
+pub const ALL: &[&str] = &["otlp", "zipkin", "jaeger", "opencensus"];
+
+/// The receivers this build carries: OTLP always, the others when their cargo feature is on.
+pub const BUILT: &[&str] = &[
+    "otlp",
+    #[cfg(feature = "zipkin")]
+    "zipkin",
+    #[cfg(feature = "jaeger")]
+    "jaeger",
+    #[cfg(feature = "opencensus")]
+    "opencensus",
+];
+
+static CARRIED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Limits this process to the receivers `names` (a bundle made with `--receivers`), so a config
+/// enabling another is refused rather than started. Once per process.
+pub fn restrict(names: Vec<String>) {
+    let _ = CARRIED.set(names);
+}
+
+/// The receivers a config may enable in this process.
+pub fn carried() -> Vec<&'static str> {
+    BUILT
+        .iter()
+        .copied()
+        .filter(|n| CARRIED.get().is_none_or(|c| c.iter().any(|c| c == n)))
+        .collect()
+}
+
+/// Whether receiver `name` can run in this process, and if not, why.
+pub fn check_available(name: &str) -> Result<(), String> {
+    if !BUILT.contains(&name) {
+        return Err(format!(
+            "this ferry was built without the {name} receiver (cargo feature `{name}`)"
+        ));
+    }
+    if !carried().contains(&name) {
+        return Err(format!(
+            "this bundle carries only the {} receiver(s) (`ferry bundle --receivers`)",
+            carried().join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Starts every receiver `config` enables. A new receiver is one module and one line here.
 pub async fn start_all(config: &Receivers, launch: &mut Launch<'_>) -> anyhow::Result<()> {
     if let Some(c) = &config.otlp {
