@@ -132,10 +132,6 @@ impl Entry {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What an executable is: its engine, whether it compiles, and its receivers. `ferry bundle`
 /// asks a runtime for it (hidden `ferry build-info`) before carrying it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -528,7 +524,7 @@ impl NewBundle {
             code.extend_from_slice(&compiled);
             entries.push(Entry {
                 name: p.name.clone(),
-                digest: hex(&p.digest),
+                digest: crate::plugin::engine::hex(&p.digest),
                 code: start..code.len() as u64,
             });
         }

@@ -203,6 +203,8 @@ async fn a_runtime_only_bundle_is_found_beside_ferry_and_runs_without_the_compil
     let sink = Sink::start(Script::default()).await;
     let config = write_config(dir.path(), "bundled.toml", &to_sink(&sink));
     let config = config.to_str().unwrap();
+    let never = dir.path().join("never").to_str().unwrap().to_string();
+    let never = never.as_str();
 
     // A receiver the runtime lacks is refused, with the command that builds one with it.
     let err = refused(
@@ -216,7 +218,7 @@ async fn a_runtime_only_bundle_is_found_beside_ferry_and_runs_without_the_compil
             "--receivers",
             "otlp,zipkin",
             "-o",
-            "/dev/null",
+            never,
         ],
     );
     assert!(
@@ -240,7 +242,7 @@ async fn a_runtime_only_bundle_is_found_beside_ferry_and_runs_without_the_compil
             "--config",
             uncarried.to_str().unwrap(),
             "-o",
-            "/dev/null",
+            never,
         ],
     );
     assert!(

@@ -167,6 +167,11 @@ pub fn engine_key() -> String {
     )
 }
 
+/// Lower-case hex of `bytes` (how component digests are written in cache names and bundles).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The default compiled-code cache: `$FERRY_CACHE_DIR`, else `$XDG_CACHE_HOME/ferry`, else
 /// `$HOME/.cache/ferry`.
 pub fn default_cache_dir() -> Option<PathBuf> {
@@ -274,7 +279,7 @@ impl PluginEngine {
         key: &[u8; 32],
         wasm: &[u8],
     ) -> Result<(Component, CodeOrigin), EngineError> {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex(key);
         let path = dir.join(format!("{hex}-{}.cwasm", self.engine_key));
         if path.exists() {
             // SAFETY: the file was produced by `precompile_component` of an engine with the
