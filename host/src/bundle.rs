@@ -231,17 +231,20 @@ pub fn choose_runtime(
 ) -> Result<Runtime, BundleError> {
     let engine = crate::plugin::engine::engine_key();
     let wanted = receivers.unwrap_or_default();
-    if let Some(path) = explicit {
+    let fit = |path: &Path| {
         let info = BuildInfo::of(path)?;
-        if let Some(reason) = info.unfit(&engine, wanted) {
-            return Err(BundleError::Runtime {
+        match info.unfit(&engine, wanted) {
+            None => Ok(info),
+            Some(reason) => Err(BundleError::Runtime {
                 path: path.to_path_buf(),
                 reason,
-            });
+            }),
         }
+    };
+    if let Some(path) = explicit {
         return Ok(Runtime {
             path: path.to_path_buf(),
-            info,
+            info: fit(path)?,
             passed_over: None,
         });
     }
@@ -250,13 +253,7 @@ pub fn choose_runtime(
     if let Some(beside) = me.parent().map(|d| d.join(RUNTIME_NAME))
         && beside.is_file()
     {
-        match BuildInfo::of(&beside).and_then(|info| match info.unfit(&engine, wanted) {
-            None => Ok(info),
-            Some(reason) => Err(BundleError::Runtime {
-                path: beside.clone(),
-                reason,
-            }),
-        }) {
+        match fit(&beside) {
             Ok(info) => {
                 return Ok(Runtime {
                     path: beside,

@@ -6,25 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{
-    Ferry, PREAMBLE, Script, Sink, built_wasm, eventually, ferry_command, post_traces, span_names,
-    traces_request, workspace,
+    Ferry, PREAMBLE, Script, Sink, built_wasm, eventually, ferry_command, post_traces, run,
+    span_names, traces_request, workspace,
 };
 
 /// Runs `ferry bundle ARGS` and returns the bundle's path.
 fn make_bundle(dir: &Path, args: &[&str]) -> PathBuf {
     let out = dir.join("my-ferry");
-    let result = ferry_command()
-        .arg("bundle")
-        .args(args)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    run(ferry_command().arg("bundle").args(args).arg("-o").arg(&out));
     out
 }
 
@@ -90,14 +79,7 @@ fn refused(path: &Path, args: &[&str]) -> String {
 
 /// Lines of `ferry bundle --list FILE`.
 fn listing(bundle: &Path) -> String {
-    let list = Command::new(bundle)
-        .args(["bundle", "--list"])
-        .arg(bundle)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&list.stdout).into_owned();
-    assert!(list.status.success(), "{listing}");
-    listing
+    run(Command::new(bundle).args(["bundle", "--list"]).arg(bundle))
 }
 
 /// Starts `bundle run` with no plugin directory, no `--config` and an empty compiled-code
@@ -131,21 +113,20 @@ fn runtime_only_ferry() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let target = workspace().join("target/runtime-only");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .current_dir(workspace())
-                .args([
-                    "build",
-                    "-p",
-                    "ferry",
-                    "--no-default-features",
-                    "--target-dir",
-                ])
-                .arg(&target)
-                .env("CARGO_PROFILE_DEV_DEBUG", "false")
-                .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the runtime-only ferry failed");
+            run(
+                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .current_dir(workspace())
+                    .args([
+                        "build",
+                        "-p",
+                        "ferry",
+                        "--no-default-features",
+                        "--target-dir",
+                    ])
+                    .arg(&target)
+                    .env("CARGO_PROFILE_DEV_DEBUG", "false")
+                    .env("CARGO_PROFILE_DEV_STRIP", "debuginfo"),
+            );
             target.join("debug/ferry")
         })
         .clone()
@@ -251,7 +232,7 @@ async fn a_runtime_only_bundle_is_found_beside_ferry_and_runs_without_the_compil
     );
 
     let out = dir.path().join("slim-ferry");
-    let made = Command::new(&ferry)
+    let said = run(Command::new(&ferry)
         .args([
             "bundle",
             "--plugin",
@@ -262,15 +243,7 @@ async fn a_runtime_only_bundle_is_found_beside_ferry_and_runs_without_the_compil
             config,
         ])
         .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&made.stdout);
-    assert!(
-        made.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        .arg(&out));
     assert!(said.contains("(runtime-only)"), "{said}");
     let listing = listing(&out);
     assert!(listing.contains("runtime-only"), "{listing}");
@@ -322,11 +295,6 @@ async fn a_tampered_bundle_or_one_for_another_engine_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Script::default()).await;
     let bundle = two_plugin_bundle(dir.path(), &sink);
-    let run = |path: &Path| {
-        let out = Command::new(path).arg("run").output().unwrap();
-        assert!(!out.status.success(), "{} must not start", path.display());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
 
     // One flipped bit in the payload (a plugin's machine code, near the end).
     let tampered = dir.path().join("tampered");
@@ -335,7 +303,7 @@ async fn a_tampered_bundle_or_one_for_another_engine_is_refused() {
     bytes[at] ^= 0x20;
     std::fs::write(&tampered, &bytes).unwrap();
     set_executable(&tampered);
-    let err = run(&tampered);
+    let err = refused(&tampered, &["run"]);
     assert!(
         err.contains("the bundle is corrupt (checksum mismatch)"),
         "{err}"
@@ -352,7 +320,7 @@ async fn a_tampered_bundle_or_one_for_another_engine_is_refused() {
     let foreign = dir.path().join("foreign");
     b.write(&ferry::bundle::runtime_of(&bundle).unwrap(), &foreign)
         .unwrap();
-    let err = run(&foreign);
+    let err = refused(&foreign, &["run"]);
     assert!(
         err.contains("compiled for engine wasmtime47.0.0-0123456789abcdef, but this ferry runs engine wasmtime48.0.8-"),
         "{err}"

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::harness::{install_once, python_in, workspace};
+use crate::harness::{install_once, python_in, run, workspace};
 
 /// The componentize-py and componentize-js releases the SDKs are built and tested with.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -50,18 +50,6 @@ pub fn path_with(dirs: &[&Path]) -> std::ffi::OsString {
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
     std::env::join_paths(all).unwrap()
-}
-
-/// Runs `cmd` and fails the test with its output if it fails.
-pub fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run the build");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Where built example components go.

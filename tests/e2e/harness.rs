@@ -673,6 +673,19 @@ pub fn install_once(name: &str, ready: impl Fn() -> bool, install: impl FnOnce()
     assert!(ready(), "{name} is not usable after installing it");
 }
 
+/// Runs `cmd` and returns its stdout; fails the test with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `tests/e2e/clients/NAME`: a script driving a real client library.
 pub fn client_script(name: &str) -> PathBuf {
     workspace().join("tests/e2e/clients").join(name)
@@ -681,15 +694,7 @@ pub fn client_script(name: &str) -> PathBuf {
 /// Runs a client script and returns the JSON it prints about what it sent; a failing client
 /// fails the test with its stderr.
 pub fn client_json(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.output().expect("run the client");
-    assert!(
-        out.status.success(),
-        "client {:?} failed ({}):\n{}",
-        cmd.get_args().next().unwrap_or_default(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client JSON")
+    serde_json::from_str(&run(cmd)).expect("client JSON")
 }
 
 /// Runs `tests/e2e/clients/otel_send.py` and returns what it reports having sent.

@@ -5,10 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::guests::{
-    componentize_js_bin, componentize_py_bin, js_hec, path_with, python_webhook, run,
-};
-use crate::harness::{built_wasm, ferry_command, workspace};
+use crate::guests::{componentize_js_bin, componentize_py_bin, js_hec, path_with, python_webhook};
+use crate::harness::{built_wasm, ferry_command, run, workspace};
 
 /// Runs `ferry plugin ARGS... --json`: (exit success, the JSON report, stderr).
 fn plugin_json(args: &[&str], cache: Option<&Path>) -> (bool, serde_json::Value, String) {
@@ -440,17 +438,9 @@ fn plugin_new_projects_build_and_pass_plugin_test_unchanged() {
     for lang in ["rust", "python", "js"] {
         let name = format!("my-{lang}-plugin");
         let dir = root.path().join(&name);
-        let out = ferry_command()
+        let next = run(ferry_command()
             .args(["plugin", "new", &name, "--lang", lang, "--dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let next = String::from_utf8_lossy(&out.stdout);
+            .arg(&dir));
         assert!(next.contains("ferry plugin test"), "{next}");
 
         let wasm = build_scaffold(lang, &dir, &name);

@@ -340,14 +340,12 @@ impl fmt::Display for Report {
                 m.encoding
             )?;
         }
-        if let (Some(code), Some(ms)) = (self.code, self.compile_ms) {
-            let how = match code {
-                CodeOrigin::Compiled => "compiled (kept in the compiled-code cache for next time)",
-                CodeOrigin::DiskCache => "loaded from the compiled-code cache",
-                CodeOrigin::Memory => "already compiled",
-            };
-            writeln!(f, "code       {how} in {ms} ms")?;
-        }
+        super::write_code_line(
+            f,
+            self.code,
+            self.compile_ms,
+            "compiled (kept in the compiled-code cache for next time)",
+        )?;
         writeln!(f, "config     {}", self.config)?;
         writeln!(
             f,

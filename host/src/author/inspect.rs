@@ -385,14 +385,7 @@ impl fmt::Display for Report {
             Kind::NotWasm => "not WebAssembly",
         };
         writeln!(f, "kind       {kind}")?;
-        if let (Some(code), Some(ms)) = (self.code, self.compile_ms) {
-            let how = match code {
-                CodeOrigin::Compiled => "compiled",
-                CodeOrigin::DiskCache => "loaded from the compiled-code cache",
-                CodeOrigin::Memory => "already compiled",
-            };
-            writeln!(f, "code       {how} in {ms} ms")?;
-        }
+        super::write_code_line(f, self.code, self.compile_ms, "compiled")?;
         if let Some(c) = &self.contract {
             let text = match c {
                 Contract::Supported(v) => {

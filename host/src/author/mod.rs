@@ -32,6 +32,25 @@ fn size_text(bytes: usize) -> String {
     }
 }
 
+/// The report line saying where a component's code came from and how long it took;
+/// `compiled` is how a fresh compile is described.
+fn write_code_line(
+    f: &mut std::fmt::Formatter<'_>,
+    code: Option<CodeOrigin>,
+    ms: Option<f64>,
+    compiled: &str,
+) -> std::fmt::Result {
+    let (Some(code), Some(ms)) = (code, ms) else {
+        return Ok(());
+    };
+    let how = match code {
+        CodeOrigin::Compiled => compiled,
+        CodeOrigin::DiskCache => "loaded from the compiled-code cache",
+        CodeOrigin::Memory => "already compiled",
+    };
+    writeln!(f, "code       {how} in {ms} ms")
+}
+
 /// A file's component compiled as the daemon would (through its cache), with where the code
 /// came from and how many milliseconds that took; `Err` says why it is not a component this
 /// host can compile.
