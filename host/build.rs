@@ -50,6 +50,7 @@ fn main() {
         "sdk",
         "plugins",
         "examples",
+        "tests/plugins",
         "wit",
         "proto",
         "Cargo.toml",

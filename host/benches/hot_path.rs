@@ -105,6 +105,7 @@ async fn exporter(engine: &PluginEngine, plugin: &str, toml: &str) -> PluginExpo
         &source,
         &config,
         HostSender::new(SenderLimits::default()),
+        ferry::plugin::text::LogPolicy::default(),
         &Telemetry::new(),
     )
     .await

@@ -140,6 +140,50 @@ pub struct Plugins {
     /// Limits of the host's HTTP sender, which sends every plugin request.
     #[serde(default)]
     pub http: HttpLimits,
+    /// What plugins may write to the log.
+    #[serde(default)]
+    pub log: PluginLog,
+}
+
+/// `[plugins.log]`: how much of what plugins say reaches the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLog {
+    /// Longest plugin text (log message, error message, stderr) in one log line, after
+    /// escaping; the rest is cut and its length noted.
+    #[serde(default = "default_max_message_bytes", deserialize_with = "de_bytes")]
+    pub max_message_bytes: usize,
+    /// `host.log` messages per second each exporter may write; the rest are dropped,
+    /// counted and summarised.
+    #[serde(default = "default_messages_per_second")]
+    pub messages_per_second: u32,
+}
+
+fn default_max_message_bytes() -> usize {
+    crate::plugin::text::DEFAULT_MAX_MESSAGE_BYTES
+}
+
+fn default_messages_per_second() -> u32 {
+    crate::plugin::text::DEFAULT_MESSAGES_PER_SECOND
+}
+
+impl Default for PluginLog {
+    fn default() -> Self {
+        PluginLog {
+            max_message_bytes: default_max_message_bytes(),
+            messages_per_second: default_messages_per_second(),
+        }
+    }
+}
+
+impl PluginLog {
+    /// The policy the plugin runtime applies.
+    pub fn policy(&self) -> crate::plugin::text::LogPolicy {
+        crate::plugin::text::LogPolicy {
+            max_message_bytes: self.max_message_bytes,
+            messages_per_second: self.messages_per_second,
+        }
+    }
 }
 
 /// `[plugins.http]`: limits on plugin HTTP requests.
@@ -359,6 +403,13 @@ pub struct ExporterConfig {
     /// Memory cap of one plugin instance.
     #[serde(default = "default_memory", deserialize_with = "de_bytes")]
     pub memory: usize,
+    /// Host memory one instance may hold through its resources (header fields, request
+    /// body buffers, responses): past it the instance traps and is discarded.
+    #[serde(default = "default_host_memory", deserialize_with = "de_bytes")]
+    pub host_memory: usize,
+    /// Live host resources (handles) one instance may hold at once.
+    #[serde(default = "default_max_resources")]
+    pub max_resources: usize,
     /// Headers the host adds to the plugin's allowed requests; the plugin never sees them.
     #[serde(default)]
     pub secret_headers: BTreeMap<String, SecretSource>,
@@ -396,6 +447,14 @@ pub const DEFAULT_CONCURRENCY: u32 = 4;
 
 fn default_memory() -> usize {
     64 << 20
+}
+
+fn default_host_memory() -> usize {
+    crate::plugin::resources::DEFAULT_HOST_MEMORY
+}
+
+fn default_max_resources() -> usize {
+    crate::plugin::resources::DEFAULT_MAX_RESOURCES
 }
 
 /// Where a secret header's value comes from: exactly one of `env` and `file`.
@@ -731,6 +790,13 @@ impl Config {
                 ));
             }
         }
+        let log = &self.plugins.log;
+        if log.max_message_bytes < 256 {
+            errors.push("plugins.log.max_message_bytes: must be at least 256B".into());
+        }
+        if log.messages_per_second == 0 {
+            errors.push("plugins.log.messages_per_second: must be at least 1".into());
+        }
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(
                 "admin.listen: {:?} is not an address like 127.0.0.1:8888",
@@ -812,6 +878,20 @@ impl Config {
             }
             if e.memory < 1 << 20 {
                 errors.push(format!("exporters.{name}.memory: must be at least 1MiB"));
+            }
+            let body = crate::plugin::resources::BODY_RESERVE;
+            if e.host_memory < 2 * body {
+                errors.push(format!(
+                    "exporters.{name}.host_memory: must be at least {} bytes (two request \
+                     bodies' buffers)",
+                    2 * body
+                ));
+            }
+            if e.max_resources < 16 {
+                errors.push(format!(
+                    "exporters.{name}.max_resources: must be at least 16, not {}",
+                    e.max_resources
+                ));
             }
             if let Some(n) = e.concurrency
                 && !(1..=MAX_CONCURRENCY).contains(&n)

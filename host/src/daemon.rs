@@ -47,8 +47,8 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     );
     let pipeline = Pipeline::new(&config.pipeline, &config.queue, &telemetry)?;
     let mut exporters = ExporterSet::new(engine, telemetry.clone(), pipeline.clone());
-    let plan = exporters.prepare(&config).await?;
-    exporters.apply(plan).await;
+    let plan = exporters.prepare_start(&config).await?;
+    exporters.apply(plan);
     // Cursors saved by exporters that no longer read a signal would hold the disk forever.
     pipeline.forget_cursors_except(|s| exporters.readers(s));
     pipeline.spawn_timers();
@@ -106,7 +106,18 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(why) = reload_rx.recv() => match &mut reloader {
-                Some(r) => r.reload(&mut exporters, why).await,
+                // Loading plugins takes up to their timeouts: SIGTERM is answered meanwhile
+                // (a reload cut short has changed nothing; applying one never waits).
+                Some(r) => {
+                    let interrupted = tokio::select! {
+                        _ = r.reload(&mut exporters, why) => false,
+                        _ = &mut shutdown => true,
+                    };
+                    if interrupted {
+                        tracing::warn!("shutdown requested during a reload: the reload is abandoned");
+                        break;
+                    }
+                }
                 None => tracing::warn!("cannot reload ({why}): running on the embedded default config"),
             },
             Some(r) = servers.join_next() => {

@@ -78,6 +78,9 @@ pub struct ExporterSet {
     telemetry: Arc<Telemetry>,
     pipeline: Arc<Pipeline>,
     running: BTreeMap<String, Running>,
+    /// Exporters stopping in the background (replaced or removed by a reload): their name,
+    /// whether their workers have stopped and their cursors are settled, and the task.
+    retiring: Vec<(String, watch::Receiver<bool>, JoinHandle<()>)>,
 }
 
 /// Identifies what an exporter was built from: its config, the shared HTTP limits and the
@@ -106,6 +109,7 @@ async fn load(
     engine: &PluginEngine,
     telemetry: &Telemetry,
     keep: &BTreeMap<String, u64>,
+    skip_faulty: bool,
 ) -> Result<(BTreeMap<String, Loaded>, Vec<String>), ConfigErrors> {
     let sender = sender(config);
     let mut loaded = BTreeMap::new();
@@ -124,7 +128,9 @@ async fn load(
             unchanged.push(name.clone());
             continue;
         }
-        match PluginExporter::load(engine, name, &source, ec, sender.clone(), telemetry).await {
+        let log = config.plugins.log.policy();
+        match PluginExporter::load(engine, name, &source, ec, sender.clone(), log, telemetry).await
+        {
             Ok(e) => {
                 loaded.insert(
                     name.clone(),
@@ -135,6 +141,15 @@ async fn load(
                     },
                 );
             }
+            // A plugin that traps or hangs before it can even say what it is cannot run;
+            // at start, the daemon runs without it rather than not at all.
+            Err(e) if skip_faulty && e.is_fault_before_init() => tracing::error!(
+                exporter = name.as_str(),
+                "plugin {} from {}: {e}; the daemon starts without this exporter (fix the \
+                 plugin and reload)",
+                source.name,
+                source.origin
+            ),
             Err(e) => errors.push(format!(
                 "exporters.{name} (plugin {} from {}): {e}",
                 source.name, source.origin
@@ -154,7 +169,7 @@ pub async fn load_all(
     engine: &PluginEngine,
     telemetry: &Telemetry,
 ) -> Result<BTreeMap<String, Loaded>, ConfigErrors> {
-    load(config, engine, telemetry, &BTreeMap::new())
+    load(config, engine, telemetry, &BTreeMap::new(), false)
         .await
         .map(|(l, _)| l)
 }
@@ -171,6 +186,7 @@ impl ExporterSet {
             telemetry,
             pipeline,
             running: BTreeMap::new(),
+            retiring: Vec::new(),
         }
     }
 
@@ -191,12 +207,23 @@ impl ExporterSet {
     /// Loads what `config` adds or changes; nothing running is touched, and any failure
     /// fails the whole plan.
     pub async fn prepare(&self, config: &Config) -> Result<Plan, ConfigErrors> {
+        self.prepare_with(config, false).await
+    }
+
+    /// [`ExporterSet::prepare`] for the daemon's start: an exporter whose plugin traps or
+    /// hangs before `init` is logged and left out instead of failing the start.
+    pub async fn prepare_start(&self, config: &Config) -> Result<Plan, ConfigErrors> {
+        self.prepare_with(config, true).await
+    }
+
+    async fn prepare_with(&self, config: &Config, skip_faulty: bool) -> Result<Plan, ConfigErrors> {
         let keep: BTreeMap<String, u64> = self
             .running
             .iter()
             .map(|(n, r)| (n.clone(), r.loaded.fingerprint))
             .collect();
-        let (start, unchanged) = load(config, &self.engine, &self.telemetry, &keep).await?;
+        let (start, unchanged) =
+            load(config, &self.engine, &self.telemetry, &keep, skip_faulty).await?;
         let remove = self
             .running
             .keys()
@@ -210,10 +237,11 @@ impl ExporterSet {
         })
     }
 
-    /// Swaps in what `plan` loaded. A replaced exporter finishes the attempt in hand first;
-    /// its successor resumes from the same cursor, so nothing is skipped (a batch cut short is
-    /// exported again).
-    pub async fn apply(&mut self, plan: Plan) -> Changes {
+    /// Swaps in what `plan` loaded, without waiting on any plugin: a replaced exporter
+    /// finishes the attempt in hand in the background and its successor resumes from the same
+    /// cursor once it has (a batch cut short is exported again), so nothing is skipped; removed
+    /// and replaced plugins shut down in the background.
+    pub fn apply(&mut self, plan: Plan) -> Changes {
         let mut changes = Changes {
             unchanged: plan.unchanged,
             ..Default::default()
@@ -224,7 +252,7 @@ impl ExporterSet {
             for &s in loaded.exporter.signals() {
                 self.pipeline.subscribe(s);
             }
-            match self.running.remove(&name) {
+            let after = match self.running.remove(&name) {
                 Some(old) => {
                     let gone: Vec<Signal> = old
                         .loaded
@@ -234,40 +262,55 @@ impl ExporterSet {
                         .copied()
                         .filter(|s| !loaded.exporter.signals().contains(s))
                         .collect();
-                    self.stop(&name, old, Stop::Now, &gone).await;
                     changes.changed.push(name.clone());
+                    Some(self.retire(&name, old, &gone))
                 }
-                None => changes.added.push(name.clone()),
-            }
-            self.start(name, loaded);
+                None => {
+                    changes.added.push(name.clone());
+                    // Removed a moment ago and back already: the old workers may still hold
+                    // the cursor of that name.
+                    self.retiring
+                        .iter()
+                        .find(|(n, _, _)| *n == name)
+                        .map(|(_, done, _)| done.clone())
+                }
+            };
+            self.start(name, loaded, after);
         }
         for name in plan.remove {
             if let Some(old) = self.running.remove(&name) {
                 let signals = old.loaded.exporter.signals().to_vec();
-                self.stop(&name, old, Stop::Now, &signals).await;
+                self.retire(&name, old, &signals);
                 changes.removed.push(name);
             }
         }
         changes
     }
 
-    /// Starts one worker per signal of an exporter that is not running yet.
-    fn start(&mut self, name: String, loaded: Loaded) {
+    /// Starts one worker per signal of an exporter that is not running yet; with `after`, the
+    /// workers open their cursors only once it says the predecessor's workers have stopped.
+    fn start(&mut self, name: String, loaded: Loaded, after: Option<watch::Receiver<bool>>) {
         let (stop, rx) = watch::channel(Stop::Run);
         let workers = loaded
             .exporter
             .signals()
             .iter()
             .map(|&signal| {
-                let worker = Worker::new(
-                    loaded.exporter.clone(),
-                    self.pipeline.queue(signal),
-                    signal,
-                    loaded.config.retry.clone(),
-                    loaded.config.concurrency_for(signal),
-                    &self.telemetry,
-                );
-                tokio::spawn(worker.run(rx.clone()))
+                let exporter = loaded.exporter.clone();
+                let queue = self.pipeline.queue(signal);
+                let retry = loaded.config.retry.clone();
+                let concurrency = loaded.config.concurrency_for(signal);
+                let telemetry = self.telemetry.clone();
+                let (rx, after) = (rx.clone(), after.clone());
+                tokio::spawn(async move {
+                    if let Some(mut done) = after {
+                        // An error means the predecessor's task is gone: it is done too.
+                        let _ = done.wait_for(|d| *d).await;
+                    }
+                    let worker =
+                        Worker::new(exporter, queue, signal, retry, concurrency, &telemetry);
+                    worker.run(rx).await
+                })
             })
             .collect();
         let m = loaded.exporter.manifest();
@@ -289,28 +332,45 @@ impl ExporterSet {
         );
     }
 
-    /// Stops an exporter's workers, closes its cursors on `close` (signals nobody of that name
-    /// reads any more) and shuts its plugin down.
-    async fn stop(&self, name: &str, old: Running, how: Stop, close: &[Signal]) {
-        let _ = old.stop.send(how);
-        for w in old.workers {
-            let _ = w.await;
-        }
-        for &s in old.loaded.exporter.signals() {
-            self.pipeline.unsubscribe(s);
-        }
-        for &s in close {
-            self.pipeline.queue(s).close_cursor(name);
-        }
-        old.loaded.exporter.shutdown().await;
+    /// Stops an exporter in the background: its workers finish the attempt in hand, then its
+    /// cursors on `close` (signals nobody of that name reads any more) are closed and its
+    /// plugin shut down. The receiver turns true once the workers have stopped and the cursors
+    /// are settled: from then on, a successor of the same name may open them.
+    fn retire(&mut self, name: &str, old: Running, close: &[Signal]) -> watch::Receiver<bool> {
+        let _ = old.stop.send(Stop::Now);
+        let (done_tx, done_rx) = watch::channel(false);
+        let pipeline = self.pipeline.clone();
+        let close = close.to_vec();
+        let task_name = name.to_string();
+        let task = tokio::spawn(async move {
+            for w in old.workers {
+                let _ = w.await;
+            }
+            let exporter = &old.loaded.exporter;
+            for &s in exporter.signals() {
+                pipeline.unsubscribe(s);
+            }
+            for &s in &close {
+                pipeline.queue(s).close_cursor(&task_name);
+            }
+            let _ = done_tx.send(true);
+            exporter.shutdown(old.loaded.config.timeout).await;
+        });
+        self.retiring.retain(|(_, _, t)| !t.is_finished());
+        self.retiring
+            .push((name.to_string(), done_rx.clone(), task));
+        done_rx
     }
 
     /// Lets every exporter export what is queued, for at most `deadline`; then stops them where
-    /// they are. Returns whether everything was exported.
+    /// they are and shuts their plugins down in what is left of it (at least
+    /// [`SHUTDOWN_FLOOR`]). Returns whether everything was exported.
     pub async fn drain(self, deadline: Duration) -> bool {
+        let end = tokio::time::Instant::now() + deadline;
         let mut stops = Vec::new();
         let mut exporters = Vec::new();
-        let mut workers = Vec::new();
+        let mut workers: Vec<JoinHandle<()>> =
+            self.retiring.into_iter().map(|(_, _, t)| t).collect();
         for (_, r) in self.running {
             let _ = r.stop.send(Stop::Drain);
             stops.push(r.stop);
@@ -318,7 +378,7 @@ impl ExporterSet {
             workers.extend(r.workers);
         }
         let mut waiting = std::pin::pin!(futures::future::join_all(workers));
-        let drained = tokio::time::timeout(deadline, &mut waiting).await.is_ok();
+        let drained = tokio::time::timeout_at(end, &mut waiting).await.is_ok();
         if !drained {
             for stop in &stops {
                 let _ = stop.send(Stop::Now);
@@ -326,9 +386,13 @@ impl ExporterSet {
             // An attempt in flight gets a moment to finish; then the runtime ends it.
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut waiting).await;
         }
-        for e in &exporters {
-            e.shutdown().await;
-        }
+        let left = end
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(SHUTDOWN_FLOOR);
+        futures::future::join_all(exporters.iter().map(|e| e.shutdown(left))).await;
         drained
     }
 }
+
+/// The least time plugins get to shut down at exit, even when the drain used up its deadline.
+pub const SHUTDOWN_FLOOR: Duration = Duration::from_secs(1);

@@ -97,7 +97,7 @@ impl Reloader {
             tracing::info!("reload: no exporter changed");
             return;
         }
-        let changes = set.apply(plan).await;
+        let changes = set.apply(plan);
         tracing::info!(
             added = ?changes.added,
             changed = ?changes.changed,

@@ -20,6 +20,7 @@ mod otel_sdk;
 mod plugin_cli;
 mod reliability;
 mod sandbox;
+mod sandbox_limits;
 mod sdks;
 mod servers;
 mod zipkin;

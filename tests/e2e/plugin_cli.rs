@@ -473,3 +473,53 @@ fn plugin_new_projects_build_and_pass_plugin_test_unchanged() {
         assert!(!again.status.success());
     }
 }
+
+#[test]
+fn plugin_test_reports_host_memory_per_call_and_names_a_leak() {
+    let host =
+        |call: &serde_json::Value, which: &str, what: &str| call[which][what].as_u64().unwrap();
+    // A plugin that sends one request per call holds a request and its body during the call
+    // and nothing after it.
+    let (ok, r, _) = test(&built_wasm("ferry_plugin_otlp_http"), &[]);
+    assert!(ok, "{r:#}");
+    for c in r["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["signal"] != "shutdown")
+    {
+        assert!(
+            host(c, "host_peak", "bytes") > 1 << 20,
+            "a body buffer: {c:#}"
+        );
+        assert!(host(c, "host_peak", "resources") >= 3, "{c:#}");
+        assert!(host(c, "host_held", "bytes") < 64 << 10, "{c:#}");
+    }
+    assert_eq!(r["host_limits"]["bytes"], 16 << 20);
+
+    // One that fills two request bodies a call and never sends or drops them leaks: the
+    // report shows what each call left held, and says so.
+    let hostile = built_wasm("ferry_test_hostile");
+    let leaky = r#"{"mode": "hoard-bodies", "hoard_mib": 2}"#;
+    let (_, r, _) = test(&hostile, &["--config", leaky]);
+    let first = &r["calls"][0];
+    assert_eq!(first["result"], "ok", "{r:#}");
+    assert!(host(first, "host_held", "bytes") > 2 << 20, "{first:#}");
+    assert!(host(first, "host_held", "resources") >= 6, "{first:#}");
+    let out = ferry_command()
+        .args([
+            "plugin",
+            "test",
+            hostile.to_str().unwrap(),
+            "--config",
+            leaky,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("held after"), "{text}");
+    assert!(
+        text.contains("LEAK: a call left host memory held"),
+        "{text}"
+    );
+}

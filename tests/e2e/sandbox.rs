@@ -9,13 +9,13 @@ use crate::harness::{
     Ferry, PREAMBLE, Script, Sink, built_wasm, eventually, post_traces, span_names, traces_request,
 };
 
-struct Setup {
-    ferry: Ferry,
-    good: Sink,
+pub struct Setup {
+    pub ferry: Ferry,
+    pub good: Sink,
     _plugins: tempfile::TempDir,
 }
 
-fn plugin_dir() -> tempfile::TempDir {
+pub fn plugin_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         built_wasm("ferry_test_hostile"),
@@ -27,7 +27,7 @@ fn plugin_dir() -> tempfile::TempDir {
 
 /// `[exporters.NAME]` for the hostile plugin with fast retries, a 1 s call limit and a
 /// quick circuit breaker; `extra` adds keys (`config = {...}` at least).
-fn hostile(name: &str, extra: &str) -> String {
+pub fn hostile(name: &str, extra: &str) -> String {
     format!(
         r#"
         [exporters.{name}]
@@ -41,7 +41,7 @@ fn hostile(name: &str, extra: &str) -> String {
     )
 }
 
-async fn setup_with(name: &str, hostile_exporters: &str, env: &[(&str, &str)]) -> Setup {
+pub async fn setup_with(name: &str, hostile_exporters: &str, env: &[(&str, &str)]) -> Setup {
     let good = Sink::start(Script::default()).await;
     let plugins = plugin_dir();
     let toml = format!(
@@ -71,7 +71,7 @@ async fn setup(name: &str, extra: &str) -> Setup {
 }
 
 /// Sends `requests` requests of `spans` spans each, as separate batches.
-async fn send(ferry: &Ferry, requests: usize, spans: usize) -> BTreeSet<String> {
+pub async fn send(ferry: &Ferry, requests: usize, spans: usize) -> BTreeSet<String> {
     let mut sent = BTreeSet::new();
     for r in 0..requests {
         let tag = format!("b{r}");
@@ -85,7 +85,7 @@ async fn send(ferry: &Ferry, requests: usize, spans: usize) -> BTreeSet<String> 
 }
 
 impl Setup {
-    async fn good_gets_everything(&self, sent: &BTreeSet<String>) {
+    pub async fn good_gets_everything(&self, sent: &BTreeSet<String>) {
         eventually(
             "the well-behaved exporter receives every item",
             async || span_names(&self.good).len() >= sent.len(),
@@ -96,7 +96,7 @@ impl Setup {
         assert_eq!(&got.into_iter().collect::<BTreeSet<_>>(), sent);
     }
 
-    async fn metric(&self, name: &str, labels: &[&str]) -> u64 {
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> u64 {
         self.ferry.metric(name, labels).await
     }
 
@@ -107,7 +107,7 @@ impl Setup {
     }
 
     /// Waits for a log line naming `exporter` that contains `needle`.
-    async fn logged(&self, exporter: &str, needle: &str) {
+    pub async fn logged(&self, exporter: &str, needle: &str) {
         let tag = format!("exporter=\"{exporter}\"");
         eventually(
             &format!("a log line of {exporter} with {needle:?}"),
@@ -133,7 +133,7 @@ impl Setup {
         .await;
     }
 
-    fn alive(&mut self) {
+    pub fn alive(&mut self) {
         assert!(self.ferry.alive(), "the daemon must survive its plugins");
     }
 }

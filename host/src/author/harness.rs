@@ -20,7 +20,9 @@ use crate::pipeline::router::{Export, Outcome};
 use crate::plugin::engine::CodeOrigin;
 use crate::plugin::exporter::PluginExporter;
 use crate::plugin::registry;
+use crate::plugin::resources::{HostLimits, HostUsage, IDLE_ALLOWANCE};
 use crate::plugin::sender::HostSender;
+use crate::plugin::text::LogPolicy;
 use crate::plugin::{LoadError, PluginEngine};
 use crate::telemetry::Telemetry;
 
@@ -71,6 +73,10 @@ pub struct Call {
     pub ms: f64,
     /// What reached the capture server during the call.
     pub sent: Vec<Captured>,
+    /// The most host memory the instance held during the call.
+    pub host_peak: HostUsage,
+    /// What it still held when the call was over (a leak, past a few KiB).
+    pub host_held: HostUsage,
 }
 
 impl Call {
@@ -109,6 +115,8 @@ pub struct Report {
     pub memory_peak: usize,
     /// The instance memory cap.
     pub memory_limit: usize,
+    /// The instance's host memory and resource limits.
+    pub host_limits: HostLimits,
     /// Requests refused because they went somewhere other than the capture server.
     pub denied: u64,
     /// Why the plugin could not be tested at all.
@@ -186,6 +194,10 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         calls: Vec::new(),
         memory_peak: 0,
         memory_limit: config.memory,
+        host_limits: HostLimits {
+            bytes: config.host_memory,
+            resources: config.max_resources,
+        },
         denied: 0,
         problems: Vec::new(),
     };
@@ -208,6 +220,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         &source,
         &config,
         HostSender::new(Default::default()),
+        LogPolicy::default(),
         &telemetry,
     )
     .await
@@ -245,6 +258,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
             let outcome = exporter.export(signal, items, 0, payload).await;
             let ms = millis(started.elapsed());
             let (result, message) = describe_outcome(outcome);
+            let (host_held, host_peak) = exporter.last_host_usage();
             report.calls.push(Call {
                 signal: signal.as_str().into(),
                 size: Some(size),
@@ -254,12 +268,14 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
                 message,
                 ms,
                 sent: capture.take(),
+                host_peak,
+                host_held,
             });
         }
     }
     report.memory_peak = exporter.memory_peak();
     let started = Instant::now();
-    exporter.shutdown().await;
+    exporter.shutdown(config.timeout).await;
     report.calls.push(Call {
         signal: "shutdown".into(),
         size: None,
@@ -269,6 +285,8 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         message: None,
         ms: millis(started.elapsed()),
         sent: capture.take(),
+        host_peak: HostUsage::default(),
+        host_held: HostUsage::default(),
     });
     report.denied = telemetry
         .counter(
@@ -278,6 +296,17 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         )
         .get();
     Ok(report)
+}
+
+/// `host: peak 1.3 MiB in 9 resources, 0 B in 2 held after`.
+fn host_text(c: &Call) -> String {
+    format!(
+        "host: peak {} in {} resources, {} in {} held after",
+        size_text(c.host_peak.bytes),
+        c.host_peak.resources,
+        size_text(c.host_held.bytes),
+        c.host_held.resources
+    )
 }
 
 fn describe_outcome(outcome: Outcome) -> (&'static str, Option<String>) {
@@ -391,6 +420,9 @@ impl fmt::Display for Report {
                 if let Some(m) = &c.message {
                     writeln!(f, "{:<15} {m}", "")?;
                 }
+                if c.size.is_some() {
+                    writeln!(f, "{:<15} {}", "", host_text(c))?;
+                }
             }
             writeln!(f)?;
             writeln!(
@@ -410,6 +442,32 @@ impl fmt::Display for Report {
                     "           the plugin needs more memory: try --memory {}MiB and set the \
                      exporter's `memory` to match",
                     (self.memory_limit >> 20).max(32) * 2
+                )?;
+            }
+            let peak = self
+                .calls
+                .iter()
+                .map(|c| c.host_peak.bytes)
+                .max()
+                .unwrap_or(0);
+            writeln!(
+                f,
+                "host       peak {} of the {} limit (`host_memory`), at most {} resources \
+                 (`max_resources`)",
+                size_text(peak),
+                size_text(self.host_limits.bytes),
+                self.host_limits.resources
+            )?;
+            if self
+                .calls
+                .iter()
+                .any(|c| c.host_held.bytes > IDLE_ALLOWANCE)
+            {
+                writeln!(
+                    f,
+                    "           LEAK: a call left host memory held (requests, bodies or \
+                     header fields not dropped); the daemon discards such an instance after \
+                     every call"
                 )?;
             }
             match self.denied {

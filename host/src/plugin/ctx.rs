@@ -1,12 +1,12 @@
 //! Per-instance store state (`PluginCtx`) and the host side of the plugin's imports.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use wasmtime::component::Resource;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::p2::{DynOutputStream, StreamError};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -16,10 +16,41 @@ use wasmtime_wasi_http::{
 use super::bindings::v0_2::batches;
 use super::bindings::{v0_1, v0_2};
 use super::policy::{AllowedHosts, SecretHeaders};
+use super::resources::{self, BODY_BUFFER_CHUNKS, BODY_CHUNK, FIELDS_LIMIT, HostLimits, HostUsage};
 use super::sender::HostSender;
+use super::stderr::StderrRing;
+use super::text::{LogGate, escape, escape_tail};
 use crate::telemetry::Counter;
 
-/// What a plugin's outgoing requests are checked against, shared by its instances.
+/// Default memory cap of one plugin instance.
+pub const DEFAULT_MEMORY: usize = 64 << 20;
+
+/// What every instance of one exporter is confined to.
+#[derive(Debug, Clone)]
+pub struct InstanceLimits {
+    /// Memory cap.
+    pub memory: usize,
+    /// Host memory and resources.
+    pub host: HostLimits,
+    /// CPU deadline and wall-clock timeout of every call.
+    pub timeout: Duration,
+    /// The only directory the plugin may open, if any.
+    pub granted_dir: Option<PathBuf>,
+}
+
+impl Default for InstanceLimits {
+    fn default() -> Self {
+        InstanceLimits {
+            memory: DEFAULT_MEMORY,
+            host: HostLimits::default(),
+            timeout: Duration::from_secs(10),
+            granted_dir: None,
+        }
+    }
+}
+
+/// What the instances of one exporter share with the host: the checks on their outgoing
+/// requests and the gate on their log.
 #[derive(Clone)]
 pub struct Egress {
     /// The exporter's name, for logs.
@@ -32,11 +63,17 @@ pub struct Egress {
     pub sender: HostSender,
     /// Refused requests.
     pub denied: Counter,
+    /// Bounds what the plugin writes to the log.
+    pub log: Arc<LogGate>,
 }
 
 impl WasiHttpHooks for Egress {
     fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
-        OUTGOING_BODY_BUFFER_CHUNKS
+        BODY_BUFFER_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
     }
 
     fn send_request(
@@ -57,12 +94,15 @@ impl WasiHttpHooks for Egress {
     > {
         if !self.allowed.permits(request.uri()) {
             self.denied.inc();
-            tracing::warn!(
-                exporter = &*self.exporter,
-                "plugin request to {} {} denied: not in allowed_hosts",
-                request.method(),
-                request.uri()
-            );
+            if self.log.admit() {
+                let max = self.log.policy().max_message_bytes;
+                tracing::warn!(
+                    exporter = &*self.exporter,
+                    "plugin request to {} {} denied: not in allowed_hosts",
+                    escape(request.method().as_str(), max),
+                    escape(&request.uri().to_string(), max)
+                );
+            }
             // Refuse once the plugin has written the body, as a server would: a guest
             // runtime whose request fails while it is still writing may not cope
             // (componentize-js's `fetch` aborts the instance); the body is read and dropped.
@@ -83,12 +123,6 @@ impl WasiHttpHooks for Egress {
     }
 }
 
-/// Writes (of up to 1 MiB) to a request body that may wait for the connection at once. With
-/// wasmtime's default of one, every write of a large body waited for the previous one to reach
-/// the socket; a batch written by the host (`batch.write-to`) is slices of memory already held,
-/// so queueing a few costs nothing.
-const OUTGOING_BODY_BUFFER_CHUNKS: usize = 4;
-
 /// Where a granted directory appears inside the plugin.
 pub const GRANTED_DIR: &str = "/data";
 
@@ -96,48 +130,125 @@ pub const GRANTED_DIR: &str = "/data";
 pub struct PluginCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// Stands in for `table` once the instance went past its host limits: it holds nothing
+    /// and takes nothing, so the plugin's next WASI or `wasi:http` call traps.
+    refusal: ResourceTable,
     http: WasiHttpCtx,
     egress: Egress,
     /// Memory cap, and how much the instance has used.
     pub limits: MemoryLimiter,
-    /// What the guest wrote to stderr (a Rust panic message lands here).
-    pub stderr: MemoryOutputPipe,
+    host: HostGuard,
+    /// What the guest wrote to stderr during the current call (a Rust panic message).
+    stderr: StderrRing,
+}
+
+/// The host memory an instance holds, checked against its limits.
+struct HostGuard {
+    limits: HostLimits,
+    /// The most held since the current call began.
+    peak: HostUsage,
+    /// Set when the instance went past its limits; it is never entered again.
+    exhausted: Option<HostUsage>,
 }
 
 impl PluginCtx {
     /// A sandboxed context: no environment, no args, no sockets, stdout discarded, and no
     /// files except `granted_dir` (as `/data`) when the config grants one.
-    pub fn new(
-        egress: Egress,
-        memory_bytes: usize,
-        granted_dir: Option<&Path>,
-    ) -> wasmtime::Result<Self> {
-        let stderr = MemoryOutputPipe::new(16 << 10);
+    pub fn new(egress: Egress, limits: &InstanceLimits) -> wasmtime::Result<Self> {
+        let stderr = StderrRing::default();
         let mut builder = WasiCtx::builder();
         builder
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        if let Some(dir) = granted_dir {
+        if let Some(dir) = &limits.granted_dir {
             builder.preopened_dir(dir, GRANTED_DIR, FsPerms::ReadWrite)?;
         }
         let wasi = builder.build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.host.resources);
+        let mut refusal = ResourceTable::new();
+        refusal.set_max_capacity(0);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELDS_LIMIT);
         Ok(PluginCtx {
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            refusal,
+            http,
             egress,
-            limits: MemoryLimiter::new(memory_bytes),
+            limits: MemoryLimiter::new(limits.memory),
+            host: HostGuard {
+                limits: limits.host,
+                peak: HostUsage::default(),
+                exhausted: None,
+            },
             stderr,
         })
     }
 
-    /// The guest's stderr so far, as text.
-    pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+    /// Starts a call: stderr and the host-memory peak start afresh.
+    pub fn begin_call(&mut self) {
+        self.stderr.clear();
+        self.host.peak = resources::measure(&mut self.table);
+    }
+
+    /// Ends a call: what the instance still holds, and the most it held during the call.
+    pub fn end_call(&mut self) -> (HostUsage, HostUsage) {
+        let now = resources::measure(&mut self.table);
+        self.note(now);
+        self.egress.log.flush();
+        (now, self.host.peak)
+    }
+
+    /// Why an instance that trapped was stopped by its host limits, if it was: what it held.
+    pub fn host_fault(&mut self) -> Option<HostUsage> {
+        self.host.exhausted.or_else(|| {
+            let now = resources::measure(&mut self.table);
+            (now.resources >= self.host.limits.resources).then_some(now)
+        })
+    }
+
+    /// The host limits.
+    pub fn host_limits(&self) -> HostLimits {
+        self.host.limits
+    }
+
+    /// What the guest wrote to stderr in this call, escaped onto one line and cut to the
+    /// log's message size (its end kept: that is where a panic message is).
+    pub fn stderr_tail(&self) -> String {
+        let (text, _) = self.stderr.text();
+        escape_tail(text.trim(), self.egress.log.policy().max_message_bytes)
+    }
+
+    fn note(&mut self, usage: HostUsage) {
+        let peak = &mut self.host.peak;
+        peak.bytes = peak.bytes.max(usage.bytes);
+        peak.resources = peak.resources.max(usage.resources);
+    }
+
+    /// Weighs the table before a WASI or `wasi:http` call; past the limits, the call gets
+    /// the refusing table instead.
+    fn guarded_table(&mut self) -> bool {
+        if self.host.exhausted.is_none() {
+            let now = resources::measure(&mut self.table);
+            self.note(now);
+            if now.exceeds(&self.host.limits) {
+                self.host.exhausted = Some(now);
+            }
+        }
+        self.host.exhausted.is_none()
+    }
+
+    fn refuse_if_exhausted(&self) -> wasmtime::Result<()> {
+        match self.host.exhausted {
+            Some(u) => Err(wasmtime::Error::msg(format!(
+                "host resource limit exceeded ({} bytes in {} resources)",
+                u.bytes, u.resources
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -216,18 +327,28 @@ impl ResourceLimiter for MemoryLimiter {
 
 impl WasiView for PluginCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let ok = self.guarded_table();
         WasiCtxView {
             ctx: &mut self.wasi,
-            table: &mut self.table,
+            table: if ok {
+                &mut self.table
+            } else {
+                &mut self.refusal
+            },
         }
     }
 }
 
 impl WasiHttpView for PluginCtx {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let ok = self.guarded_table();
         WasiHttpCtxView {
             ctx: &mut self.http,
-            table: &mut self.table,
+            table: if ok {
+                &mut self.table
+            } else {
+                &mut self.refusal
+            },
             hooks: &mut self.egress,
         }
     }
@@ -250,7 +371,14 @@ impl PluginCtx {
         let _ = self.table.delete(handle);
     }
 
+    /// A `host.log` message: rate-limited, cut and escaped, so it is one line of the host's
+    /// log under this exporter's name whatever it contains.
     fn log(&self, level: LogLevel, message: &str) {
+        let gate = &self.egress.log;
+        if !gate.admit() {
+            return;
+        }
+        let message = escape(message, gate.policy().max_message_bytes);
         let exporter = &*self.egress.exporter;
         match level {
             LogLevel::Trace => tracing::trace!(exporter, "{message}"),
@@ -300,6 +428,7 @@ impl batches::Host for PluginCtx {}
 
 impl batches::HostBatch for PluginCtx {
     fn len(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<u64> {
+        self.refuse_if_exhausted()?;
         Ok(self.table.get(&batch)?.0.len() as u64)
     }
 
@@ -309,6 +438,7 @@ impl batches::HostBatch for PluginCtx {
         offset: u64,
         len: u64,
     ) -> wasmtime::Result<Vec<u8>> {
+        self.refuse_if_exhausted()?;
         let bytes = &self.table.get(&batch)?.0;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -322,6 +452,7 @@ impl batches::HostBatch for PluginCtx {
         batch: Resource<HostBatch>,
         out: Resource<DynOutputStream>,
     ) -> wasmtime::Result<Result<(), String>> {
+        self.refuse_if_exhausted()?;
         let bytes = self.table.get(&batch)?.0.clone();
         let stream = self.table.get_mut(&out)?;
         let mut written = 0;

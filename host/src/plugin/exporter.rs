@@ -1,7 +1,6 @@
 //! An exporter: a plugin component, pre-instantiated, with a small pool of initialised
 //! instances, called under the sandbox's limits.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,23 +8,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 use wasmtime::Store;
-use wasmtime::component::{Component, Resource};
 
-use super::bindings::{v0_1, v0_2};
 use super::breaker::Breaker;
 use super::ctx::{Egress, PluginCtx};
-use super::engine::{EPOCH_TICK, EngineError, PluginEngine};
+use super::engine::{EngineError, PluginEngine};
+use super::instance::{CallError, Instance, PluginPre, bounded};
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::registry::PluginSource;
+use super::resources::{HostLimits, HostUsage, IDLE_ALLOWANCE};
 use super::sender::HostSender;
+use super::text::{LogGate, LogPolicy, escape};
 use crate::config::ExporterConfig;
 use crate::pipeline::Encoding;
 use crate::pipeline::router::{Export, ExportFuture, Outcome};
 use crate::signal::Signal;
-use crate::telemetry::{Counter, Histogram, Telemetry};
+use crate::telemetry::{Counter, Gauge, Histogram, Telemetry};
 
-/// Default memory cap of one plugin instance.
-pub const DEFAULT_MEMORY: usize = 64 << 20;
+pub use super::ctx::{DEFAULT_MEMORY, InstanceLimits};
+pub use super::instance::{CONTRACTS, Manifest};
 
 /// Why an exporter could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +38,17 @@ pub enum LoadError {
     #[error("plugin does not fit the ferry:plugin exporter-plugin world (0.2.0 or 0.1.0): {0:#}")]
     Contract(wasmtime::Error),
     /// `describe` or `init` trapped.
-    #[error("plugin trapped during {during}: {}{stderr}", trap_reason("-", error))]
+    #[error(
+        "plugin trapped during {during}: {}{}",
+        trap_reason("-", error),
+        stderr_suffix(stderr)
+    )]
     Trap {
         /// Which call.
         during: &'static str,
         /// The trap.
         error: wasmtime::Error,
-        /// What the guest printed to stderr, if anything.
+        /// What the guest printed to stderr, escaped (the end of it), if anything.
         stderr: String,
     },
     /// A call did not finish within the exporter's timeout.
@@ -76,248 +80,15 @@ pub enum LoadError {
     Json(String),
 }
 
-/// A plugin's self-description, in host types.
-#[derive(Debug, Clone)]
-pub struct Manifest {
-    /// Plugin's name.
-    pub name: String,
-    /// Plugin's version.
-    pub version: String,
-    /// Signals it exports.
-    pub signals: Vec<Signal>,
-    /// What it wants batches encoded as.
-    pub encoding: Encoding,
-    /// The `ferry:plugin` version it was built against.
-    pub contract: &'static str,
-}
-
-/// Conversions between host types and one contract version's types, identical in each.
-macro_rules! contract_types {
-    ($v:ident, $meta:ident, $version:literal) => {
-        impl From<$v::types::Manifest> for Manifest {
-            fn from(m: $v::types::Manifest) -> Self {
-                use $v::types::Encoding as E;
-                Manifest {
-                    name: m.name,
-                    version: m.version,
-                    signals: m.signals.into_iter().map(Signal::from).collect(),
-                    encoding: match m.encoding {
-                        E::OtlpProtobuf => Encoding::OtlpProtobuf,
-                        E::OtlpJson => Encoding::OtlpJson,
-                    },
-                    contract: $version,
-                }
-            }
-        }
-
-        impl From<$v::types::Signal> for Signal {
-            fn from(s: $v::types::Signal) -> Self {
-                use $v::types::Signal as S;
-                match s {
-                    S::Traces => Signal::Traces,
-                    S::Metrics => Signal::Metrics,
-                    S::Logs => Signal::Logs,
-                }
-            }
-        }
-
-        impl From<Signal> for $v::types::Signal {
-            fn from(s: Signal) -> Self {
-                match s {
-                    Signal::Traces => Self::Traces,
-                    Signal::Metrics => Self::Metrics,
-                    Signal::Logs => Self::Logs,
-                }
-            }
-        }
-
-        impl From<$v::types::ExportError> for Outcome {
-            fn from(e: $v::types::ExportError) -> Self {
-                use $v::types::ExportError as E;
-                match e {
-                    E::Retryable(m) => Outcome::Retryable(m),
-                    E::Throttled(ms) => Outcome::Throttled(Duration::from_millis(ms)),
-                    E::Partial((n, m)) => Outcome::Partial(n, m),
-                    E::Permanent(m) => Outcome::Permanent(m),
-                }
-            }
-        }
-
-        fn $meta(signal: Signal, items: u32, attempt: u32) -> $v::types::BatchMeta {
-            $v::types::BatchMeta {
-                signal: signal.into(),
-                items,
-                attempt,
-            }
-        }
-    };
-}
-
-contract_types!(v0_1, meta_v0_1, "0.1.0");
-contract_types!(v0_2, meta_v0_2, "0.2.0");
-
-/// A plugin pre-instantiated against the contract version it was built for.
-enum PluginPre {
-    V0_2(v0_2::ExporterPluginPre<PluginCtx>),
-    V0_1(v0_1::ExporterPluginPre<PluginCtx>),
-}
-
-impl PluginPre {
-    /// Picks the contract version from what the component exports.
-    fn new(engine: &PluginEngine, component: &Component) -> Result<PluginPre, LoadError> {
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(engine.engine())
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let pre = engine
-            .linker()
-            .instantiate_pre(component)
-            .map_err(LoadError::Contract)?;
-        let has = |name: &str| exports.iter().any(|e| e == name);
-        if has("ferry:plugin/exporter@0.2.0") {
-            v0_2::ExporterPluginPre::new(pre)
-                .map(PluginPre::V0_2)
-                .map_err(LoadError::Contract)
-        } else if has("ferry:plugin/exporter@0.1.0") {
-            v0_1::ExporterPluginPre::new(pre)
-                .map(PluginPre::V0_1)
-                .map_err(LoadError::Contract)
-        } else if let Some(other) = exports
-            .iter()
-            .find_map(|e| e.strip_prefix("ferry:plugin/exporter@"))
-        {
-            Err(LoadError::Contract(wasmtime::Error::msg(format!(
-                "it implements ferry:plugin@{other}, a contract version this host does not \
-                 speak (it speaks {})",
-                CONTRACTS.join(", ")
-            ))))
-        } else {
-            Err(LoadError::Contract(wasmtime::Error::msg(format!(
-                "it exports [{}], not ferry:plugin/exporter",
-                exports.join(", ")
-            ))))
-        }
-    }
-
-    fn engine(&self) -> &wasmtime::Engine {
-        match self {
-            PluginPre::V0_2(p) => p.engine(),
-            PluginPre::V0_1(p) => p.engine(),
-        }
-    }
-
-    async fn instantiate(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Plugin> {
-        Ok(match self {
-            PluginPre::V0_2(p) => Plugin::V0_2(p.instantiate_async(store).await?),
-            PluginPre::V0_1(p) => Plugin::V0_1(p.instantiate_async(store).await?),
-        })
-    }
-}
-
-/// An instantiated plugin, by contract version.
-enum Plugin {
-    V0_2(v0_2::ExporterPlugin),
-    V0_1(v0_1::ExporterPlugin),
-}
-
-struct Instance {
-    store: Store<PluginCtx>,
-    plugin: Plugin,
-}
-
-impl Instance {
-    async fn describe(&mut self) -> wasmtime::Result<Manifest> {
-        let store = &mut self.store;
-        Ok(match &self.plugin {
-            Plugin::V0_2(p) => p
-                .ferry_plugin0_2_0_exporter()
-                .call_describe(store)
-                .await?
-                .into(),
-            Plugin::V0_1(p) => p
-                .ferry_plugin0_1_0_exporter()
-                .call_describe(store)
-                .await?
-                .into(),
-        })
-    }
-
-    async fn init(&mut self, config: &str) -> wasmtime::Result<Result<(), String>> {
-        let store = &mut self.store;
-        match &self.plugin {
-            Plugin::V0_2(p) => {
-                p.ferry_plugin0_2_0_exporter()
-                    .call_init(store, config)
-                    .await
-            }
-            Plugin::V0_1(p) => {
-                p.ferry_plugin0_1_0_exporter()
-                    .call_init(store, config)
-                    .await
-            }
-        }
-    }
-
-    /// One `export` call: a 0.2.0 plugin is lent the batch, a 0.1.0 plugin gets a copy.
-    async fn export(
-        &mut self,
-        signal: Signal,
-        items: u32,
-        attempt: u32,
-        payload: Bytes,
-    ) -> wasmtime::Result<Outcome> {
-        let store = &mut self.store;
-        let result = match &self.plugin {
-            Plugin::V0_2(p) => {
-                let batch = store.data_mut().lend_batch(payload)?;
-                let meta = meta_v0_2(signal, items, attempt);
-                let handle = Resource::new_borrow(batch.rep());
-                let r = p
-                    .ferry_plugin0_2_0_exporter()
-                    .call_export(&mut *store, meta, handle)
-                    .await;
-                store.data_mut().take_batch(batch);
-                r?.map_err(Outcome::from)
-            }
-            Plugin::V0_1(p) => {
-                let meta = meta_v0_1(signal, items, attempt);
-                p.ferry_plugin0_1_0_exporter()
-                    .call_export(store, meta, &payload)
-                    .await?
-                    .map_err(Outcome::from)
-            }
-        };
-        Ok(result.err().unwrap_or(Outcome::Ok))
-    }
-
-    async fn shutdown(&mut self) -> wasmtime::Result<()> {
-        let store = &mut self.store;
-        match &self.plugin {
-            Plugin::V0_2(p) => p.ferry_plugin0_2_0_exporter().call_shutdown(store).await,
-            Plugin::V0_1(p) => p.ferry_plugin0_1_0_exporter().call_shutdown(store).await,
-        }
-    }
-}
-
-/// What every instance of one exporter is confined to.
-#[derive(Debug, Clone)]
-pub struct InstanceLimits {
-    /// Memory cap.
-    pub memory: usize,
-    /// CPU deadline and wall-clock timeout of one call.
-    pub timeout: Duration,
-    /// The only directory the plugin may open, if any.
-    pub granted_dir: Option<PathBuf>,
-}
-
-impl Default for InstanceLimits {
-    fn default() -> Self {
-        InstanceLimits {
-            memory: DEFAULT_MEMORY,
-            timeout: Duration::from_secs(10),
-            granted_dir: None,
-        }
+impl LoadError {
+    /// Whether the plugin trapped or ran out of time while being instantiated or described:
+    /// faulty code, not a configuration to fix.
+    pub fn is_fault_before_init(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Trap { during, .. } | LoadError::Timeout { during, .. }
+                if *during == "describe" || *during == "instantiation"
+        )
     }
 }
 
@@ -350,80 +121,111 @@ impl Shared {
         })
     }
 
-    async fn describe(&self, inst: &mut Instance) -> Result<Manifest, LoadError> {
-        match inst.describe().await {
-            Ok(m) => Ok(m),
-            Err(error) => Err(LoadError::Trap {
-                during: "describe",
+    fn load_error(
+        during: &'static str,
+        limit: Duration,
+        inst: &Instance,
+        e: CallError,
+    ) -> LoadError {
+        match e {
+            CallError::Trap(error) => LoadError::Trap {
+                during,
                 error,
-                stderr: stderr_suffix(&inst.store),
-            }),
+                stderr: inst.store.data().stderr_tail(),
+            },
+            CallError::Timeout => LoadError::Timeout { during, limit },
         }
+    }
+
+    /// The plugin's manifest, its text fields escaped and cut like anything else it says.
+    async fn describe(&self, inst: &mut Instance) -> Result<Manifest, LoadError> {
+        let limit = self.limits.timeout;
+        let mut m = bounded!(limit, inst.describe())
+            .map_err(|e| Self::load_error("describe", limit, inst, e))?;
+        let max = self.egress.log.policy().max_message_bytes.min(256);
+        m.name = escape(&m.name, max);
+        m.version = escape(&m.version, max);
+        Ok(m)
     }
 
     /// A fresh, uninitialised instance.
     async fn instantiate(&self) -> Result<Instance, LoadError> {
-        let ctx = PluginCtx::new(
-            self.egress.clone(),
-            self.limits.memory,
-            self.limits.granted_dir.as_deref(),
-        )
-        .map_err(|e| LoadError::Policy(format!("granted_dir: {e:#}")))?;
+        let ctx = PluginCtx::new(self.egress.clone(), &self.limits)
+            .map_err(|e| LoadError::Policy(format!("granted_dir: {e:#}")))?;
         let mut store = Store::new(self.pre.engine(), ctx);
         store.limiter(|c| &mut c.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(self.limits.timeout));
-        let plugin = self
-            .pre
-            .instantiate(&mut store)
-            .await
-            .map_err(|e| LoadError::Trap {
-                during: "instantiation",
-                error: e,
-                stderr: String::new(),
-            })?;
+        let limit = self.limits.timeout;
+        store.set_epoch_deadline(super::instance::ticks(limit));
+        let plugin = match tokio::time::timeout(limit, self.pre.instantiate(&mut store)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(error)) => {
+                return Err(LoadError::Trap {
+                    during: "instantiation",
+                    error,
+                    stderr: String::new(),
+                });
+            }
+            Err(_) => {
+                return Err(LoadError::Timeout {
+                    during: "instantiation",
+                    limit,
+                });
+            }
+        };
         Ok(Instance { store, plugin })
     }
 
     async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
-        inst.store.set_epoch_deadline(ticks(self.limits.timeout));
-        let r = tokio::time::timeout(self.limits.timeout, inst.init(&self.config_json)).await;
-        match r {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(msg))) => Err(LoadError::Config(msg)),
-            Ok(Err(error)) => Err(LoadError::Trap {
-                during: "init",
-                error,
-                stderr: stderr_suffix(&inst.store),
-            }),
-            Err(_) => Err(LoadError::Timeout {
-                during: "init",
-                limit: self.limits.timeout,
-            }),
+        let limit = self.limits.timeout;
+        let json = &self.config_json;
+        match bounded!(limit, inst.init(json)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(LoadError::Config(escape(
+                &msg,
+                self.egress.log.policy().max_message_bytes,
+            ))),
+            Err(e) => Err(Self::load_error("init", limit, inst, e)),
+        }
+    }
+
+    /// Shuts `inst` down within `limit`; says how it went for the log.
+    async fn shutdown(&self, mut inst: Instance, limit: Duration) {
+        let name = &self.name;
+        match bounded!(limit, inst.shutdown()) {
+            Ok(()) => {}
+            Err(CallError::Timeout) => tracing::warn!(
+                exporter = name,
+                "plugin did not finish shutdown within {limit:?}; instance dropped"
+            ),
+            Err(CallError::Trap(e)) => tracing::warn!(
+                exporter = name,
+                "plugin trapped in shutdown: {}{}; instance dropped",
+                trap_reason(name, &e),
+                stderr_suffix(&inst.store.data().stderr_tail())
+            ),
         }
     }
 }
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
-}
-
-/// What the guest printed to stderr, folded onto one line and bounded, for a log message.
-fn stderr_suffix(store: &Store<PluginCtx>) -> String {
-    let text = store.data().stderr_text();
-    if text.is_empty() {
-        return String::new();
+/// What the guest printed to stderr (already escaped), for a log message.
+fn stderr_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin stderr: {tail})")
     }
-    let folded: String = text.lines().collect::<Vec<_>>().join(" | ");
-    let bounded: String = folded.chars().take(1024).collect();
-    format!(" (plugin stderr: {bounded})")
 }
 
 /// A trap's reason on one line (the trap code, or the root cause such as a memory limit);
 /// the full chain with the wasm backtrace goes to the debug log.
 fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
-    tracing::debug!(exporter, "plugin trap in full: {e:?}");
-    match e.downcast_ref::<wasmtime::Trap>() {
+    tracing::debug!(
+        exporter,
+        "plugin trap in full: {}",
+        escape(&format!("{e:?}"), 64 << 10)
+    );
+    let reason = match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => {
             let root = e.root_cause().to_string();
             let trap = trap.to_string();
@@ -434,16 +236,10 @@ fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
             }
         }
         None => e.root_cause().to_string(),
-    }
-    .lines()
-    .next()
-    .unwrap_or_default()
-    .to_string()
+    };
+    // A host error may carry plugin text (a header name, a URI).
+    escape(reason.lines().next().unwrap_or_default(), 1024)
 }
-
-/// Contract versions this host speaks, newest first: a plugin exports
-/// `ferry:plugin/exporter@VERSION` for one of them.
-pub const CONTRACTS: [&str; 2] = ["0.2.0", "0.1.0"];
 
 /// Reads a plugin's manifest without initialising it (its egress is denied).
 pub async fn describe(engine: &PluginEngine, source: &PluginSource) -> Result<Manifest, LoadError> {
@@ -456,18 +252,45 @@ pub async fn probe(
     engine: &PluginEngine,
     source: &PluginSource,
 ) -> Result<(Manifest, usize), LoadError> {
+    let name: Arc<str> = source.name.as_str().into();
     let egress = Egress {
-        exporter: source.name.as_str().into(),
+        exporter: name.clone(),
         allowed: Arc::new(AllowedHosts::default()),
         secrets: Arc::new(SecretHeaders::default()),
         sender: HostSender::new(Default::default()),
         denied: Counter::default(),
+        log: Arc::new(LogGate::new(name, LogPolicy::default(), Counter::default())),
     };
     let limits = InstanceLimits::default();
     let shared = Shared::new(engine, &source.name, source, egress, limits, "{}".into())?;
     let mut inst = shared.instantiate().await?;
     let manifest = shared.describe(&mut inst).await?;
     Ok((manifest, inst.store.data().limits.peak()))
+}
+
+/// Why an instance was discarded: the `reason` of `ferry_exporter_faults_total`.
+#[derive(Clone, Copy)]
+enum Fault {
+    Trap,
+    Timeout,
+    Memory,
+    HostResources,
+}
+
+const FAULTS: [(Fault, &str); 4] = [
+    (Fault::Trap, "trap"),
+    (Fault::Timeout, "timeout"),
+    (Fault::Memory, "memory"),
+    (Fault::HostResources, "host_resources"),
+];
+
+/// Host memory seen across calls, for `/metrics` and `ferry plugin test`.
+#[derive(Default)]
+struct HostSeen {
+    /// The most any instance held during a call.
+    peak: Gauge,
+    /// What the last call left held, and the most it held.
+    last: Mutex<(HostUsage, HostUsage)>,
 }
 
 /// One configured exporter backed by a plugin.
@@ -477,10 +300,11 @@ pub struct PluginExporter {
     signals: Vec<Signal>,
     pool: Mutex<Vec<Instance>>,
     latency: Histogram,
-    faults: Counter,
+    faults: [Counter; 4],
     instances: Counter,
     breaker: Breaker,
     memory_peak: AtomicUsize,
+    host: HostSeen,
 }
 
 impl PluginExporter {
@@ -492,11 +316,18 @@ impl PluginExporter {
         source: &PluginSource,
         config: &ExporterConfig,
         sender: HostSender,
+        log: LogPolicy,
         telemetry: &Telemetry,
     ) -> Result<PluginExporter, LoadError> {
+        let labels = [("exporter", name)];
         let allowed = AllowedHosts::from_config(config.allowed_hosts.as_deref(), &config.config)
             .map_err(LoadError::Policy)?;
         let secrets = SecretHeaders::resolve(&config.secret_headers).map_err(LoadError::Policy)?;
+        let log_dropped = telemetry.counter(
+            "ferry_exporter_log_messages_dropped_total",
+            "Plugin log messages dropped by the per-exporter rate limit.",
+            &labels,
+        );
         let egress = Egress {
             exporter: name.into(),
             allowed: Arc::new(allowed),
@@ -505,36 +336,38 @@ impl PluginExporter {
             denied: telemetry.counter(
                 "ferry_exporter_egress_denied_total",
                 "Plugin HTTP requests refused by the exporter's allowed_hosts.",
-                &[("exporter", name)],
+                &labels,
             ),
+            log: Arc::new(LogGate::new(name.into(), log, log_dropped)),
         };
         let config_json =
             serde_json::to_string(&config.config).map_err(|e| LoadError::Json(e.to_string()))?;
         let limits = InstanceLimits {
             memory: config.memory,
+            host: HostLimits {
+                bytes: config.host_memory,
+                resources: config.max_resources,
+            },
             timeout: config.timeout,
             granted_dir: config.granted_dir.clone(),
         };
         let shared = Shared::new(engine, name, source, egress, limits, config_json)?;
         let mut first = shared.instantiate().await?;
         let manifest = shared.describe(&mut first).await?;
-        let labels = [("exporter", name)];
         let signals = match &config.signals {
             None => manifest.signals.clone(),
             Some(wanted) => {
-                for s in wanted {
-                    if !manifest.signals.contains(s) {
-                        return Err(LoadError::Signal {
-                            plugin: manifest.name.clone(),
-                            signal: *s,
-                            supported: manifest
-                                .signals
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        });
-                    }
+                if let Some(s) = wanted.iter().find(|s| !manifest.signals.contains(s)) {
+                    return Err(LoadError::Signal {
+                        plugin: manifest.name.clone(),
+                        signal: *s,
+                        supported: manifest
+                            .signals
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
                 }
                 wanted.clone()
             }
@@ -544,11 +377,15 @@ impl PluginExporter {
             "Plugin instances created (a fault replaces its instance).",
             &labels,
         );
-        let faults = telemetry.counter(
-            "ferry_exporter_faults_total",
-            "Plugin instances discarded after a trap, timeout or limit.",
-            &labels,
-        );
+        let faults = FAULTS.map(|(_, reason)| {
+            telemetry.counter(
+                "ferry_exporter_faults_total",
+                "Plugin instances discarded, by reason (trap, timeout, memory: its memory cap, \
+                 host_resources: its host memory or resource limit, or host memory left held \
+                 after a call).",
+                &[("exporter", name), ("reason", reason)],
+            )
+        });
         let breaker = Breaker::new(name, &config.circuit_breaker, telemetry);
         let mut pool = Vec::new();
         match shared.init(&mut first).await {
@@ -561,7 +398,11 @@ impl PluginExporter {
             // A plugin that traps or hangs in `init` is faulty, not misconfigured: the daemon
             // and every other exporter run; this one retries under its circuit breaker.
             Err(fault) => {
-                faults.inc();
+                let kind = match fault {
+                    LoadError::Timeout { .. } => Fault::Timeout,
+                    _ => Fault::Trap,
+                };
+                faults[kind as usize].inc();
                 breaker.fault();
                 tracing::error!(
                     exporter = name,
@@ -569,6 +410,15 @@ impl PluginExporter {
                 );
             }
         }
+        let host = HostSeen {
+            peak: telemetry.gauge(
+                "ferry_exporter_host_bytes_peak",
+                "The most host memory (header fields, request and response buffers) one \
+                 plugin instance held during a call.",
+                &labels,
+            ),
+            last: Mutex::default(),
+        };
         Ok(PluginExporter {
             shared,
             manifest,
@@ -583,6 +433,7 @@ impl PluginExporter {
             instances,
             breaker,
             memory_peak: AtomicUsize::new(0),
+            host,
         })
     }
 
@@ -607,36 +458,46 @@ impl PluginExporter {
         self.memory_peak.load(Ordering::Relaxed)
     }
 
-    fn note_memory(&self, inst: &Instance) {
-        self.memory_peak
-            .fetch_max(inst.store.data().limits.peak(), Ordering::Relaxed);
+    /// Host memory of the last call: what the instance still held after it, and the most it
+    /// held during it.
+    pub fn last_host_usage(&self) -> (HostUsage, HostUsage) {
+        *self.host.last.lock().expect("host usage lock")
     }
 
-    async fn checkout(&self) -> Result<Instance, String> {
+    /// The instances' host limits.
+    pub fn host_limits(&self) -> HostLimits {
+        self.shared.limits.host
+    }
+
+    async fn checkout(&self) -> Result<Instance, LoadError> {
         if let Some(inst) = self.pool.lock().expect("pool lock").pop() {
             return Ok(inst);
         }
-        let mut inst = self.shared.instantiate().await.map_err(|e| e.to_string())?;
-        self.shared
-            .init(&mut inst)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut inst = self.shared.instantiate().await?;
+        self.shared.init(&mut inst).await?;
         self.instances.inc();
         Ok(inst)
     }
 
-    /// Calls `shutdown` on every idle instance and drops them.
-    pub async fn shutdown(&self) {
+    /// Calls `shutdown` on every idle instance, all at once, and drops them: each gets the
+    /// exporter's `timeout`, and the whole at most `within`; an instance that overruns is
+    /// dropped and logged.
+    pub async fn shutdown(&self, within: Duration) {
         let idle: Vec<Instance> = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
-        for mut inst in idle {
-            inst.store.set_epoch_deadline(ticks(Duration::from_secs(5)));
-            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), inst.shutdown()).await
-            {
-                tracing::warn!(
-                    exporter = self.shared.name,
-                    "plugin trapped in shutdown: {e:#}"
-                );
-            }
+        if idle.is_empty() {
+            return;
+        }
+        let limit = self.shared.limits.timeout.min(within);
+        let count = idle.len();
+        let shared = &self.shared;
+        let all = futures::future::join_all(idle.into_iter().map(|i| shared.shutdown(i, limit)));
+        // Each call is bounded by `limit` already; this bounds the whole when a spinning
+        // guest holds the thread past its turn.
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!(
+                exporter = self.shared.name,
+                "{count} plugin instances did not all shut down within {within:?}; dropped"
+            );
         }
     }
 
@@ -644,13 +505,21 @@ impl PluginExporter {
         self.breaker.ready().await;
         let outcome = self.attempt(signal, items, attempt, payload).await;
         match &outcome {
-            Outcome::Fault(_) => {
-                self.faults.inc();
-                self.breaker.fault();
-            }
+            Outcome::Fault(_) => self.breaker.fault(),
             _ => self.breaker.success(),
         }
         outcome
+    }
+
+    /// Records host memory after a call; false when the instance keeps too much of it to go
+    /// back to the pool.
+    fn note_host(&self, inst: &mut Instance) -> bool {
+        let (held, peak) = inst.store.data_mut().end_call();
+        *self.host.last.lock().expect("host usage lock") = (held, peak);
+        if peak.bytes as i64 > self.host.peak.get() {
+            self.host.peak.set(peak.bytes as i64);
+        }
+        held.bytes <= IDLE_ALLOWANCE
     }
 
     async fn attempt(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> Outcome {
@@ -661,36 +530,83 @@ impl PluginExporter {
             Err(e) => {
                 let msg = format!("cannot create a plugin instance: {e}");
                 tracing::error!(exporter = name, "{msg}");
+                let kind = match e {
+                    LoadError::Timeout { .. } => Fault::Timeout,
+                    _ => Fault::Trap,
+                };
+                self.faults[kind as usize].inc();
                 return Outcome::Fault(msg);
             }
         };
-        inst.store.set_epoch_deadline(ticks(timeout));
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(timeout, inst.export(signal, items, attempt, payload)).await;
+        let result = bounded!(timeout, inst.export(signal, items, attempt, payload));
         self.latency.observe(started.elapsed());
-        self.note_memory(&inst);
-        let result = match result {
-            Ok(Ok(r)) => r,
-            Ok(Err(trap)) => {
-                // A trapped instance must never be entered again: drop it, the next call
-                // builds a fresh one from the InstancePre.
-                let msg = format!(
-                    "plugin trapped: {}{}",
-                    trap_reason(name, &trap),
-                    stderr_suffix(&inst.store)
-                );
-                tracing::error!(exporter = name, "{msg}; instance discarded");
-                return Outcome::Fault(msg);
+        self.memory_peak
+            .fetch_max(inst.store.data().limits.peak(), Ordering::Relaxed);
+        let reusable = self.note_host(&mut inst);
+        let (fault, msg) = match result {
+            Ok(outcome) => {
+                let outcome = self.bounded_text(outcome);
+                if reusable {
+                    self.pool.lock().expect("pool lock").push(inst);
+                } else {
+                    // The call is done; the instance holding host memory is not reused.
+                    let (held, _) = self.last_host_usage();
+                    self.faults[Fault::HostResources as usize].inc();
+                    tracing::warn!(
+                        exporter = name,
+                        "plugin instance still held {} host bytes in {} resources after the \
+                         call (more than {IDLE_ALLOWANCE}); instance discarded",
+                        held.bytes,
+                        held.resources
+                    );
+                }
+                return outcome;
             }
-            Err(_) => {
-                let msg = format!("export call exceeded its {timeout:?} timeout");
-                tracing::error!(exporter = name, "{msg}; instance discarded");
-                return Outcome::Fault(msg);
-            }
+            Err(CallError::Timeout) => (
+                Fault::Timeout,
+                format!("export call exceeded its {timeout:?} timeout"),
+            ),
+            Err(CallError::Trap(trap)) => match inst.store.data_mut().host_fault() {
+                Some(held) => {
+                    let limits = self.shared.limits.host;
+                    (
+                        Fault::HostResources,
+                        format!(
+                            "plugin exceeded its host resource limit: {} bytes in {} resources \
+                             (host_memory {}, max_resources {})",
+                            held.bytes, held.resources, limits.bytes, limits.resources
+                        ),
+                    )
+                }
+                None => {
+                    let reason = trap_reason(name, &trap);
+                    let kind = if reason.contains("growing memory") {
+                        Fault::Memory
+                    } else {
+                        Fault::Trap
+                    };
+                    let stderr = stderr_suffix(&inst.store.data().stderr_tail());
+                    (kind, format!("plugin trapped: {reason}{stderr}"))
+                }
+            },
         };
-        self.pool.lock().expect("pool lock").push(inst);
-        result
+        // A failed instance must never be entered again: drop it, the next call builds a
+        // fresh one from the InstancePre.
+        self.faults[fault as usize].inc();
+        tracing::error!(exporter = name, "{msg}; instance discarded");
+        Outcome::Fault(msg)
+    }
+
+    /// The plugin's message in `outcome`, escaped and cut for the log.
+    fn bounded_text(&self, outcome: Outcome) -> Outcome {
+        let max = self.shared.egress.log.policy().max_message_bytes;
+        match outcome {
+            Outcome::Retryable(m) => Outcome::Retryable(escape(&m, max)),
+            Outcome::Partial(n, m) => Outcome::Partial(n, escape(&m, max)),
+            Outcome::Permanent(m) => Outcome::Permanent(escape(&m, max)),
+            other => other,
+        }
     }
 }
 

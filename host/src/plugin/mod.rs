@@ -1,17 +1,23 @@
 //! The plugin runtime: exporters are sandboxed WebAssembly components.
 //!
 //! `engine` owns wasmtime; `registry` finds plugin bytes; `policy` parses what a plugin may
-//! reach and `ctx` enforces it; `sender` is the pooled HTTP client behind wasi:http;
-//! `exporter` pre-instantiates a plugin and calls it under the sandbox's limits.
+//! reach and `ctx` enforces it, with `resources` weighing the host memory a plugin holds and
+//! `text` and `stderr` bounding what it says; `sender` is the pooled HTTP client behind
+//! wasi:http; `instance` speaks each contract version with every call under a deadline;
+//! `exporter` pre-instantiates a plugin and pools its instances.
 
 pub mod bindings;
 pub mod breaker;
 pub mod ctx;
 pub mod engine;
 pub mod exporter;
+pub mod instance;
 pub mod policy;
 pub mod registry;
+pub mod resources;
 pub mod sender;
+pub mod stderr;
+pub mod text;
 
 pub use engine::PluginEngine;
 pub use exporter::{LoadError, Manifest, PluginExporter};

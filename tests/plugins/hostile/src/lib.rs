@@ -12,6 +12,16 @@
 //! | `retry` | answers `retryable` forever |
 //! | `slow` | sleeps `sleep_ms` per call |
 //! | `spy` | logs its config and the headers it sends to `url` |
+//! | `hoard-fields` / `hoard-bodies` | creates header fields with large values, or request bodies it fills and never sends, and never drops them (up to `hoard_mib` MiB of host memory per call) |
+//! | `sleep-init` | blocks in a host call (a clock sleep of `sleep_ms`) in `init` |
+//! | `flood` | logs `count` messages of `size` bytes per call |
+//! | `big-error` | fails with a permanent error message of `size` bytes |
+//! | `forge` | logs, and fails with, text holding newlines and a line that names another exporter |
+//! | `chatty` | prints `size` bytes to stderr on every call and panics on every `every`-th |
+//!
+//! In any mode, `shutdown_sleep_ms` makes `shutdown` block in a clock sleep that long.
+//! `describe` blocks (a clock sleep of an hour) when the granted directory holds a file named
+//! `hang-describe`: `describe` gets no config, so that is how a test asks for it.
 
 use std::time::Duration;
 
@@ -31,7 +41,61 @@ struct Config {
     sleep_ms: u64,
     #[serde(default)]
     path: String,
+    #[serde(default = "gib")]
+    hoard_mib: usize,
+    #[serde(default)]
+    count: usize,
+    #[serde(default)]
+    size: usize,
+    #[serde(default)]
+    shutdown_sleep_ms: u64,
 }
+
+fn gib() -> usize {
+    1024
+}
+
+/// Keeps header fields of ~60 KiB each alive on the host until `mib` MiB are held.
+fn hoard_fields(mib: usize) {
+    let value = vec![b'v'; 60 << 10];
+    let mut held = 0;
+    while held < mib << 20 {
+        let fields = wasip2::http::types::Fields::new();
+        if fields.append("x-hoard", &value).is_ok() {
+            held += value.len();
+        }
+        std::mem::forget(fields);
+    }
+}
+
+/// Fills request bodies that are never sent, and keeps them, until `mib` MiB are written.
+fn hoard_bodies(mib: usize) {
+    use wasip2::http::types::{Fields, OutgoingRequest};
+    let chunk = vec![b'b'; 64 << 10];
+    let mut held = 0;
+    while held < mib << 20 {
+        let request = OutgoingRequest::new(Fields::new());
+        let Ok(body) = request.body() else { return };
+        let Ok(stream) = body.write() else { return };
+        while let Ok(n) = stream.check_write() {
+            if n == 0 {
+                break;
+            }
+            let n = (n as usize).min(chunk.len());
+            if stream.write(&chunk[..n]).is_err() {
+                break;
+            }
+            held += n;
+        }
+        std::mem::forget(stream);
+        std::mem::forget(body);
+        std::mem::forget(request);
+    }
+}
+
+/// A message that would read, unescaped, as a second log line blaming another exporter.
+const FORGED: &str =
+    "looks fine\n2026-12-02T00:00:00.000000Z ERROR ferry: all data lost exporter=\"good\"";
 
 fn one() -> u32 {
     1
@@ -66,6 +130,9 @@ impl Hostile {
 
 impl Exporter for Hostile {
     fn manifest() -> Manifest {
+        if std::fs::metadata("/data/hang-describe").is_ok() {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         Manifest::new(
             "hostile",
             env!("CARGO_PKG_VERSION"),
@@ -78,6 +145,9 @@ impl Exporter for Hostile {
         let parsed: Config = ferry_sdk::parse_config(config)?;
         if parsed.mode == "loop-init" {
             spin();
+        }
+        if parsed.mode == "sleep-init" {
+            std::thread::sleep(Duration::from_millis(parsed.sleep_ms));
         }
         if parsed.mode == "spy" {
             ferry_sdk::log::info(&format!("spy: my config is {config}"));
@@ -170,6 +240,37 @@ impl Exporter for Hostile {
                 std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
                 Ok(())
             }
+            "hoard-fields" => {
+                hoard_fields(self.config.hoard_mib);
+                Ok(())
+            }
+            "hoard-bodies" => {
+                hoard_bodies(self.config.hoard_mib);
+                Ok(())
+            }
+            "flood" => {
+                let message = "f".repeat(self.config.size);
+                for _ in 0..self.config.count {
+                    ferry_sdk::log::info(&message);
+                }
+                Ok(())
+            }
+            "big-error" => Err(ExportError::Permanent("e".repeat(self.config.size))),
+            "forge" => {
+                ferry_sdk::log::warn(FORGED);
+                Err(ExportError::Permanent(FORGED.into()))
+            }
+            "chatty" => {
+                eprintln!(
+                    "chatty plugin, call {}: {}",
+                    self.calls,
+                    "x".repeat(self.config.size)
+                );
+                if due {
+                    panic!("chatty plugin panics on call {}", self.calls);
+                }
+                Ok(())
+            }
             "spy" => match self.send(&self.config.url) {
                 Ok(r) => {
                     ferry_sdk::log::info(&format!(
@@ -186,6 +287,10 @@ impl Exporter for Hostile {
             },
             _ => Ok(()),
         }
+    }
+
+    fn shutdown(&mut self) {
+        std::thread::sleep(Duration::from_millis(self.config.shutdown_sleep_ms));
     }
 }
 
