@@ -3,13 +3,16 @@
 //!
 //! A reload is two steps so that a bad config or plugin changes nothing: [`ExporterSet::prepare`]
 //! loads every new or changed exporter while the old ones keep running, and only if all load
-//! does [`ExporterSet::apply`] swap them. An exporter keeps its cursor (named after it) across
-//! a swap, so a changed exporter resumes where the old one stopped; a removed one's cursor is
-//! dropped; a new one starts at the head of its queues.
+//! does [`ExporterSet::apply`] swap them, without waiting on any plugin: the old exporters
+//! finish their attempts in hand and shut down in the background. An exporter keeps its cursor
+//! (named after it) across a swap, so a changed exporter resumes where the old one stopped
+//! (its workers start once the old ones have); a removed one's cursor is dropped (unless it is
+//! added back before its old self has stopped, when it resumes from it); a new one starts at
+//! the head of its queues.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -45,6 +48,17 @@ struct Running {
     workers: Vec<JoinHandle<()>>,
 }
 
+/// An exporter stopping in the background.
+struct Retiring {
+    name: String,
+    /// Turns true once its workers have stopped and its cursors are settled.
+    done: watch::Receiver<bool>,
+    /// Signals whose cursor it closes once its workers have stopped; a successor of the same
+    /// name that reads a signal takes it off, and resumes from that cursor.
+    close: Arc<Mutex<Vec<Signal>>>,
+    task: JoinHandle<()>,
+}
+
 /// What [`ExporterSet::prepare`] loaded, to hand to [`ExporterSet::apply`].
 pub struct Plan {
     start: BTreeMap<String, Loaded>,
@@ -78,9 +92,8 @@ pub struct ExporterSet {
     telemetry: Arc<Telemetry>,
     pipeline: Arc<Pipeline>,
     running: BTreeMap<String, Running>,
-    /// Exporters stopping in the background (replaced or removed by a reload): their name,
-    /// whether their workers have stopped and their cursors are settled, and the task.
-    retiring: Vec<(String, watch::Receiver<bool>, JoinHandle<()>)>,
+    /// Exporters stopping in the background (replaced or removed by a reload).
+    retiring: Vec<Retiring>,
 }
 
 /// Identifies what an exporter was built from: its config, the shared HTTP limits and the
@@ -267,12 +280,20 @@ impl ExporterSet {
                 }
                 None => {
                     changes.added.push(name.clone());
-                    // Removed a moment ago and back already: the old workers may still hold
-                    // the cursor of that name.
+                    // Removed a moment ago and back already: it resumes where its old self
+                    // stops, like a changed exporter, once the old workers are done.
                     self.retiring
                         .iter()
-                        .find(|(n, _, _)| *n == name)
-                        .map(|(_, done, _)| done.clone())
+                        .rev()
+                        .find(|r| r.name == name)
+                        .map(|r| {
+                            let signals = loaded.exporter.signals();
+                            r.close
+                                .lock()
+                                .expect("close lock")
+                                .retain(|s| !signals.contains(s));
+                            r.done.clone()
+                        })
                 }
             };
             self.start(name, loaded, after);
@@ -337,29 +358,41 @@ impl ExporterSet {
     /// plugin shut down. The receiver turns true once the workers have stopped and the cursors
     /// are settled: from then on, a successor of the same name may open them.
     fn retire(&mut self, name: &str, old: Running, close: &[Signal]) -> watch::Receiver<bool> {
-        let _ = old.stop.send(Stop::Now);
-        let (done_tx, done_rx) = watch::channel(false);
+        let Running {
+            loaded,
+            stop,
+            workers,
+        } = old;
+        let _ = stop.send(Stop::Now);
+        let (done_tx, done) = watch::channel(false);
+        let close = Arc::new(Mutex::new(close.to_vec()));
         let pipeline = self.pipeline.clone();
-        let close = close.to_vec();
-        let task_name = name.to_string();
+        let (task_name, task_close) = (name.to_string(), close.clone());
         let task = tokio::spawn(async move {
-            for w in old.workers {
+            // A worker whose stop channel closes ends at once, cutting its attempt short:
+            // the sender lives until they have finished.
+            for w in workers {
                 let _ = w.await;
             }
-            let exporter = &old.loaded.exporter;
+            drop(stop);
+            let exporter = &loaded.exporter;
             for &s in exporter.signals() {
                 pipeline.unsubscribe(s);
             }
-            for &s in &close {
+            for s in task_close.lock().expect("close lock").drain(..) {
                 pipeline.queue(s).close_cursor(&task_name);
             }
             let _ = done_tx.send(true);
-            exporter.shutdown(old.loaded.config.timeout).await;
+            exporter.shutdown(loaded.config.timeout).await;
         });
-        self.retiring.retain(|(_, _, t)| !t.is_finished());
-        self.retiring
-            .push((name.to_string(), done_rx.clone(), task));
-        done_rx
+        self.retiring.retain(|r| !r.task.is_finished());
+        self.retiring.push(Retiring {
+            name: name.to_string(),
+            done: done.clone(),
+            close,
+            task,
+        });
+        done
     }
 
     /// Lets every exporter export what is queued, for at most `deadline`; then stops them where
@@ -369,8 +402,7 @@ impl ExporterSet {
         let end = tokio::time::Instant::now() + deadline;
         let mut stops = Vec::new();
         let mut exporters = Vec::new();
-        let mut workers: Vec<JoinHandle<()>> =
-            self.retiring.into_iter().map(|(_, _, t)| t).collect();
+        let mut workers: Vec<JoinHandle<()>> = self.retiring.into_iter().map(|r| r.task).collect();
         for (_, r) in self.running {
             let _ = r.stop.send(Stop::Drain);
             stops.push(r.stop);

@@ -344,3 +344,61 @@ async fn a_chatty_plugin_never_traps_for_printing_and_its_panic_is_in_the_fault_
     s.logged("chatty", "chatty plugin panics on call 40").await;
     s.alive();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exporter_removed_and_added_back_at_once_resumes_after_its_old_self() {
+    let good = Sink::start(Script::default()).await;
+    let plugins = plugin_dir();
+    let config = |extra: &str| {
+        format!(
+            r#"
+            {PREAMBLE}
+            [plugins]
+            dir = "{}"
+            [exporters.good]
+            plugin = "otlp-http"
+            signals = ["traces"]
+            config = {{ endpoint = "{}" }}
+            {extra}
+            "#,
+            plugins.path().display(),
+            good.url()
+        )
+    };
+    // Each export takes 1.5 s: the removed exporter is still in one when it comes back.
+    let slow = hostile(
+        "slowpoke",
+        "timeout = \"10s\"\nconfig = { mode = \"slow\", sleep_ms = 1500 }",
+    )
+    .replace("timeout = \"1s\"\n", "");
+    let ferry = Ferry::start("re-add", &config(&slow));
+    send(&ferry, 1, 2).await;
+    for (n, toml) in [(1, config("")), (2, config(&slow))] {
+        std::fs::write(ferry.config_path(), toml).unwrap();
+        ferry.signal("HUP");
+        eventually("the reload is applied", async || {
+            ferry.log_count("reload applied") == n
+        })
+        .await;
+    }
+    let back = Instant::now();
+    // It resumes from its old self's cursor once that one has finished its export in hand:
+    // what arrived meanwhile reaches it (the interrupted batch, maybe again: never lost).
+    send(&ferry, 3, 2).await;
+    eventually(
+        "the exporter that came back exports what followed",
+        async || {
+            ferry
+                .metric(
+                    "ferry_exporter_sent_items_total",
+                    &["exporter=\"slowpoke\""],
+                )
+                .await
+                >= 6
+        },
+    )
+    .await;
+    // The old one finished the export in hand first (1.5 s) before the new one started.
+    assert!(back.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(ferry.log_count("instance discarded"), 0);
+}

@@ -210,16 +210,13 @@ impl PluginCtx {
         })
     }
 
-    /// The host limits.
-    pub fn host_limits(&self) -> HostLimits {
-        self.host.limits
-    }
-
     /// What the guest wrote to stderr in this call, escaped onto one line and cut to the
     /// log's message size (its end kept: that is where a panic message is).
     pub fn stderr_tail(&self) -> String {
-        let (text, _) = self.stderr.text();
-        escape_tail(text.trim(), self.egress.log.policy().max_message_bytes)
+        escape_tail(
+            self.stderr.text().trim(),
+            self.egress.log.policy().max_message_bytes,
+        )
     }
 
     fn note(&mut self, usage: HostUsage) {

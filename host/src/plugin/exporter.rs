@@ -464,11 +464,6 @@ impl PluginExporter {
         *self.host.last.lock().expect("host usage lock")
     }
 
-    /// The instances' host limits.
-    pub fn host_limits(&self) -> HostLimits {
-        self.shared.limits.host
-    }
-
     async fn checkout(&self) -> Result<Instance, LoadError> {
         if let Some(inst) = self.pool.lock().expect("pool lock").pop() {
             return Ok(inst);
