@@ -3,6 +3,7 @@
 //! is counted in `/metrics` and named in the log.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{
@@ -41,23 +42,30 @@ pub fn hostile(name: &str, extra: &str) -> String {
     )
 }
 
-pub async fn setup_with(name: &str, hostile_exporters: &str, env: &[(&str, &str)]) -> Setup {
-    let good = Sink::start(Script::default()).await;
-    let plugins = plugin_dir();
-    let toml = format!(
+/// A config with the plugin directory, `pipeline` keys, the well-behaved exporter `good`
+/// (traces to `good`) and `exporters`.
+pub fn config_with(plugins: &Path, good: &Sink, pipeline: &str, exporters: &str) -> String {
+    format!(
         r#"
         {PREAMBLE}
+        {pipeline}
         [plugins]
         dir = "{}"
         [exporters.good]
         plugin = "otlp-http"
         signals = ["traces"]
         config = {{ endpoint = "{}" }}
-        {hostile_exporters}
+        {exporters}
         "#,
-        plugins.path().display(),
+        plugins.display(),
         good.url()
-    );
+    )
+}
+
+pub async fn setup_with(name: &str, hostile_exporters: &str, env: &[(&str, &str)]) -> Setup {
+    let good = Sink::start(Script::default()).await;
+    let plugins = plugin_dir();
+    let toml = config_with(plugins.path(), &good, "", hostile_exporters);
     let ferry = Ferry::start_with_env(name, &toml, env);
     Setup {
         ferry,

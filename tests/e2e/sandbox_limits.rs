@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually};
-use crate::sandbox::{hostile, plugin_dir, send, setup_with};
+use crate::harness::{Ferry, Script, Sink, eventually};
+use crate::sandbox::{config_with, hostile, plugin_dir, send, setup_with};
 
 /// An exporter of the hostile plugin with a 10 s call limit: long enough that, unbounded, a
 /// hoarding call would get to its 1 GiB.
@@ -128,23 +128,7 @@ async fn reloads_and_sigterm_are_never_held_by_a_plugin() {
         "stuck",
         "concurrency = 16\nconfig = { mode = \"slow\", sleep_ms = 300, shutdown_sleep_ms = 3600000 }",
     );
-    let config = |extra: &str| {
-        format!(
-            r#"
-            {PREAMBLE}
-            drain_timeout = "3s"
-            [plugins]
-            dir = "{}"
-            [exporters.good]
-            plugin = "otlp-http"
-            signals = ["traces"]
-            config = {{ endpoint = "{}" }}
-            {extra}
-            "#,
-            plugins.path().display(),
-            good.url()
-        )
-    };
+    let config = |extra: &str| config_with(plugins.path(), &good, "drain_timeout = \"3s\"", extra);
     let mut ferry = Ferry::start("hang-reload", &config(&stuck));
     let sent = send(&ferry, 8, 2).await;
     let reload = |toml: String| std::fs::write(ferry.config_path(), toml).unwrap();
@@ -205,22 +189,7 @@ async fn reloads_and_sigterm_are_never_held_by_a_plugin() {
 async fn removing_a_plugin_that_hangs_in_shutdown_does_not_block_the_daemon() {
     let good = Sink::start(Script::default()).await;
     let plugins = plugin_dir();
-    let config = |extra: &str| {
-        format!(
-            r#"
-            {PREAMBLE}
-            [plugins]
-            dir = "{}"
-            [exporters.good]
-            plugin = "otlp-http"
-            signals = ["traces"]
-            config = {{ endpoint = "{}" }}
-            {extra}
-            "#,
-            plugins.path().display(),
-            good.url()
-        )
-    };
+    let config = |extra: &str| config_with(plugins.path(), &good, "", extra);
     let stuck = hostile(
         "stuck",
         "timeout = \"5s\"\nconfig = { mode = \"slow\", sleep_ms = 0, shutdown_sleep_ms = 3600000 }",
@@ -349,22 +318,7 @@ async fn a_chatty_plugin_never_traps_for_printing_and_its_panic_is_in_the_fault_
 async fn an_exporter_removed_and_added_back_at_once_resumes_after_its_old_self() {
     let good = Sink::start(Script::default()).await;
     let plugins = plugin_dir();
-    let config = |extra: &str| {
-        format!(
-            r#"
-            {PREAMBLE}
-            [plugins]
-            dir = "{}"
-            [exporters.good]
-            plugin = "otlp-http"
-            signals = ["traces"]
-            config = {{ endpoint = "{}" }}
-            {extra}
-            "#,
-            plugins.path().display(),
-            good.url()
-        )
-    };
+    let config = |extra: &str| config_with(plugins.path(), &good, "", extra);
     // Each export takes 1.5 s: the removed exporter is still in one when it comes back.
     let slow = hostile(
         "slowpoke",
