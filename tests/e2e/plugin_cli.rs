@@ -523,3 +523,29 @@ fn plugin_test_reports_host_memory_per_call_and_names_a_leak() {
         "{text}"
     );
 }
+
+#[test]
+fn plugin_test_bounds_a_plugin_that_hangs_in_init_or_shutdown_by_its_timeout() {
+    let hostile = built_wasm("ferry_test_hostile");
+    // Each would block for an hour: the test reports the overrun and ends.
+    let hang_init = r#"{"mode": "sleep-init", "sleep_ms": 3600000}"#;
+    let (ok, r, _) = test(&hostile, &["--config", hang_init, "--timeout", "1s"]);
+    assert!(!ok);
+    assert_eq!(r["init_ok"], false, "{r:#}");
+    assert!(
+        r["calls"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish init within 1s"),
+        "{r:#}"
+    );
+    let hang_shutdown = r#"{"mode": "slow", "shutdown_sleep_ms": 3600000}"#;
+    let started = std::time::Instant::now();
+    let (ok, r, stderr) = test(&hostile, &["--config", hang_shutdown, "--timeout", "1s"]);
+    assert!(ok, "{r:#}");
+    assert!(
+        stderr.contains("plugin did not finish shutdown within 1s"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
