@@ -29,12 +29,17 @@ pub fn plugin_dir() -> tempfile::TempDir {
 /// `[exporters.NAME]` for the hostile plugin with fast retries, a 1 s call limit and a
 /// quick circuit breaker; `extra` adds keys (`config = {...}` at least).
 pub fn hostile(name: &str, extra: &str) -> String {
+    hostile_timed(name, "1s", extra)
+}
+
+/// [`hostile`] with another call limit.
+pub fn hostile_timed(name: &str, timeout: &str, extra: &str) -> String {
     format!(
         r#"
         [exporters.{name}]
         plugin = "hostile"
         signals = ["traces"]
-        timeout = "1s"
+        timeout = "{timeout}"
         retry = {{ initial_interval = "50ms", max_interval = "200ms", max_elapsed = "3s" }}
         circuit_breaker = {{ threshold = 3, open_for = "200ms", max_open_for = "1s" }}
         {extra}

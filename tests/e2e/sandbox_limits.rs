@@ -5,22 +5,15 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{Ferry, Script, Sink, eventually};
-use crate::sandbox::{config_with, hostile, plugin_dir, send, setup_with};
+use crate::sandbox::{config_with, hostile, hostile_timed, plugin_dir, send, setup_with};
 
 /// An exporter of the hostile plugin with a 10 s call limit: long enough that, unbounded, a
 /// hoarding call would get to its 1 GiB.
 fn hoarder(name: &str, mode: &str) -> String {
-    format!(
-        r#"
-        [exporters.{name}]
-        plugin = "hostile"
-        signals = ["traces"]
-        timeout = "10s"
-        memory = "16MiB"
-        retry = {{ initial_interval = "50ms", max_interval = "200ms", max_elapsed = "2s" }}
-        circuit_breaker = {{ threshold = 3, open_for = "200ms", max_open_for = "1s" }}
-        config = {{ mode = "{mode}" }}
-        "#
+    hostile_timed(
+        name,
+        "10s",
+        &format!("memory = \"16MiB\"\nconfig = {{ mode = \"{mode}\" }}"),
     )
 }
 
@@ -190,12 +183,11 @@ async fn removing_a_plugin_that_hangs_in_shutdown_does_not_block_the_daemon() {
     let good = Sink::start(Script::default()).await;
     let plugins = plugin_dir();
     let config = |extra: &str| config_with(plugins.path(), &good, "", extra);
-    let stuck = hostile(
+    let stuck = hostile_timed(
         "stuck",
-        "timeout = \"5s\"\nconfig = { mode = \"slow\", sleep_ms = 0, shutdown_sleep_ms = 3600000 }",
+        "5s",
+        "config = { mode = \"slow\", sleep_ms = 0, shutdown_sleep_ms = 3600000 }",
     );
-    // `hostile` sets a 1 s timeout already; this one needs its own.
-    let stuck = stuck.replace("timeout = \"1s\"\n", "");
     let ferry = Ferry::start("hang-remove", &config(&stuck));
     let first = send(&ferry, 1, 1).await;
     std::fs::write(ferry.config_path(), config("")).unwrap();
@@ -320,11 +312,11 @@ async fn an_exporter_removed_and_added_back_at_once_resumes_after_its_old_self()
     let plugins = plugin_dir();
     let config = |extra: &str| config_with(plugins.path(), &good, "", extra);
     // Each export takes 1.5 s: the removed exporter is still in one when it comes back.
-    let slow = hostile(
+    let slow = hostile_timed(
         "slowpoke",
-        "timeout = \"10s\"\nconfig = { mode = \"slow\", sleep_ms = 1500 }",
-    )
-    .replace("timeout = \"1s\"\n", "");
+        "10s",
+        "config = { mode = \"slow\", sleep_ms = 1500 }",
+    );
     let ferry = Ferry::start("re-add", &config(&slow));
     send(&ferry, 1, 2).await;
     for (n, toml) in [(1, config("")), (2, config(&slow))] {
