@@ -268,6 +268,9 @@ pub async fn probe(
     Ok((manifest, inst.store.data().limits.peak()))
 }
 
+/// How much longer than its calls' own limit a shutdown may take as a whole.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 /// Why an instance was discarded: the `reason` of `ferry_exporter_faults_total`.
 #[derive(Clone, Copy)]
 enum Fault {
@@ -475,8 +478,8 @@ impl PluginExporter {
     }
 
     /// Calls `shutdown` on every idle instance, all at once, and drops them: each gets the
-    /// exporter's `timeout`, and the whole at most `within`; an instance that overruns is
-    /// dropped and logged.
+    /// exporter's `timeout`, at most `within`, and the whole at most [`SHUTDOWN_GRACE`] more;
+    /// an instance that overruns is dropped and logged.
     pub async fn shutdown(&self, within: Duration) {
         let idle: Vec<Instance> = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
         if idle.is_empty() {
@@ -486,12 +489,14 @@ impl PluginExporter {
         let count = idle.len();
         let shared = &self.shared;
         let all = futures::future::join_all(idle.into_iter().map(|i| shared.shutdown(i, limit)));
-        // Each call is bounded by `limit` already; this bounds the whole when a spinning
-        // guest holds the thread past its turn.
-        if tokio::time::timeout(within, all).await.is_err() {
+        // Each call is bounded by `limit` and logs its own overrun; this bounds the whole when
+        // a spinning guest holds the thread past its turn, a moment later so it never races
+        // the calls' own timeouts.
+        let whole = limit + SHUTDOWN_GRACE;
+        if tokio::time::timeout(whole, all).await.is_err() {
             tracing::warn!(
                 exporter = self.shared.name,
-                "{count} plugin instances did not all shut down within {within:?}; dropped"
+                "{count} plugin instances did not all shut down within {whole:?}; dropped"
             );
         }
     }
