@@ -97,7 +97,8 @@ async fn backend() -> std::net::SocketAddr {
 async fn exporter(engine: &PluginEngine, plugin: &str, toml: &str) -> PluginExporter {
     // Built-ins, and the `otlp-http` plugin as built for contract 0.1.0 (batches copied in).
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-    let source = registry::find(plugin, Some(&fixtures)).unwrap();
+    let source =
+        registry::find(&ferry::plugin::Catalog::builtin(), plugin, Some(&fixtures)).unwrap();
     let config: ExporterConfig = toml::from_str(toml).unwrap();
     PluginExporter::load(
         engine,

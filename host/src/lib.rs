@@ -5,12 +5,12 @@
 pub mod admin;
 pub mod author;
 pub mod bundle;
+pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod exporters;
 pub mod pipeline;
 pub mod plugin;
 pub mod receiver;
-pub mod reload;
 pub mod signal;
 pub mod telemetry;
+pub mod units;

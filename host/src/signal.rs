@@ -1,9 +1,9 @@
 //! The three OTLP signals.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A telemetry signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     /// Spans.

@@ -311,7 +311,11 @@ async fn a_tampered_bundle_or_one_for_another_engine_is_refused() {
 
     // Sealed correctly, but for another engine.
     let engine = ferry::plugin::PluginEngine::builder().build().unwrap();
-    let plugins = [ferry::plugin::registry::find("blackhole", None).unwrap()];
+    let plugins =
+        [
+            ferry::plugin::registry::find(&ferry::plugin::Catalog::builtin(), "blackhole", None)
+                .unwrap(),
+        ];
     let info = ferry::bundle::BuildInfo::current();
     let mut b =
         ferry::bundle::NewBundle::build(&engine, &plugins, &info, info.receivers.clone(), None)

@@ -225,3 +225,46 @@ async fn debug_exporter_in_detailed_mode_logs_every_item() {
             .contains("trace_id=07070707070707070707070707070707")
     );
 }
+
+/// Every receiver's request limit is checked against the queue budget by the receiver table,
+/// jaeger's included (it once was missed), and by `ferry validate` like any other error.
+#[test]
+fn validate_refuses_a_receiver_request_limit_above_the_queue_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jaeger.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [receivers.jaeger]
+        thrift_http = "127.0.0.1:0"
+        max_request_bytes = "2MiB"
+        [receivers.zipkin]
+        http = "127.0.0.1:0"
+        max_request_bytes = "3MiB"
+        [pipeline]
+        queue_max_bytes = "1MiB"
+        [exporters.sink]
+        plugin = "blackhole"
+        "#,
+    )
+    .unwrap();
+    let (ok, _, err) = ferry(&["validate", config.to_str().unwrap()]);
+    assert!(!ok, "{err}");
+    for (receiver, limit) in [("jaeger", 2 << 20), ("zipkin", 3 << 20)] {
+        assert!(
+            err.contains(&format!(
+                "receivers.{receiver}.max_request_bytes: {limit} exceeds the queue budget ({})",
+                1 << 20
+            )),
+            "{err}"
+        );
+    }
+    // Within the budget, the same config is valid.
+    let fits = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"2MiB\"", "\"512KiB\"")
+        .replace("\"3MiB\"", "\"512KiB\"");
+    std::fs::write(&config, fits).unwrap();
+    let (ok, out, err) = ferry(&["validate", config.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+}

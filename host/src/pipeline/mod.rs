@@ -7,6 +7,7 @@
 //! synced; exporters read the log back in batches of up to `batch_max_items`. The router runs
 //! one worker per (exporter, signal), each reading the queue from its own cursor.
 
+pub mod config;
 pub mod durable;
 pub mod queue;
 pub mod retry;
@@ -22,9 +23,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::{PipelineConfig, QueueConfig, QueueMode, WhenFull};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
+use config::{PipelineConfig, QueueConfig, QueueMode, WhenFull};
 use durable::{AppendError, DurableQueue};
 pub use queue::{Batch, Encoding, MemoryQueue, Queue, QueueFull};
 

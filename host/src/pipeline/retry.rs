@@ -4,7 +4,44 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::RetryConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::units::de_duration;
+
+/// Exponential backoff with jitter, bounded in total time (as the Collector's exporterhelper).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before the first retry.
+    #[serde(default = "default_initial", deserialize_with = "de_duration")]
+    pub initial_interval: Duration,
+    /// Largest delay between two tries.
+    #[serde(default = "default_max_interval", deserialize_with = "de_duration")]
+    pub max_interval: Duration,
+    /// Give up (drop and count) once a batch has been retried for this long.
+    #[serde(default = "default_max_elapsed", deserialize_with = "de_duration")]
+    pub max_elapsed: Duration,
+}
+
+fn default_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_elapsed() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_interval: default_initial(),
+            max_interval: default_max_interval(),
+            max_elapsed: default_max_elapsed(),
+        }
+    }
+}
 
 /// Backoff state for one batch.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::queue::{Batch, Encoding, Queue};
 use super::retry::Backoff;
-use crate::config::RetryConfig;
+use super::retry::RetryConfig;
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
 

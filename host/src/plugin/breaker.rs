@@ -8,8 +8,45 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::CircuitBreakerConfig;
+use serde::{Deserialize, Serialize};
+
 use crate::telemetry::{Counter, Gauge, Telemetry};
+use crate::units::de_duration;
+
+/// Circuit breaker of one exporter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive faults (traps, timeouts, limits) that open the circuit.
+    #[serde(default = "default_threshold")]
+    pub threshold: u32,
+    /// How long the circuit first stays open; doubles on each failed probe.
+    #[serde(default = "default_open_for", deserialize_with = "de_duration")]
+    pub open_for: Duration,
+    /// Longest time the circuit stays open before a probe.
+    #[serde(default = "default_max_open_for", deserialize_with = "de_duration")]
+    pub max_open_for: Duration,
+}
+
+fn default_threshold() -> u32 {
+    5
+}
+fn default_open_for() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_open_for() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            threshold: default_threshold(),
+            open_for: default_open_for(),
+            max_open_for: default_max_open_for(),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct State {

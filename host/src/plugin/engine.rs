@@ -10,6 +10,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{v0_1, v0_2};
+use super::catalog::Catalog;
 use super::ctx::PluginCtx;
 use super::registry::PluginSource;
 
@@ -41,12 +42,20 @@ pub enum EngineError {
 #[derive(Debug, Default)]
 pub struct PluginEngineBuilder {
     cache_dir: Option<PathBuf>,
+    catalog: Catalog,
 }
 
 impl PluginEngineBuilder {
     /// Keeps compiled plugins in `dir` (created if missing), so a restart does not recompile.
     pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.cache_dir = dir;
+        self
+    }
+
+    /// The plugins this engine's registry finds besides a plugin directory, and whose
+    /// precompiled code it loads (default: the built-in plugins only).
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
         self
     }
 
@@ -95,24 +104,20 @@ impl PluginEngineBuilder {
         let engine_key = engine_key();
         // A bundle's plugins come compiled: load their code instead of compiling them.
         let mut compiled = HashMap::new();
-        for (bundle, entry) in crate::bundle::running()
-            .into_iter()
-            .flat_map(|b| b.manifest.plugins.iter().map(move |e| (b, e)))
-        {
+        for plugin in self.catalog.precompiled() {
             let fail = |e: String| {
                 EngineError::Setup(wasmtime::Error::msg(format!(
                     "bundled plugin {}: {e}",
-                    entry.name
+                    plugin.name
                 )))
             };
-            let code = bundle.code(entry).map_err(|e| fail(e.to_string()))?;
-            // SAFETY: the bundle's checksum held and its engine key is this engine's
-            // (checked before the bundle was registered, on the same open file, which
-            // cannot be written while it runs); the code was produced by
-            // `precompile_component` of an engine with the same version and settings.
+            let code = self.catalog.code(plugin).map_err(fail)?;
+            // SAFETY: `Catalog::with_precompiled` holds whoever added this code to its
+            // contract: it was produced by `precompile_component` of an engine with the same
+            // version and settings (a bundle checks its checksum and engine key first).
             let component = unsafe { Component::deserialize(&engine, &code) }
                 .map_err(|e| fail(format!("{e:#}")))?;
-            compiled.insert(entry.digest(), component);
+            compiled.insert(plugin.digest, component);
         }
         Ok(PluginEngine {
             engine,
@@ -120,6 +125,7 @@ impl PluginEngineBuilder {
             compiled: Mutex::new(compiled),
             cache_dir: self.cache_dir,
             engine_key,
+            catalog: self.catalog,
         })
     }
 }
@@ -146,6 +152,8 @@ pub struct PluginEngine {
     cache_dir: Option<PathBuf>,
     /// Identifies this engine's code format in cache file names.
     engine_key: String,
+    /// The plugins it carries besides a plugin directory.
+    catalog: Catalog,
 }
 
 fn wasmtime_version() -> &'static str {
@@ -188,6 +196,11 @@ impl PluginEngine {
     /// Starts building an engine.
     pub fn builder() -> PluginEngineBuilder {
         PluginEngineBuilder::default()
+    }
+
+    /// The plugins this engine carries besides a plugin directory.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The wasmtime engine.

@@ -1,6 +1,7 @@
 //! The plugin runtime: exporters are sandboxed WebAssembly components.
 //!
-//! `engine` owns wasmtime; `registry` finds plugin bytes; `policy` parses what a plugin may
+//! `engine` owns wasmtime; `catalog` is what an executable carries (built-in components,
+//! precompiled code) and `registry` finds plugin bytes; `policy` parses what a plugin may
 //! reach and `ctx` enforces it, with `resources` weighing the host memory a plugin holds and
 //! `text` and `stderr` bounding what it says; `sender` is the pooled HTTP client behind
 //! wasi:http; `instance` speaks each contract version with every call under a deadline;
@@ -8,6 +9,7 @@
 
 pub mod bindings;
 pub mod breaker;
+pub mod catalog;
 pub mod ctx;
 pub mod engine;
 pub mod exporter;
@@ -16,8 +18,10 @@ pub mod policy;
 pub mod registry;
 pub mod resources;
 pub mod sender;
+pub mod settings;
 pub mod stderr;
 pub mod text;
 
+pub use catalog::Catalog;
 pub use engine::PluginEngine;
 pub use exporter::{LoadError, Manifest, PluginExporter};

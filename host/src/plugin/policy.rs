@@ -3,7 +3,23 @@
 //! Parsed here from the exporter's config, enforced by the host's HTTP hooks
 //! (see [`super::ctx`]).
 
+use std::path::PathBuf;
+
 use http::Uri;
+use serde::{Deserialize, Serialize};
+
+/// Where a secret header's value comes from: exactly one of `env` and `file`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Environment variable holding the value.
+    pub env: Option<String>,
+    /// File holding the value (trailing newline removed).
+    pub file: Option<PathBuf>,
+    /// Put before the value, e.g. `"Bearer "`.
+    #[serde(default)]
+    pub prefix: String,
+}
 
 /// A destination pattern: `scheme://host:port`, with `*` as the port and a leading `*.` for
 /// any subdomain. A pattern without a port means the scheme's default port.
@@ -164,7 +180,6 @@ mod tests {
 
     #[test]
     fn secrets_come_from_files_or_the_environment_and_stay_out_of_debug_output() {
-        use crate::config::SecretSource;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "file-secret\n").unwrap();
@@ -247,7 +262,7 @@ impl std::fmt::Debug for SecretHeaders {
 impl SecretHeaders {
     /// Resolves every source; the error names the header and what is missing, never a value.
     pub fn resolve(
-        sources: &std::collections::BTreeMap<String, crate::config::SecretSource>,
+        sources: &std::collections::BTreeMap<String, SecretSource>,
     ) -> Result<SecretHeaders, String> {
         let mut out = Vec::new();
         for (name, src) in sources {

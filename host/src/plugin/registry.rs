@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-mod builtin {
-    include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
-}
+use super::catalog::Catalog;
 
 /// Where a plugin was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,25 +81,6 @@ pub enum RegistryError {
     },
 }
 
-/// Names of the built-in plugins.
-pub fn builtin_names() -> Vec<&'static str> {
-    builtin::PLUGINS.iter().map(|(n, _)| *n).collect()
-}
-
-/// Names of the plugins this executable carries: its bundle's, then the built-in ones.
-fn carried_names() -> Vec<&'static str> {
-    crate::bundle::running()
-        .into_iter()
-        .flat_map(|b| b.manifest.plugins.iter().map(|p| p.name.as_str()))
-        .chain(builtin_names())
-        .fold(Vec::new(), |mut names, n| {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-            names
-        })
-}
-
 /// A plugin name: letters, digits, '-' and '_' (so it can never leave the plugin directory).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -126,8 +105,12 @@ pub fn read_file(path: &Path) -> Result<PluginSource, RegistryError> {
     ))
 }
 
-/// Finds plugin `name`: `dir/NAME.wasm` first, then the built-in set.
-pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryError> {
+/// Finds plugin `name`: `dir/NAME.wasm` first, then what `catalog` carries.
+pub fn find(
+    catalog: &Catalog,
+    name: &str,
+    dir: Option<&Path>,
+) -> Result<PluginSource, RegistryError> {
     if !valid_name(name) {
         return Err(RegistryError::BadName(name.to_string()));
     }
@@ -148,15 +131,15 @@ pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryErro
             Err(source) => return Err(RegistryError::Read { path, source }),
         }
     }
-    if let Some(entry) = crate::bundle::running().and_then(|b| b.entry(name)) {
+    if let Some(entry) = catalog.precompiled_named(name) {
         return Ok(PluginSource {
             name: name.to_string(),
             origin: Origin::Bundle,
             wasm: Cow::Borrowed(&[]),
-            digest: entry.digest(),
+            digest: entry.digest,
         });
     }
-    if let Some((_, wasm)) = builtin::PLUGINS.iter().find(|(n, _)| *n == name) {
+    if let Some(wasm) = catalog.builtin_named(name) {
         return Ok(PluginSource::new(
             name.to_string(),
             Origin::Builtin,
@@ -168,7 +151,7 @@ pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryErro
         name: name.to_string(),
         looked: looked.join(", "),
         carried: {
-            let carried = carried_names();
+            let carried = catalog.names();
             if carried.is_empty() {
                 "none (a runtime-only build carries none of its own)".into()
             } else {
@@ -178,8 +161,9 @@ pub fn find(name: &str, dir: Option<&Path>) -> Result<PluginSource, RegistryErro
     })
 }
 
-/// Every plugin available: the directory's `.wasm` files, then built-ins they do not shadow.
-pub fn list(dir: Option<&Path>) -> Result<Vec<PluginSource>, RegistryError> {
+/// Every plugin available: the directory's `.wasm` files, then the plugins `catalog` carries
+/// that they do not shadow.
+pub fn list(catalog: &Catalog, dir: Option<&Path>) -> Result<Vec<PluginSource>, RegistryError> {
     let mut out = Vec::new();
     if let Some(dir) = dir {
         let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::Read {
@@ -196,12 +180,12 @@ pub fn list(dir: Option<&Path>) -> Result<Vec<PluginSource>, RegistryError> {
             .collect();
         names.sort();
         for n in names {
-            out.push(find(&n, Some(dir))?);
+            out.push(find(catalog, &n, Some(dir))?);
         }
     }
-    for name in carried_names() {
+    for name in catalog.names() {
         if !out.iter().any(|p| p.name == name) {
-            out.push(find(name, None)?);
+            out.push(find(catalog, name, None)?);
         }
     }
     Ok(out)

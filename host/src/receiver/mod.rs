@@ -1,481 +1,306 @@
 //! Receivers: decode each wire protocol at the edge and hand validated OTLP to the pipeline.
+//!
+//! Each receiver is one folder that owns its config type, its validation, its decoders and its
+//! servers, registered by one entry in [`KINDS`]. Shared plumbing lives beside them: `ingest`
+//! (the counted entry point), `grpc` (the raw-method gRPC service), `http` (bodies),
+//! `otlp_build` (OTLP builders for translators), `wire` (the OTLP wire walk).
 
 pub mod decoders;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
 #[cfg(feature = "opencensus")]
 pub mod opencensus;
-pub mod otlp_grpc;
-pub mod otlp_http;
+pub mod otlp;
+#[cfg(any(feature = "zipkin", feature = "jaeger", feature = "opencensus"))]
+pub(crate) mod otlp_build;
 pub mod wire;
 #[cfg(feature = "zipkin")]
 pub mod zipkin;
 
+use std::any::Any;
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::config::Receivers;
-use crate::pipeline::{Pipeline, Refusal};
-use crate::signal::Signal;
-use crate::telemetry::{Counter, Telemetry};
+pub use http::{add_retry_after, read_http_body};
+pub use ingest::{Accepted, Ingest, IngestError, Launch, RETRY_AFTER_SECS};
 
-/// Every receiver Ferry has, by the name of its `[receivers.NAME]` table.
-pub const ALL: &[&str] = &["otlp", "zipkin", "jaeger", "opencensus"];
-
-/// The receivers this build carries: OTLP always, the others when their cargo feature is on.
-pub const BUILT: &[&str] = &[
-    "otlp",
-    #[cfg(feature = "zipkin")]
-    "zipkin",
-    #[cfg(feature = "jaeger")]
-    "jaeger",
-    #[cfg(feature = "opencensus")]
-    "opencensus",
-];
-
-static CARRIED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-
-/// Limits this process to the receivers `names` (a bundle made with `--receivers`), so a config
-/// enabling another is refused rather than started. Once per process.
-pub fn restrict(names: Vec<String>) {
-    let _ = CARRIED.set(names);
+/// `Some(Built)` for a receiver whose cargo feature is on, `None` without it.
+macro_rules! optional {
+    ($feature:literal, $config:ty, $decoders:path) => {{
+        #[cfg(feature = $feature)]
+        const BUILT: Option<Built> = Some(Built::of::<$config>($decoders));
+        #[cfg(not(feature = $feature))]
+        const BUILT: Option<Built> = None;
+        BUILT
+    }};
 }
 
-/// The receivers a config may enable in this process.
-pub fn carried() -> Vec<&'static str> {
-    BUILT
+/// Every receiver Ferry has, in the order they start. A new receiver is one folder and one
+/// entry here.
+pub const KINDS: &[Kind] = &[
+    Kind {
+        name: "otlp",
+        feature: None,
+        built: Some(Built::of::<otlp::OtlpReceiverConfig>(otlp::decoders)),
+    },
+    Kind {
+        name: "zipkin",
+        feature: Some("zipkin"),
+        built: optional!("zipkin", zipkin::ZipkinReceiverConfig, zipkin::decoders),
+    },
+    Kind {
+        name: "jaeger",
+        feature: Some("jaeger"),
+        built: optional!("jaeger", jaeger::JaegerReceiverConfig, jaeger::decoders),
+    },
+    Kind {
+        name: "opencensus",
+        feature: Some("opencensus"),
+        built: optional!(
+            "opencensus",
+            opencensus::OpenCensusReceiverConfig,
+            opencensus::decoders
+        ),
+    },
+];
+
+/// One kind of receiver, as registered in [`KINDS`].
+pub struct Kind {
+    /// The name of its `[receivers.NAME]` table (and of `ferry bundle --receivers`).
+    pub name: &'static str,
+    /// The cargo feature it is built with; `None`: always built.
+    pub feature: Option<&'static str>,
+    /// Its code, when this build has it.
+    pub built: Option<Built>,
+}
+
+/// Reads a receiver's `[receivers.NAME]` table found at a key path.
+pub type ParseConfig =
+    fn(key: &str, value: &toml::Value) -> Result<Arc<dyn ReceiverConfig>, String>;
+
+/// A receiver's code: how its config is read, and its wire decoders.
+#[derive(Clone, Copy)]
+pub struct Built {
+    /// Deserialises `[receivers.NAME]` found at `key`, naming the key path of any error.
+    pub parse: ParseConfig,
+    /// Its wire decoders by name, for the fuzz targets and the corpus replay.
+    pub decoders: fn() -> Vec<(&'static str, decoders::Decoder)>,
+}
+
+impl Built {
+    /// The entry of a receiver whose config type is `T`.
+    pub const fn of<T: Receiver>(
+        decoders: fn() -> Vec<(&'static str, decoders::Decoder)>,
+    ) -> Built {
+        Built {
+            parse: parse_as::<T>,
+            decoders,
+        }
+    }
+}
+
+fn parse_as<T: Receiver>(
+    key: &str,
+    value: &toml::Value,
+) -> Result<Arc<dyn ReceiverConfig>, String> {
+    crate::config::at_path::<T>(key, value).map(|c| Arc::new(c) as Arc<dyn ReceiverConfig>)
+}
+
+/// What a receiver's config type provides: its own checks and how it starts.
+pub trait Receiver: DeserializeOwned + Serialize + Debug + Send + Sync + 'static {
+    /// Largest request accepted, after decompression (checked against the queue budget).
+    fn max_request_bytes(&self) -> usize;
+    /// Adds what is wrong with these settings to `errors`, each prefixed by `key`.
+    fn check(&self, _key: &str, _errors: &mut Vec<String>) {}
+    /// Starts the receiver's servers.
+    fn start(&self, launch: &mut Launch<'_>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A boxed future, as a trait object method returns it.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A receiver's config behind the table: any [`Receiver`].
+pub trait ReceiverConfig: Debug + Send + Sync {
+    /// See [`Receiver::max_request_bytes`].
+    fn max_request_bytes(&self) -> usize;
+    /// See [`Receiver::check`].
+    fn check(&self, key: &str, errors: &mut Vec<String>);
+    /// See [`Receiver::start`].
+    fn start<'a>(&'a self, launch: &'a mut Launch<'_>) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// The settings as data: two configs are the same when these are equal.
+    fn canonical(&self) -> serde_json::Value;
+    /// For reading a receiver's own type back.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Receiver> ReceiverConfig for T {
+    fn max_request_bytes(&self) -> usize {
+        Receiver::max_request_bytes(self)
+    }
+    fn check(&self, key: &str, errors: &mut Vec<String>) {
+        Receiver::check(self, key, errors)
+    }
+    fn start<'a>(&'a self, launch: &'a mut Launch<'_>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(Receiver::start(self, launch))
+    }
+    fn canonical(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Names of every receiver Ferry has.
+pub fn names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.name).collect()
+}
+
+/// Names of the receivers this build has.
+pub fn built() -> Vec<&'static str> {
+    KINDS
         .iter()
-        .copied()
-        .filter(|n| CARRIED.get().is_none_or(|c| c.iter().any(|c| c == n)))
+        .filter(|k| k.built.is_some())
+        .map(|k| k.name)
         .collect()
 }
 
-/// Whether receiver `name` can run in this process, and if not, why.
-pub fn check_available(name: &str) -> Result<(), String> {
-    if !BUILT.contains(&name) {
-        return Err(format!(
-            "this ferry was built without the {name} receiver (cargo feature `{name}`)"
-        ));
-    }
-    if !carried().contains(&name) {
-        return Err(format!(
-            "this bundle carries only the {} receiver(s) (`ferry bundle --receivers`)",
-            carried().join(", ")
-        ));
-    }
-    Ok(())
+/// [`built`], owned: what a plain executable may start.
+pub fn built_names() -> Vec<String> {
+    built().into_iter().map(str::to_string).collect()
 }
 
-/// Starts every receiver `config` enables. A new receiver is one module and one line here.
-pub async fn start_all(config: &Receivers, launch: &mut Launch<'_>) -> anyhow::Result<()> {
-    if let Some(c) = &config.otlp {
-        otlp_grpc::start(c, launch).await?;
-        otlp_http::start(c, launch).await?;
-    }
-    #[cfg(feature = "zipkin")]
-    if let Some(c) = &config.zipkin {
-        zipkin::start(c, launch).await?;
-    }
-    #[cfg(feature = "jaeger")]
-    if let Some(c) = &config.jaeger {
-        jaeger::start(c, launch).await?;
-    }
-    #[cfg(feature = "opencensus")]
-    if let Some(c) = &config.opencensus {
-        opencensus::start(c, launch).await?;
-    }
-    Ok(())
+/// `[receivers]`: the receivers a config enables, in [`KINDS`] order.
+#[derive(Debug, Clone, Default)]
+pub struct Receivers {
+    enabled: Vec<(&'static Kind, Option<Arc<dyn ReceiverConfig>>)>,
 }
 
-/// What a receiver needs to start: the pipeline it feeds and where its server tasks run.
-pub struct Launch<'a> {
-    /// The pipeline every receiver feeds.
-    pub pipeline: &'a Arc<Pipeline>,
-    /// Where receivers register their counters.
-    pub telemetry: &'a Telemetry,
-    /// The daemon's server tasks; one ending is fatal to the daemon.
-    pub servers: &'a mut tokio::task::JoinSet<anyhow::Result<()>>,
+impl Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
-impl Launch<'_> {
-    /// Binds `addr` for `receiver` (a metric label, e.g. `zipkin`) and runs `serve` on it with
-    /// the receiver's counted entry point.
-    pub async fn serve<F, Fut>(
-        &mut self,
-        receiver: &str,
-        addr: std::net::SocketAddr,
-        max_request_bytes: usize,
-        serve: F,
-    ) -> anyhow::Result<()>
-    where
-        F: FnOnce(tokio::net::TcpListener, Arc<Ingest>) -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        use anyhow::Context;
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("{receiver}: cannot listen on {addr}"))?;
-        tracing::info!(receiver, addr = %l.local_addr()?, "listening");
-        let ingest = self.ingest(receiver, max_request_bytes);
-        self.spawn(serve(l, ingest));
+impl Receivers {
+    /// Reads `[receivers]`, adding every problem to `errors`. A receiver this build lacks is
+    /// kept by name, so validation can say so.
+    pub fn from_toml(value: Option<&toml::Value>, errors: &mut Vec<String>) -> Receivers {
+        let mut out = Receivers::default();
+        let Some(value) = value else {
+            return out;
+        };
+        let Some(table) = value.as_table() else {
+            errors.push("receivers: expected a table of receivers".into());
+            return out;
+        };
+        for name in table.keys() {
+            if !KINDS.iter().any(|k| k.name == name) {
+                errors.push(format!(
+                    "receivers.{name}: unknown receiver (expected one of {})",
+                    names().join(", ")
+                ));
+            }
+        }
+        for kind in KINDS {
+            let Some(value) = table.get(kind.name) else {
+                continue;
+            };
+            let config = match &kind.built {
+                None => None,
+                Some(built) => match (built.parse)(&format!("receivers.{}", kind.name), value) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
+            };
+            out.enabled.push((kind, config));
+        }
+        out
+    }
+
+    /// The names of the receivers this config enables.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        self.enabled.iter().map(|(k, _)| k.name).collect()
+    }
+
+    /// The config of receiver `name`, as its own type.
+    pub fn get<T: 'static>(&self, name: &str) -> Option<&T> {
+        self.enabled
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .and_then(|(_, c)| c.as_ref()?.as_any().downcast_ref())
+    }
+
+    /// Adds what is wrong to `errors`: receivers this executable cannot start (not built,
+    /// or not among the `carried` ones of a bundle), each receiver's own checks, and request
+    /// limits no queue of `budget` bytes could ever hold.
+    pub fn check(&self, budget: usize, carried: &[String], errors: &mut Vec<String>) {
+        let carried: Vec<&str> = built()
+            .into_iter()
+            .filter(|n| carried.iter().any(|c| c == n))
+            .collect();
+        for (kind, config) in &self.enabled {
+            let key = format!("receivers.{}", kind.name);
+            let Some(config) = config else {
+                errors.push(format!(
+                    "{key}: this ferry was built without the {} receiver (cargo feature `{}`)",
+                    kind.name,
+                    kind.feature.unwrap_or(kind.name)
+                ));
+                continue;
+            };
+            if !carried.contains(&kind.name) {
+                errors.push(format!(
+                    "{key}: this bundle carries only the {} receiver(s) (`ferry bundle --receivers`)",
+                    carried.join(", ")
+                ));
+            }
+            config.check(&key, errors);
+            let limit = config.max_request_bytes();
+            if limit > budget {
+                errors.push(format!(
+                    "{key}.max_request_bytes: {limit} exceeds the queue budget ({budget}); such \
+                     a request could never be queued"
+                ));
+            }
+        }
+    }
+
+    /// Starts every receiver this config enables.
+    pub async fn start_all(&self, launch: &mut Launch<'_>) -> anyhow::Result<()> {
+        for (_, config) in &self.enabled {
+            if let Some(config) = config {
+                config.start(launch).await?;
+            }
+        }
         Ok(())
     }
 
-    /// The counted entry point for `receiver`.
-    pub fn ingest(&self, receiver: &str, max_request_bytes: usize) -> Arc<Ingest> {
-        Ingest::new(
-            receiver,
-            self.pipeline.clone(),
-            self.telemetry,
-            max_request_bytes,
-        )
-    }
-
-    /// Runs a server task for as long as the daemon.
-    pub fn spawn(
-        &mut self,
-        server: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    ) {
-        self.servers.spawn(server);
-    }
-}
-
-/// Why a request was refused; each maps onto a gRPC status and an HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// Malformed or undecodable input (INVALID_ARGUMENT / 400).
-    #[error("invalid {signal} request: {message}")]
-    Invalid {
-        /// Signal of the endpoint.
-        signal: Signal,
-        /// What is wrong.
-        message: String,
-    },
-    /// Larger than the configured limit (RESOURCE_EXHAUSTED / 413).
-    #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge {
-        /// Bytes seen (at least).
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The pipeline refused it (queue full: RESOURCE_EXHAUSTED / 429; no exporter).
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-}
-
-impl IngestError {
-    /// Label for the refused-requests counter.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            IngestError::Invalid { .. } => "invalid",
-            IngestError::TooLarge { .. } => "too_large",
-            IngestError::Refused(Refusal::QueueFull(_)) => "queue_full",
-            IngestError::Refused(Refusal::NoExporter(_)) => "no_exporter",
-            IngestError::Refused(Refusal::Storage(_)) => "storage",
-        }
-    }
-
-    /// The HTTP status of the refusal (429 for a full queue, 503 when the disk fails).
-    pub fn http_status(&self) -> http::StatusCode {
-        use http::StatusCode;
-        match self {
-            IngestError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Refused(Refusal::QueueFull(_)) => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Refused(Refusal::NoExporter(_)) => StatusCode::NOT_FOUND,
-            IngestError::Refused(Refusal::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-/// Adds `Retry-After` to a 429 or 503 answer, so HTTP senders back off and retry.
-pub fn add_retry_after(resp: &mut axum::response::Response) {
-    use http::StatusCode;
-    if matches!(
-        resp.status(),
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        resp.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from(RETRY_AFTER_SECS),
-        );
-    }
-}
-
-/// What was accepted from one request.
-#[derive(Debug, Clone, Default)]
-pub struct Accepted {
-    /// Items now owned by the pipeline.
-    pub items: u32,
-    /// Items rejected (reported to the sender as an OTLP partial success).
-    pub rejected: u32,
-    /// Why they were rejected.
-    pub message: String,
-}
-
-/// Counters of one receiver, per signal.
-struct SignalCounters {
-    accepted: Counter,
-    rejected: Counter,
-    refused: [Counter; 5],
-}
-
-/// The entry point shared by all receivers of one kind.
-pub struct Ingest {
-    pipeline: Arc<Pipeline>,
-    counters: [SignalCounters; 3],
-    /// Largest request body, after decompression.
-    pub max_request_bytes: usize,
-}
-
-/// How long a sender refused for a full queue is asked to wait (gRPC `RetryInfo`, HTTP
-/// `Retry-After`).
-pub const RETRY_AFTER_SECS: u64 = 1;
-
-const REASONS: [&str; 5] = [
-    "invalid",
-    "too_large",
-    "queue_full",
-    "no_exporter",
-    "storage",
-];
-
-impl Ingest {
-    /// An entry point for receiver `receiver` (a metric label, e.g. `otlp_grpc`).
-    pub fn new(
-        receiver: &str,
-        pipeline: Arc<Pipeline>,
-        telemetry: &Telemetry,
-        max_request_bytes: usize,
-    ) -> Arc<Self> {
-        let counters = Signal::ALL.map(|signal| {
-            let l = [("receiver", receiver), ("signal", signal.as_str())];
-            SignalCounters {
-                accepted: telemetry.counter(
-                    "ferry_receiver_accepted_items_total",
-                    "Items accepted into the pipeline.",
-                    &l,
-                ),
-                rejected: telemetry.counter(
-                    "ferry_receiver_rejected_items_total",
-                    "Items rejected from otherwise valid requests (OTLP partial success, or no OTLP form).",
-                    &l,
-                ),
-                refused: REASONS.map(|reason| {
-                    telemetry.counter(
-                        "ferry_receiver_refused_requests_total",
-                        "Requests refused, by reason.",
-                        &[l[0], l[1], ("reason", reason)],
-                    )
-                }),
-            }
-        });
-        Arc::new(Ingest {
-            pipeline,
-            counters,
-            max_request_bytes,
-        })
-    }
-
-    /// Counts a refusal that happened before [`Ingest::otlp`] (e.g. an unreadable body).
-    pub fn count_refused(&self, signal: Signal, err: &IngestError) {
-        let i = REASONS.iter().position(|r| *r == err.reason()).unwrap_or(0);
-        self.counters[signal.index()].refused[i].inc();
-    }
-
-    /// Hands a foreign request, already translated to OTLP protobuf (or not, with why), to the
-    /// pipeline, counting either outcome.
-    pub async fn translated(
-        &self,
-        signal: Signal,
-        otlp: Result<Bytes, IngestError>,
-    ) -> Result<Accepted, IngestError> {
-        match otlp {
-            // `Ingest::otlp` counts its own outcomes.
-            Ok(otlp) => self.otlp(signal, otlp).await,
-            Err(e) => {
-                self.count_refused(signal, &e);
-                Err(e)
-            }
-        }
-    }
-
-    /// Counts items a translator could not carry over from an otherwise accepted request.
-    pub fn count_rejected(&self, signal: Signal, items: u32) {
-        self.counters[signal.index()].rejected.add(items.into());
-    }
-
-    /// Validates an OTLP protobuf export request and hands it to the pipeline; returns once
-    /// the pipeline owns it (in durable mode: once it is on disk).
-    pub async fn otlp(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
-        let result = self.otlp_inner(signal, body).await;
-        let c = &self.counters[signal.index()];
-        match &result {
-            Ok(a) => {
-                c.accepted.add(a.items.into());
-                c.rejected.add(a.rejected.into());
-            }
-            Err(e) => self.count_refused(signal, e),
-        }
-        result
-    }
-
-    async fn otlp_inner(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
-        if body.len() > self.max_request_bytes {
-            return Err(IngestError::TooLarge {
-                size: body.len(),
-                limit: self.max_request_bytes,
-            });
-        }
-        let summary = wire::inspect(signal, &body).map_err(|e| IngestError::Invalid {
-            signal,
-            message: e.to_string(),
-        })?;
-        let (body, items) = if summary.invalid == 0 {
-            (body, summary.items)
-        } else {
-            (drop_invalid_spans(&body)?, summary.items - summary.invalid)
-        };
-        self.pipeline.accept(signal, body, items).await?;
-        Ok(Accepted {
-            items,
-            rejected: summary.invalid,
-            message: summary.invalid_reason.unwrap_or_default(),
-        })
-    }
-}
-
-/// Reads an HTTP request body of at most `limit` bytes, gunzipping it (also bounded) when its
-/// `Content-Encoding` says so. Shared by every HTTP receiver.
-pub async fn read_http_body(
-    limit: usize,
-    signal: Signal,
-    req: axum::extract::Request,
-) -> Result<Bytes, IngestError> {
-    use std::io::Read;
-    let invalid = |message: String| IngestError::Invalid { signal, message };
-    let encoding = req
-        .headers()
-        .get(http::header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    let raw = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                IngestError::TooLarge {
-                    size: limit + 1,
-                    limit,
-                }
-            } else {
-                invalid(format!("cannot read body: {e}"))
-            }
-        })?;
-    match encoding.as_deref() {
-        None | Some("identity") | Some("") => Ok(raw),
-        Some("gzip") | Some("x-gzip") => {
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| invalid(format!("gzip body does not decompress: {e}")))?;
-            if out.len() > limit {
-                return Err(IngestError::TooLarge {
-                    size: out.len(),
-                    limit,
-                });
-            }
-            Ok(out.into())
-        }
-        Some(other) => Err(invalid(format!(
-            "unsupported Content-Encoding {other:?} (use gzip or none)"
-        ))),
-    }
-}
-
-/// An OTLP attribute; shared by the receivers that translate foreign formats.
-#[cfg(any(feature = "zipkin", feature = "jaeger", feature = "opencensus"))]
-pub(crate) fn kv(
-    key: impl Into<String>,
-    value: ferry_proto::common::any_value::Value,
-) -> ferry_proto::common::KeyValue {
-    ferry_proto::common::KeyValue {
-        key: key.into(),
-        value: Some(ferry_proto::common::AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-/// One `ResourceSpans` from resource attributes and spans grouped by instrumentation scope
-/// `(name, version)`; shared by the receivers that translate foreign spans.
-#[cfg(any(feature = "zipkin", feature = "jaeger"))]
-pub(crate) fn resource_spans(
-    attributes: Vec<ferry_proto::common::KeyValue>,
-    scopes: std::collections::BTreeMap<(String, String), Vec<ferry_proto::trace::Span>>,
-) -> ferry_proto::trace::ResourceSpans {
-    use ferry_proto::common::InstrumentationScope;
-    use ferry_proto::trace::{ResourceSpans, ScopeSpans};
-    ResourceSpans {
-        resource: Some(ferry_proto::resource::Resource {
-            attributes,
-            ..Default::default()
-        }),
-        scope_spans: scopes
-            .into_iter()
-            .map(|((name, version), spans)| ScopeSpans {
-                scope: (!name.is_empty()).then(|| InstrumentationScope {
-                    name,
-                    version,
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
+    /// The settings as data, by receiver name: equal when, and only when, the configs are.
+    pub fn canonical(&self) -> serde_json::Value {
+        self.enabled
+            .iter()
+            .map(|(k, c)| {
+                let v = c.as_ref().map(|c| c.canonical()).unwrap_or_default();
+                (k.name.to_string(), v)
             })
-            .collect(),
-        ..Default::default()
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
-/// Groups items as the Collector does for formats where an item may name its own resource
-/// (Jaeger's per-span process, OpenCensus' per-span or per-metric resource): items without one
-/// share the first group, under `shared`; each item with one gets a group to itself.
-#[cfg(any(feature = "jaeger", feature = "opencensus"))]
-pub(crate) fn group_by_own_resource<T, R>(
-    items: impl IntoIterator<Item = (T, Option<R>)>,
-    shared: R,
-) -> Vec<(R, Vec<T>)> {
-    let mut common = Vec::new();
-    let mut own = Vec::new();
-    for (item, resource) in items {
-        match resource {
-            None => common.push(item),
-            Some(r) => own.push((r, vec![item])),
-        }
-    }
-    let mut groups = Vec::with_capacity(own.len() + 1);
-    if !common.is_empty() {
-        groups.push((shared, common));
-    }
-    groups.extend(own);
-    groups
-}
-
-/// Removes spans whose ids have the wrong length (rare: only then is the request decoded).
-fn drop_invalid_spans(body: &[u8]) -> Result<Bytes, IngestError> {
-    use ferry_proto::trace_service::ExportTraceServiceRequest;
-    let mut req = ExportTraceServiceRequest::decode(body).map_err(|e| IngestError::Invalid {
-        signal: Signal::Traces,
-        message: e.to_string(),
-    })?;
-    for rs in &mut req.resource_spans {
-        for ss in &mut rs.scope_spans {
-            ss.spans
-                .retain(|s| s.trace_id.len() == 16 && s.span_id.len() == 8);
-        }
-    }
-    Ok(req.encode_to_vec().into())
+/// Default largest request of every receiver.
+pub(crate) fn default_max_request() -> usize {
+    16 << 20
 }

@@ -1,92 +1,22 @@
-//! Bundles: one executable carrying the daemon, the plugins it needs precompiled for its
-//! engine, and optionally a default config, so it runs with no plugin directory and no compile
-//! step at start.
-//!
-//! A bundle is a `ferry` executable (ideally a runtime-only build) with a payload appended:
-//!
-//! ```text
-//! [executable][payload][payload length: u64 LE][SHA-256 of payload: 32 bytes]["FERRYBN1"]
-//! payload = [manifest length: u32 LE][manifest JSON][machine code of each plugin]
-//! ```
-//!
-//! Only machine code is carried (not the components): it is all the runtime loads, and the
-//! manifest keeps each component's digest, which is what the engine keys code by. The manifest
-//! names the engine the code was compiled for; a bundle whose payload does not match its
-//! checksum, or whose engine is not the running one, is refused before anything is loaded.
+//! The bundle layout: an executable, then a checksummed payload of a manifest and machine code.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+use super::BundleError;
+use super::probe::BuildInfo;
 use crate::plugin::PluginEngine;
 use crate::plugin::registry::{Origin, PluginSource};
 
 /// Last bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"FERRYBN1";
 /// The trailer: payload length, payload checksum, magic.
-const TRAILER: usize = 8 + 32 + 8;
+pub(super) const TRAILER: usize = 8 + 32 + 8;
 /// Version of the payload layout.
 const FORMAT: u32 = 2;
-/// The file name `ferry bundle` looks for beside itself when no `--runtime` is given.
-pub const RUNTIME_NAME: &str = "ferry-runtime";
-
-/// Why a bundle cannot be made, read or run.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The payload does not match its checksum or cannot be parsed.
-    #[error(
-        "{path}: the bundle is corrupt ({what}); rebuild it with `ferry bundle`, do not edit it"
-    )]
-    Corrupt {
-        /// The bundle.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
-    /// The code was compiled for another engine than the one running it.
-    #[error(
-        "{path}: the bundle's plugins were compiled for engine {bundle}, but this ferry runs \
-         engine {running}; rebuild the bundle with this ferry (`ferry bundle`)"
-    )]
-    Engine {
-        /// The bundle.
-        path: PathBuf,
-        /// Its engine.
-        bundle: String,
-        /// The running one.
-        running: String,
-    },
-    /// A plugin to bundle could not be found or compiled.
-    #[error("plugin {name}: {reason}")]
-    Plugin {
-        /// Plugin name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// The executable to carry cannot run this bundle.
-    #[error("runtime {path}: {reason}")]
-    Runtime {
-        /// The executable.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The receivers asked for do not fit the runtime or the config.
-    #[error("{0}")]
-    Receivers(String),
-}
 
 /// What a bundle holds, as stored in it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -132,198 +62,6 @@ impl Entry {
     }
 }
 
-/// What an executable is: its engine, whether it compiles, and its receivers. `ferry bundle`
-/// asks a runtime for it (hidden `ferry build-info`) before carrying it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BuildInfo {
-    /// Its `ferry` version.
-    pub ferry: String,
-    /// The engine it compiles for and loads code from.
-    pub engine: String,
-    /// Whether it carries the compiler.
-    pub compiler: bool,
-    /// The receivers it can start.
-    pub receivers: Vec<String>,
-}
-
-impl BuildInfo {
-    /// This process's.
-    pub fn current() -> BuildInfo {
-        BuildInfo {
-            ferry: env!("CARGO_PKG_VERSION").into(),
-            engine: crate::plugin::engine::engine_key(),
-            compiler: cfg!(feature = "compiler"),
-            receivers: crate::receiver::carried()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-        }
-    }
-
-    /// Asks the executable `path` for its build info.
-    pub fn of(path: &Path) -> Result<BuildInfo, BundleError> {
-        let fail = |reason: String| BundleError::Runtime {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let out = std::process::Command::new(path)
-            .arg("build-info")
-            .output()
-            .map_err(|e| fail(format!("cannot run it: {e}")))?;
-        if !out.status.success() {
-            return Err(fail(format!(
-                "`build-info` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| fail(format!("not a ferry of this kind (build-info: {e})")))
-    }
-
-    /// Why this executable cannot carry code compiled for `engine` and start `receivers`.
-    fn unfit(&self, engine: &str, receivers: &[String]) -> Option<String> {
-        if self.engine != engine {
-            return Some(format!(
-                "it runs engine {}, but this ferry compiles for {engine}: build both from the \
-                 same source",
-                self.engine
-            ));
-        }
-        let missing: Vec<&str> = receivers
-            .iter()
-            .filter(|r| !self.receivers.contains(r))
-            .map(String::as_str)
-            .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "it was built without the {} receiver(s) (it has {}); build one with \
-                 `cargo build --profile slim -p ferry --no-default-features --features {}`",
-                missing.join(", "),
-                self.receivers.join(", "),
-                receivers
-                    .iter()
-                    .filter(|r| *r != "otlp")
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        })
-    }
-}
-
-/// The executable a bundle carries, and what it is.
-#[derive(Debug)]
-pub struct Runtime {
-    /// Where it is.
-    pub path: PathBuf,
-    /// What it is.
-    pub info: BuildInfo,
-    /// Why a runtime found beside this executable was passed over, if one was.
-    pub passed_over: Option<String>,
-}
-
-/// Chooses the executable a bundle carries: `explicit` (which must fit), else
-/// [`RUNTIME_NAME`] beside this executable when it fits, else this executable. To fit, it runs
-/// the same engine and has every receiver in `receivers` (all of its own when `None`).
-pub fn choose_runtime(
-    explicit: Option<&Path>,
-    receivers: Option<&[String]>,
-) -> Result<Runtime, BundleError> {
-    let engine = crate::plugin::engine::engine_key();
-    let wanted = receivers.unwrap_or_default();
-    let fit = |path: &Path| {
-        let info = BuildInfo::of(path)?;
-        match info.unfit(&engine, wanted) {
-            None => Ok(info),
-            Some(reason) => Err(BundleError::Runtime {
-                path: path.to_path_buf(),
-                reason,
-            }),
-        }
-    };
-    if let Some(path) = explicit {
-        return Ok(Runtime {
-            path: path.to_path_buf(),
-            info: fit(path)?,
-            passed_over: None,
-        });
-    }
-    let me = std::env::current_exe().map_err(io(Path::new("current executable")))?;
-    let mut passed_over = None;
-    if let Some(beside) = me.parent().map(|d| d.join(RUNTIME_NAME))
-        && beside.is_file()
-    {
-        match fit(&beside) {
-            Ok(info) => {
-                return Ok(Runtime {
-                    path: beside,
-                    info,
-                    passed_over: None,
-                });
-            }
-            Err(e) => passed_over = Some(e.to_string()),
-        }
-    }
-    let info = BuildInfo::current();
-    if let Some(reason) = info.unfit(&engine, wanted) {
-        return Err(BundleError::Runtime { path: me, reason });
-    }
-    Ok(Runtime {
-        path: me,
-        info,
-        passed_over,
-    })
-}
-
-/// Refuses receiver names Ferry does not have.
-pub fn check_receiver_names(asked: &[String]) -> Result<(), BundleError> {
-    let unknown: Vec<String> = asked
-        .iter()
-        .filter(|r| !crate::receiver::ALL.contains(&r.as_str()))
-        .map(|r| format!("{r:?}"))
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    Err(BundleError::Receivers(format!(
-        "unknown receiver(s) {} (receivers: {})",
-        unknown.join(", "),
-        crate::receiver::ALL.join(", ")
-    )))
-}
-
-/// What would stop `config` running in a bundle that carries `receivers` and `plugins` on
-/// `runtime`: receivers it enables beyond them, and, on a runtime-only build (which cannot
-/// compile), plugins its exporters name that the bundle does not carry.
-pub fn config_problems(
-    config: &crate::config::Config,
-    receivers: &[String],
-    plugins: &[PluginSource],
-    runtime: &BuildInfo,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for r in config.receivers.enabled() {
-        if !receivers.iter().any(|c| c == r) {
-            problems.push(format!(
-                "receivers.{r} is enabled, but the bundle carries only the {} receiver(s)",
-                receivers.join(", ")
-            ));
-        }
-    }
-    if !runtime.compiler {
-        for (name, e) in &config.exporters {
-            if !plugins.iter().any(|p| p.name == e.plugin) {
-                problems.push(format!(
-                    "exporters.{name} uses plugin {:?}, which the bundle does not carry and \
-                     its runtime-only runtime cannot compile: add --plugin {}",
-                    e.plugin, e.plugin
-                ));
-            }
-        }
-    }
-    problems
-}
-
 /// A bundle read from an executable.
 #[derive(Debug)]
 pub struct Bundle {
@@ -340,30 +78,11 @@ pub struct Bundle {
     file: std::sync::Mutex<std::fs::File>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
     move |source| BundleError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-static RUNNING: OnceLock<Bundle> = OnceLock::new();
-
-/// If this executable is a bundle: reads and checks it (checksum and engine), limits the
-/// receivers to its own, and makes its plugins available to every engine built afterwards.
-pub fn open_running() -> Result<Option<&'static Bundle>, BundleError> {
-    let exe = std::env::current_exe().map_err(io(Path::new("current executable")))?;
-    let Some(bundle) = Bundle::read(&exe)? else {
-        return Ok(None);
-    };
-    bundle.check_engine()?;
-    crate::receiver::restrict(bundle.manifest.receivers.clone());
-    Ok(Some(RUNNING.get_or_init(|| bundle)))
-}
-
-/// The bundle this executable is, once [`open_running`] found one.
-pub fn running() -> Option<&'static Bundle> {
-    RUNNING.get()
 }
 
 impl Bundle {
@@ -489,7 +208,7 @@ pub struct NewBundle {
 
 impl NewBundle {
     /// A bundle of `plugins` for `runtime`, each compiled now by `engine` (or, for a plugin
-    /// this executable carries as a bundle, its code taken as it is), carrying `receivers` and
+    /// the engine's catalog carries precompiled, its code taken as it is), carrying `receivers` and
     /// an optional default config.
     pub fn build(
         engine: &PluginEngine,
@@ -508,12 +227,10 @@ impl NewBundle {
             if entries.iter().any(|e| e.name == p.name) {
                 return Err(fail("named twice".into()));
             }
-            let compiled = match (p.origin == Origin::Bundle, running()) {
-                (true, Some(b)) => {
-                    let entry = b.entry(&p.name).ok_or_else(|| fail("not bundled".into()))?;
-                    b.code(entry)?
-                }
-                _ => engine
+            let carried = engine.catalog().precompiled_named(&p.name);
+            let compiled = match carried.filter(|_| p.origin == Origin::Bundle) {
+                Some(carried) => engine.catalog().code(carried).map_err(fail)?,
+                None => engine
                     .precompile(&p.wasm)
                     .map_err(|e| fail(e.to_string()))?,
             };
@@ -580,11 +297,12 @@ pub fn runtime_of(path: &Path) -> Result<Vec<u8>, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::Catalog;
     use crate::plugin::registry;
 
     fn sample(dir: &Path) -> PathBuf {
         let engine = PluginEngine::builder().build().unwrap();
-        let plugins = [registry::find("blackhole", None).unwrap()];
+        let plugins = [registry::find(&Catalog::builtin(), "blackhole", None).unwrap()];
         let info = BuildInfo::current();
         let bundle = NewBundle::build(
             &engine,
@@ -609,7 +327,7 @@ mod tests {
         assert_eq!(b.manifest.receivers, ["otlp"]);
         b.check_engine().unwrap();
         let entry = b.entry("blackhole").unwrap();
-        let source = registry::find("blackhole", None).unwrap();
+        let source = registry::find(&Catalog::builtin(), "blackhole", None).unwrap();
         assert_eq!(entry.digest(), source.digest);
         // The code is exactly what the engine makes of the component, and loads into it.
         let engine = PluginEngine::builder().build().unwrap();
@@ -635,50 +353,5 @@ mod tests {
         std::fs::write(&out, &cut).unwrap();
         let err = Bundle::read(&out).unwrap_err().to_string();
         assert!(err.contains("exceeds the file"), "{err}");
-    }
-
-    #[test]
-    fn receivers_must_be_known_and_in_the_runtime_and_the_config_must_fit() {
-        let runtime = BuildInfo {
-            ferry: "0".into(),
-            engine: crate::plugin::engine::engine_key(),
-            compiler: false,
-            receivers: vec!["otlp".into()],
-        };
-        let asked = ["otlp".to_string(), "smtp".to_string()];
-        let err = check_receiver_names(&asked).unwrap_err().to_string();
-        assert!(err.contains("unknown receiver(s) \"smtp\""), "{err}");
-        check_receiver_names(&["zipkin".into()]).unwrap();
-
-        let config = crate::config::Config::parse(
-            "[receivers.otlp]\nhttp = \"127.0.0.1:0\"\n[receivers.zipkin]\n\
-             [exporters.sink]\nplugin = \"blackhole\"\n",
-        )
-        .unwrap();
-        let problems = config_problems(&config, &runtime.receivers, &[], &runtime);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(
-            problems[0]
-                .contains("receivers.zipkin is enabled, but the bundle carries only the otlp"),
-            "{problems:?}"
-        );
-        assert!(
-            problems[1].contains("exporters.sink uses plugin \"blackhole\"")
-                && problems[1].contains("add --plugin blackhole"),
-            "{problems:?}"
-        );
-        let blackhole = [registry::find("blackhole", None).unwrap()];
-        let both = ["otlp".to_string(), "zipkin".to_string()];
-        assert!(config_problems(&config, &both, &blackhole, &runtime).is_empty());
-
-        let zipkin = ["zipkin".to_string()];
-        let why = runtime.unfit(&runtime.engine, &zipkin).unwrap();
-        assert!(
-            why.contains("built without the zipkin receiver(s)")
-                && why.contains("--no-default-features --features zipkin"),
-            "{why}"
-        );
-        let why = runtime.unfit("another-engine", &[]).unwrap();
-        assert!(why.contains("runs engine"), "{why}");
     }
 }

@@ -8,22 +8,23 @@
 //! messages: it ends the stream with OK once the client half-closes, or with an error status
 //! (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) at the first message it cannot accept.
 
-use std::collections::BTreeMap;
-use std::marker::PhantomData;
-use std::sync::Arc;
+mod service;
+mod translate_metrics;
+mod translate_traces;
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
+
 use ferry_proto::common::{KeyValue, any_value};
 use ferry_proto::opencensus as oc;
+use ferry_proto::resource;
 use ferry_proto::wkt::Timestamp;
-use ferry_proto::{metrics, metrics_service, resource, trace, trace_service};
-use prost::Message;
-use tonic::Status;
-use tonic::server::Grpc;
+use serde::{Deserialize, Serialize};
 
-use super::otlp_grpc::{BoxFuture, RawCodec, RawMethod};
-use super::{Ingest, IngestError, kv};
-use crate::signal::Signal;
+use crate::receiver::otlp_build::kv;
+
+pub use service::*;
+pub use translate_metrics::metrics_to_otlp;
+pub use translate_traces::traces_to_otlp;
 
 /// Why part of a request could not be translated.
 #[derive(Debug, Default, PartialEq)]
@@ -35,7 +36,7 @@ pub struct Dropped {
 }
 
 impl Dropped {
-    fn add(&mut self, items: usize, reason: impl FnOnce() -> String) {
+    pub(super) fn add(&mut self, items: usize, reason: impl FnOnce() -> String) {
         self.items = self
             .items
             .saturating_add(items.try_into().unwrap_or(u32::MAX));
@@ -48,13 +49,13 @@ impl Dropped {
 /// What a stream remembers between messages.
 #[derive(Debug, Default)]
 pub struct StreamState {
-    node: Option<oc::Node>,
-    resource: Option<oc::Resource>,
+    pub(super) node: Option<oc::Node>,
+    pub(super) resource: Option<oc::Resource>,
 }
 
 impl StreamState {
     /// Takes in one message's node and resource; the first message must have a node.
-    fn update(
+    pub(super) fn update(
         &mut self,
         node: Option<oc::Node>,
         resource: Option<oc::Resource>,
@@ -76,12 +77,12 @@ impl StreamState {
     }
 }
 
-fn string(s: impl Into<String>) -> any_value::Value {
+pub(super) fn string(s: impl Into<String>) -> any_value::Value {
     any_value::Value::StringValue(s.into())
 }
 
 /// Nanoseconds since the epoch; absent or unrepresentable (before 1970, past 2554) is 0.
-fn nanos(ts: Option<&Timestamp>) -> u64 {
+pub(super) fn nanos(ts: Option<&Timestamp>) -> u64 {
     let Some(ts) = ts else { return 0 };
     let (Ok(secs), Ok(frac)) = (u64::try_from(ts.seconds), u64::try_from(ts.nanos)) else {
         return 0;
@@ -92,7 +93,7 @@ fn nanos(ts: Option<&Timestamp>) -> u64 {
 }
 
 /// RFC 3339 with as many fractional digits as needed, like Go's `time.RFC3339Nano`.
-fn rfc3339(ts: &Timestamp) -> String {
+pub(super) fn rfc3339(ts: &Timestamp) -> String {
     let days = ts.seconds.div_euclid(86_400);
     let secs = ts.seconds.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (proleptic Gregorian).
@@ -121,7 +122,7 @@ fn rfc3339(ts: &Timestamp) -> String {
 }
 
 /// `telemetry.sdk.language` for `LibraryInfo.Language`.
-fn language(code: i32) -> Option<&'static str> {
+pub(super) fn language(code: i32) -> Option<&'static str> {
     const NAMES: [&str; 10] = [
         "cpp", "dotnet", "erlang", "go", "java", "nodejs", "php", "python", "ruby", "webjs",
     ];
@@ -133,7 +134,10 @@ fn language(code: i32) -> Option<&'static str> {
 
 /// OTLP resource attributes from a node and a resource: labels and node attributes first, then
 /// the node's own fields, which win.
-fn resource_attributes(node: Option<&oc::Node>, res: Option<&oc::Resource>) -> Vec<KeyValue> {
+pub(super) fn resource_attributes(
+    node: Option<&oc::Node>,
+    res: Option<&oc::Resource>,
+) -> Vec<KeyValue> {
     let mut attrs: BTreeMap<String, any_value::Value> = BTreeMap::new();
     if let Some(r) = res {
         for (k, v) in &r.labels {
@@ -190,14 +194,17 @@ fn resource_attributes(node: Option<&oc::Node>, res: Option<&oc::Resource>) -> V
     attrs.into_iter().map(|(k, v)| kv(k, v)).collect()
 }
 
-fn otlp_resource(node: Option<&oc::Node>, res: Option<&oc::Resource>) -> resource::Resource {
+pub(super) fn otlp_resource(
+    node: Option<&oc::Node>,
+    res: Option<&oc::Resource>,
+) -> resource::Resource {
     resource::Resource {
         attributes: resource_attributes(node, res),
         ..Default::default()
     }
 }
 
-fn attributes(attrs: Option<oc::Attributes>) -> (Vec<KeyValue>, u32) {
+pub(super) fn attributes(attrs: Option<oc::Attributes>) -> (Vec<KeyValue>, u32) {
     let Some(a) = attrs else {
         return (Vec::new(), 0);
     };
@@ -219,7 +226,7 @@ fn attributes(attrs: Option<oc::Attributes>) -> (Vec<KeyValue>, u32) {
     (kvs, a.dropped_attributes_count.max(0) as u32)
 }
 
-fn tracestate(ts: Option<oc::Tracestate>) -> String {
+pub(super) fn tracestate(ts: Option<oc::Tracestate>) -> String {
     ts.map(|t| {
         t.entries
             .iter()
@@ -230,708 +237,61 @@ fn tracestate(ts: Option<oc::Tracestate>) -> String {
     .unwrap_or_default()
 }
 
-/// OTLP span kind: OpenCensus knows only SERVER and CLIENT; other kinds travel in a
-/// `span.kind` attribute, which is consumed.
-fn span_kind(kind: i32, attrs: &mut Option<oc::Attributes>) -> trace::span::SpanKind {
-    use trace::span::SpanKind as K;
-    match kind {
-        1 => K::Server,
-        2 => K::Client,
-        0 => {
-            let Some(a) = attrs.as_mut() else {
-                return K::Unspecified;
-            };
-            let named = match a
-                .attribute_map
-                .get("span.kind")
-                .and_then(|v| v.value.as_ref())
-            {
-                Some(oc::attribute_value::Value::StringValue(s)) => match s.value.as_str() {
-                    "consumer" => K::Consumer,
-                    "producer" => K::Producer,
-                    "internal" => K::Internal,
-                    _ => return K::Unspecified,
-                },
-                _ => return K::Unspecified,
-            };
-            a.attribute_map.remove("span.kind");
-            named
-        }
-        _ => K::Unspecified,
+/// `[receivers.opencensus]`: the OpenCensus agent's gRPC export streams.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenCensusReceiverConfig {
+    /// Listen address; the agent's usual `127.0.0.1:55678` unless set.
+    #[serde(default = "default_addr")]
+    pub grpc: std::net::SocketAddr,
+    /// Largest stream message accepted.
+    #[serde(
+        default = "crate::receiver::default_max_request",
+        deserialize_with = "crate::units::de_bytes"
+    )]
+    pub max_request_bytes: usize,
+}
+
+fn default_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 55678))
+}
+
+impl crate::receiver::Receiver for OpenCensusReceiverConfig {
+    fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
     }
-}
 
-/// OTLP status: OpenCensus code 0 is OK (unset), any other an error; an integer
-/// `otel.status_code` attribute (set by the reverse translation) wins and is consumed.
-fn span_status(
-    status: Option<oc::Status>,
-    attrs: &mut Option<oc::Attributes>,
-) -> Option<trace::Status> {
-    let s = status?;
-    let mut code = if s.code == 0 {
-        trace::status::StatusCode::Unset as i32
-    } else {
-        trace::status::StatusCode::Error as i32
-    };
-    if let Some(a) = attrs.as_mut()
-        && let Some(v) = a.attribute_map.remove("otel.status_code")
-    {
-        code = match v.value {
-            Some(oc::attribute_value::Value::IntValue(i)) => i32::try_from(i).unwrap_or(0),
-            _ => 0,
-        };
-    }
-    Some(trace::Status {
-        code,
-        message: s.message,
-    })
-}
-
-fn events(time_events: Option<oc::TimeEvents>) -> (Vec<trace::span::Event>, u32) {
-    let Some(te) = time_events else {
-        return (Vec::new(), 0);
-    };
-    let dropped = te
-        .dropped_annotations_count
-        .max(0)
-        .saturating_add(te.dropped_message_events_count.max(0)) as u32;
-    let events = te
-        .time_event
-        .into_iter()
-        .map(|e| {
-            let time_unix_nano = nanos(e.time.as_ref());
-            match e.value {
-                Some(oc::time_event::Value::Annotation(a)) => {
-                    let (attributes, dropped_attributes_count) = attributes(a.attributes);
-                    trace::span::Event {
-                        time_unix_nano,
-                        name: a.description.map(|d| d.value).unwrap_or_default(),
-                        attributes,
-                        dropped_attributes_count,
-                    }
-                }
-                Some(oc::time_event::Value::MessageEvent(m)) => {
-                    let kind = match m.r#type {
-                        1 => "SENT",
-                        2 => "RECEIVED",
-                        _ => "TYPE_UNSPECIFIED",
-                    };
-                    let int = |n: u64| any_value::Value::IntValue(n as i64);
-                    trace::span::Event {
-                        time_unix_nano,
-                        name: "message".into(),
-                        attributes: vec![
-                            kv("message.type", string(kind)),
-                            kv("messaging.message_id", int(m.id)),
-                            kv(
-                                "messaging.message_payload_size_bytes",
-                                int(m.uncompressed_size),
-                            ),
-                            kv(
-                                "messaging.message_payload_compressed_size_bytes",
-                                int(m.compressed_size),
-                            ),
-                        ],
-                        dropped_attributes_count: 0,
-                    }
-                }
-                None => trace::span::Event {
-                    time_unix_nano,
-                    name: "An unknown OpenCensus TimeEvent type was detected when translating"
-                        .into(),
-                    ..Default::default()
-                },
-            }
-        })
-        .collect();
-    (events, dropped)
-}
-
-fn links(links: Option<oc::Links>) -> (Vec<trace::span::Link>, u32) {
-    let Some(l) = links else {
-        return (Vec::new(), 0);
-    };
-    let links = l
-        .link
-        .into_iter()
-        .map(|l| {
-            let (attributes, dropped_attributes_count) = attributes(l.attributes);
-            trace::span::Link {
-                trace_id: l.trace_id,
-                span_id: l.span_id,
-                trace_state: tracestate(l.tracestate),
-                attributes,
-                dropped_attributes_count,
-                ..Default::default()
-            }
-        })
-        .collect();
-    (links, l.dropped_links_count.max(0) as u32)
-}
-
-/// Why a span's ids make it untranslatable, if they do.
-fn bad_ids(s: &oc::Span) -> Option<String> {
-    if s.trace_id.len() != 16 || s.trace_id.iter().all(|b| *b == 0) {
-        return Some(format!(
-            "trace_id must be 16 non-zero bytes, got {}",
-            s.trace_id.len()
-        ));
-    }
-    if s.span_id.len() != 8 || s.span_id.iter().all(|b| *b == 0) {
-        return Some(format!(
-            "span_id must be 8 non-zero bytes, got {}",
-            s.span_id.len()
-        ));
-    }
-    if !s.parent_span_id.is_empty() && s.parent_span_id.len() != 8 {
-        return Some(format!(
-            "parent_span_id must be empty or 8 bytes, got {}",
-            s.parent_span_id.len()
-        ));
-    }
-    None
-}
-
-fn span(mut s: oc::Span) -> trace::Span {
-    let kind = span_kind(s.kind, &mut s.attributes) as i32;
-    let status = span_status(s.status.take(), &mut s.attributes);
-    let (mut attributes, dropped_attributes_count) = attributes(s.attributes.take());
-    if let Some(same) = s.same_process_as_parent_span {
-        attributes.push(kv(
-            "opencensus.same_process_as_parent_span",
-            any_value::Value::BoolValue(same.value),
-        ));
-    }
-    let (events, dropped_events_count) = events(s.time_events.take());
-    let (links, dropped_links_count) = links(s.links.take());
-    trace::Span {
-        trace_id: s.trace_id,
-        span_id: s.span_id,
-        trace_state: tracestate(s.tracestate),
-        parent_span_id: s.parent_span_id,
-        name: s.name.map(|n| n.value).unwrap_or_default(),
-        kind,
-        start_time_unix_nano: nanos(s.start_time.as_ref()),
-        end_time_unix_nano: nanos(s.end_time.as_ref()),
-        attributes,
-        dropped_attributes_count,
-        events,
-        dropped_events_count,
-        links,
-        dropped_links_count,
-        status,
-        ..Default::default()
-    }
-}
-
-fn resource_spans(resource: resource::Resource, spans: Vec<trace::Span>) -> trace::ResourceSpans {
-    trace::ResourceSpans {
-        resource: Some(resource),
-        scope_spans: vec![trace::ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-/// Translates items and groups them by resource (see [`super::group_by_own_resource`]); the
-/// shared group takes the stream's resource.
-fn by_resource<T, O, G>(
-    state: &StreamState,
-    items: Vec<T>,
-    own_resource: impl Fn(&T) -> Option<oc::Resource>,
-    mut translate: impl FnMut(T) -> Option<O>,
-    group: impl Fn(resource::Resource, Vec<O>) -> G,
-) -> Vec<G> {
-    let node = state.node.as_ref();
-    let translated = items.into_iter().filter_map(|item| {
-        let own = own_resource(&item);
-        translate(item).map(|out| (out, own.map(Some)))
-    });
-    super::group_by_own_resource(translated, state.resource.clone())
-        .into_iter()
-        .map(|(res, out)| group(otlp_resource(node, res.as_ref()), out))
-        .collect()
-}
-
-/// Translates the spans of one message, sent by `state`'s node.
-pub fn traces_to_otlp(
-    state: &StreamState,
-    spans: Vec<oc::Span>,
-    dropped: &mut Dropped,
-) -> trace_service::ExportTraceServiceRequest {
-    let translate = |s: oc::Span| match bad_ids(&s) {
-        Some(why) => {
-            dropped.add(1, || why);
-            None
-        }
-        None => Some(span(s)),
-    };
-    trace_service::ExportTraceServiceRequest {
-        resource_spans: by_resource(
-            state,
-            spans,
-            |s| s.resource.clone(),
-            translate,
-            resource_spans,
-        ),
-    }
-}
-
-fn label_attributes(keys: &[oc::LabelKey], values: &[oc::LabelValue]) -> Vec<KeyValue> {
-    keys.iter()
-        .zip(values)
-        .filter(|(_, v)| v.has_value)
-        .map(|(k, v)| kv(&k.key, string(&v.value)))
-        .collect()
-}
-
-/// The OTLP shape of an OpenCensus metric type.
-#[derive(Clone, Copy)]
-enum Shape {
-    Gauge(bool),
-    Sum(bool),
-    Histogram,
-    Summary,
-}
-
-fn number_point(
-    point: oc::Point,
-    int: bool,
-    start: u64,
-    attributes: Vec<KeyValue>,
-) -> Result<metrics::NumberDataPoint, String> {
-    use metrics::number_data_point::Value as N;
-    use oc::point::Value as P;
-    let value = match (point.value, int) {
-        (Some(P::Int64Value(i)), true) => N::AsInt(i),
-        (Some(P::DoubleValue(d)), false) => N::AsDouble(d),
-        (other, _) => {
-            return Err(format!(
-                "a point of an {} metric holds {}",
-                if int { "integer" } else { "double" },
-                point_kind(other.as_ref())
-            ));
-        }
-    };
-    Ok(metrics::NumberDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: nanos(point.timestamp.as_ref()),
-        value: Some(value),
-        ..Default::default()
-    })
-}
-
-fn point_kind(v: Option<&oc::point::Value>) -> &'static str {
-    match v {
-        None => "no value",
-        Some(oc::point::Value::Int64Value(_)) => "an integer",
-        Some(oc::point::Value::DoubleValue(_)) => "a double",
-        Some(oc::point::Value::DistributionValue(_)) => "a distribution",
-        Some(oc::point::Value::SummaryValue(_)) => "a summary",
-    }
-}
-
-fn count(n: i64, what: &str) -> Result<u64, String> {
-    u64::try_from(n).map_err(|_| format!("negative {what} {n}"))
-}
-
-fn histogram_point(
-    point: oc::Point,
-    start: u64,
-    attributes: Vec<KeyValue>,
-) -> Result<metrics::HistogramDataPoint, String> {
-    let Some(oc::point::Value::DistributionValue(d)) = point.value else {
-        return Err(format!(
-            "a point of a distribution metric holds {}",
-            point_kind(point.value.as_ref())
-        ));
-    };
-    let bounds = d
-        .bucket_options
-        .and_then(|o| o.explicit)
-        .map(|e| e.bounds)
-        .unwrap_or_default();
-    if !d.buckets.is_empty() && d.buckets.len() != bounds.len() + 1 {
-        return Err(format!(
-            "a distribution has {} buckets for {} bounds (needs one more bucket than bounds)",
-            d.buckets.len(),
-            bounds.len()
-        ));
-    }
-    let mut bucket_counts = Vec::with_capacity(d.buckets.len());
-    let mut exemplars = Vec::new();
-    for b in d.buckets {
-        bucket_counts.push(count(b.count, "bucket count")?);
-        if let Some(e) = b.exemplar {
-            exemplars.push(metrics::Exemplar {
-                filtered_attributes: e
-                    .attachments
-                    .into_iter()
-                    .map(|(k, v)| kv(k, string(v)))
-                    .collect(),
-                time_unix_nano: nanos(e.timestamp.as_ref()),
-                value: Some(metrics::exemplar::Value::AsDouble(e.value)),
-                ..Default::default()
-            });
-        }
-    }
-    // Without buckets there is no histogram, and then OTLP wants no bounds either.
-    let explicit_bounds = if bucket_counts.is_empty() {
-        Vec::new()
-    } else {
-        bounds
-    };
-    Ok(metrics::HistogramDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: nanos(point.timestamp.as_ref()),
-        count: count(d.count, "count")?,
-        sum: Some(d.sum),
-        bucket_counts,
-        explicit_bounds,
-        exemplars,
-        ..Default::default()
-    })
-}
-
-fn summary_point(
-    point: oc::Point,
-    start: u64,
-    attributes: Vec<KeyValue>,
-) -> Result<metrics::SummaryDataPoint, String> {
-    let Some(oc::point::Value::SummaryValue(s)) = point.value else {
-        return Err(format!(
-            "a point of a summary metric holds {}",
-            point_kind(point.value.as_ref())
-        ));
-    };
-    Ok(metrics::SummaryDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: nanos(point.timestamp.as_ref()),
-        count: count(s.count.map_or(0, |c| c.value), "count")?,
-        sum: s.sum.map_or(0.0, |v| v.value),
-        quantile_values: s
-            .snapshot
-            .map(|snap| {
-                snap.percentile_values
-                    .into_iter()
-                    .map(|p| metrics::summary_data_point::ValueAtQuantile {
-                        quantile: p.percentile / 100.0,
-                        value: p.value,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        ..Default::default()
-    })
-}
-
-/// Translates one metric; points that cannot be carried over are counted in `dropped`.
-fn metric(m: oc::Metric, dropped: &mut Dropped) -> Option<metrics::Metric> {
-    use metrics::metric::Data;
-    let points: usize = m.timeseries.iter().map(|t| t.points.len()).sum();
-    let Some(desc) = m.metric_descriptor else {
-        dropped.add(points, || "a metric has no descriptor".into());
-        return None;
-    };
-    use oc::MetricType as T;
-    let shape = match T::try_from(desc.r#type) {
-        Ok(T::GaugeInt64) => Shape::Gauge(true),
-        Ok(T::GaugeDouble) => Shape::Gauge(false),
-        Ok(T::CumulativeInt64) => Shape::Sum(true),
-        Ok(T::CumulativeDouble) => Shape::Sum(false),
-        Ok(T::CumulativeDistribution) => Shape::Histogram,
-        Ok(T::Summary) => Shape::Summary,
-        other => {
-            let name = desc.name.clone();
-            dropped.add(points, || match other {
-                Ok(T::GaugeDistribution) => {
-                    format!("metric {name:?}: GAUGE_DISTRIBUTION has no OTLP equivalent")
-                }
-                _ => format!("metric {name:?}: unknown type {}", desc.r#type),
-            });
-            return None;
-        }
-    };
-    let mut numbers = Vec::new();
-    let mut histograms = Vec::new();
-    let mut summaries = Vec::new();
-    for series in m.timeseries {
-        let start = nanos(series.start_timestamp.as_ref());
-        for point in series.points {
-            let attrs = label_attributes(&desc.label_keys, &series.label_values);
-            let result = match shape {
-                Shape::Gauge(int) | Shape::Sum(int) => {
-                    number_point(point, int, start, attrs).map(|p| numbers.push(p))
-                }
-                Shape::Histogram => {
-                    histogram_point(point, start, attrs).map(|p| histograms.push(p))
-                }
-                Shape::Summary => summary_point(point, start, attrs).map(|p| summaries.push(p)),
-            };
-            if let Err(why) = result {
-                dropped.add(1, || format!("metric {:?}: {why}", desc.name));
-            }
-        }
-    }
-    let cumulative = metrics::AggregationTemporality::Cumulative as i32;
-    let data = match shape {
-        Shape::Gauge(_) => Data::Gauge(metrics::Gauge {
-            data_points: numbers,
-        }),
-        Shape::Sum(_) => Data::Sum(metrics::Sum {
-            data_points: numbers,
-            aggregation_temporality: cumulative,
-            is_monotonic: true,
-        }),
-        Shape::Histogram => Data::Histogram(metrics::Histogram {
-            data_points: histograms,
-            aggregation_temporality: cumulative,
-        }),
-        Shape::Summary => Data::Summary(metrics::Summary {
-            data_points: summaries,
-        }),
-    };
-    Some(metrics::Metric {
-        name: desc.name,
-        description: desc.description,
-        unit: desc.unit,
-        data: Some(data),
-        ..Default::default()
-    })
-}
-
-fn resource_metrics(
-    resource: resource::Resource,
-    metrics: Vec<metrics::Metric>,
-) -> metrics::ResourceMetrics {
-    metrics::ResourceMetrics {
-        resource: Some(resource),
-        scope_metrics: vec![metrics::ScopeMetrics {
-            metrics,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-/// Translates the metrics of one message, sent by `state`'s node.
-pub fn metrics_to_otlp(
-    state: &StreamState,
-    list: Vec<oc::Metric>,
-    dropped: &mut Dropped,
-) -> metrics_service::ExportMetricsServiceRequest {
-    metrics_service::ExportMetricsServiceRequest {
-        resource_metrics: by_resource(
-            state,
-            list,
-            |m| m.resource.clone(),
-            |m| metric(m, dropped),
-            resource_metrics,
-        ),
-    }
-}
-
-/// One of the two OpenCensus agent export services.
-pub trait OcService: Clone + Send + Sync + 'static {
-    /// Fully qualified service name.
-    const NAME: &'static str;
-    /// Its signal.
-    const SIGNAL: Signal;
-    /// Decodes one stream message, updates `state`, and translates it to OTLP protobuf.
-    fn translate(
-        state: &mut StreamState,
-        message: &[u8],
-        dropped: &mut Dropped,
-    ) -> Result<Bytes, String>;
-}
-
-/// `TraceService`.
-#[derive(Debug, Clone)]
-pub enum Traces {}
-/// `MetricsService`.
-#[derive(Debug, Clone)]
-pub enum Metrics {}
-
-impl OcService for Traces {
-    const NAME: &'static str = "opencensus.proto.agent.trace.v1.TraceService";
-    const SIGNAL: Signal = Signal::Traces;
-
-    fn translate(
-        state: &mut StreamState,
-        message: &[u8],
-        dropped: &mut Dropped,
-    ) -> Result<Bytes, String> {
-        let req = oc::ExportTraceServiceRequest::decode(message)
-            .map_err(|e| format!("invalid OpenCensus ExportTraceServiceRequest: {e}"))?;
-        state.update(req.node, req.resource)?;
-        Ok(traces_to_otlp(state, req.spans, dropped)
-            .encode_to_vec()
-            .into())
-    }
-}
-
-impl OcService for Metrics {
-    const NAME: &'static str = "opencensus.proto.agent.metrics.v1.MetricsService";
-    const SIGNAL: Signal = Signal::Metrics;
-
-    fn translate(
-        state: &mut StreamState,
-        message: &[u8],
-        dropped: &mut Dropped,
-    ) -> Result<Bytes, String> {
-        let req = oc::ExportMetricsServiceRequest::decode(message)
-            .map_err(|e| format!("invalid OpenCensus ExportMetricsServiceRequest: {e}"))?;
-        state.update(req.node, req.resource)?;
-        Ok(metrics_to_otlp(state, req.metrics, dropped)
-            .encode_to_vec()
-            .into())
-    }
-}
-
-/// Translates a stream of messages, as the receiver does, for the fuzz targets and tests.
-pub fn decode_stream<S: OcService>(messages: &[&[u8]]) -> Result<Vec<Bytes>, String> {
-    let mut state = StreamState::default();
-    let mut dropped = Dropped::default();
-    messages
-        .iter()
-        .map(|m| S::translate(&mut state, m, &mut dropped))
-        .collect()
-}
-
-/// The `Export` method of one OpenCensus service.
-#[derive(Clone)]
-pub struct Export<S> {
-    ingest: Arc<Ingest>,
-    _service: PhantomData<fn() -> S>,
-}
-
-impl<S: OcService> Export<S> {
-    /// Takes one message of a stream; an error ends the stream with that status.
-    async fn accept(&self, state: &mut StreamState, message: &[u8]) -> Result<(), Status> {
-        let mut dropped = Dropped::default();
-        let otlp =
-            S::translate(state, message, &mut dropped).map_err(|message| IngestError::Invalid {
-                signal: S::SIGNAL,
-                message,
-            });
-        self.ingest
-            .translated(S::SIGNAL, otlp)
+    async fn start(&self, launch: &mut crate::receiver::Launch<'_>) -> anyhow::Result<()> {
+        launch
+            .serve("opencensus", self.grpc, self.max_request_bytes, serve)
             .await
-            .map_err(|e| super::otlp_grpc::status(&e))?;
-        if dropped.items > 0 {
-            self.ingest.count_rejected(S::SIGNAL, dropped.items);
-            tracing::warn!(
-                receiver = "opencensus",
-                items = dropped.items,
-                "OpenCensus items dropped: {}",
-                dropped.reason.unwrap_or_default()
-            );
-        }
-        Ok(())
     }
 }
 
-type ResponseStream = futures::stream::BoxStream<'static, Result<Bytes, Status>>;
-
-struct Method<S>(Export<S>);
-
-impl<S: OcService> tonic::server::StreamingService<Bytes> for Method<S> {
-    type Response = Bytes;
-    type ResponseStream = ResponseStream;
-    type Future = BoxFuture<Result<tonic::Response<ResponseStream>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<Bytes>>) -> Self::Future {
-        let export = self.0.clone();
-        let inbound = request.into_inner();
-        let responses = futures::stream::unfold(
-            Some((inbound, export, StreamState::default())),
-            |open| async move {
-                let (mut inbound, export, mut state) = open?;
-                loop {
-                    match inbound.message().await {
-                        Ok(Some(message)) => {
-                            if let Err(status) = export.accept(&mut state, &message).await {
-                                return Some((Err(status), None));
-                            }
-                        }
-                        // The client half-closed: end the stream with OK.
-                        Ok(None) => return None,
-                        // tonic's refusal of an oversize message (see `RawService`).
-                        Err(status) if status.code() == tonic::Code::OutOfRange => {
-                            let refusal = super::otlp_grpc::too_large(&export.ingest, S::SIGNAL);
-                            return Some((Err(refusal), None));
-                        }
-                        Err(status) => return Some((Err(status), None)),
-                    }
-                }
-            },
-        );
-        Box::pin(async move {
-            let responses: ResponseStream = Box::pin(responses);
-            Ok(tonic::Response::new(responses))
-        })
-    }
-}
-
-impl<S: OcService> RawMethod for Export<S> {
-    const SERVICE: &'static str = S::NAME;
-    const METHOD: &'static str = "/Export";
-    const SIGNAL: Signal = S::SIGNAL;
-
-    fn ingest(&self) -> &Ingest {
-        &self.ingest
-    }
-
-    fn call<B>(
-        self,
-        mut grpc: Grpc<RawCodec>,
-        req: http::Request<B>,
-    ) -> BoxFuture<http::Response<tonic::body::Body>>
-    where
-        B: http_body::Body + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-    {
-        Box::pin(async move { grpc.streaming(Method(self), req).await })
-    }
-}
-
-fn service<S: OcService>(ingest: &Arc<Ingest>) -> super::otlp_grpc::RawService<Export<S>> {
-    super::otlp_grpc::RawService(Export {
-        ingest: ingest.clone(),
-        _service: PhantomData,
-    })
-}
-
-/// Serves the agent's trace and metrics services on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    tonic::transport::Server::builder()
-        .add_service(service::<Traces>(&ingest))
-        .add_service(service::<Metrics>(&ingest))
-        .serve_with_incoming(super::otlp_grpc::incoming(listener))
-        .await
-        .map_err(|e| anyhow::anyhow!("OpenCensus gRPC server on {addr} failed: {e}"))
-}
-
-/// Starts the OpenCensus agent server.
-pub async fn start(
-    config: &crate::config::OpenCensusReceiverConfig,
-    launch: &mut super::Launch<'_>,
-) -> anyhow::Result<()> {
-    launch
-        .serve("opencensus", config.grpc, config.max_request_bytes, serve)
-        .await
+/// The two export streams, each message tried first and after a first one.
+pub fn decoders() -> Vec<(&'static str, crate::receiver::decoders::Decoder)> {
+    // An input is tried as the first message of a stream and, to reach the translation of
+    // the node-less messages that follow, after a first message with an (empty) node.
+    const FIRST: &[u8] = b"\x0a\x00";
+    vec![
+        ("opencensus_traces", |b| {
+            let _ = decode_stream::<TraceStream>(&[b]);
+            let _ = decode_stream::<TraceStream>(&[FIRST, b]);
+        }),
+        ("opencensus_metrics", |b| {
+            let _ = decode_stream::<MetricStream>(&[b]);
+            let _ = decode_stream::<MetricStream>(&[FIRST, b]);
+        }),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
+    use super::translate_traces::*;
     use super::*;
     use ferry_proto::wkt::{BoolValue, DoubleValue, Int64Value};
+    use ferry_proto::{metrics, trace, trace_service};
+    use prost::Message;
 
     fn ts(seconds: i64, nanos: i32) -> Option<Timestamp> {
         Some(Timestamp { seconds, nanos })
@@ -1242,15 +602,15 @@ mod tests {
             resource: None,
         }
         .encode_to_vec();
-        let out = decode_stream::<Traces>(&[&first, &later]).unwrap();
+        let out = decode_stream::<TraceStream>(&[&first, &later]).unwrap();
         let req = trace_service::ExportTraceServiceRequest::decode(&out[1][..]).unwrap();
         let r = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
         assert_eq!(find(r, "service.name"), Some(&s("checkout")));
         assert_eq!(find(r, "opencensus.resourcetype"), Some(&s("global")));
 
-        let err = decode_stream::<Traces>(&[&later]).unwrap_err();
+        let err = decode_stream::<TraceStream>(&[&later]).unwrap_err();
         assert!(err.contains("first message"), "{err}");
-        let err = decode_stream::<Metrics>(&[b"\x0a\x05abc"]).unwrap_err();
+        let err = decode_stream::<MetricStream>(&[b"\x0a\x05abc"]).unwrap_err();
         assert!(err.contains("ExportMetricsServiceRequest"), "{err}");
     }
 
@@ -1259,8 +619,8 @@ mod tests {
         let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         let traces = std::fs::read(fuzz.join("opencensus_traces/seed-python-export")).unwrap();
         let metrics = std::fs::read(fuzz.join("opencensus_metrics/seed-python-export")).unwrap();
-        assert!(decode_stream::<Traces>(&[&traces]).is_ok());
-        assert!(decode_stream::<Metrics>(&[&metrics]).is_ok());
+        assert!(decode_stream::<TraceStream>(&[&traces]).is_ok());
+        assert!(decode_stream::<MetricStream>(&[&metrics]).is_ok());
         let cases: [(&str, Vec<u8>); 4] = [
             ("truncated", traces[..traces.len() / 2].to_vec()),
             // Field 2 (spans) as a varint instead of a message.
@@ -1271,11 +631,11 @@ mod tests {
             ("bad utf-8", vec![0x0a, 0x05, 0x1a, 0x03, 0x0a, 0x01, 0xff]),
         ];
         for (what, bytes) in cases {
-            let err = decode_stream::<Traces>(&[&bytes]).unwrap_err();
+            let err = decode_stream::<TraceStream>(&[&bytes]).unwrap_err();
             assert!(err.contains("invalid OpenCensus"), "{what}: {err}");
         }
         let cut = &metrics[..metrics.len() - 3];
-        let err = decode_stream::<Metrics>(&[cut]).unwrap_err();
+        let err = decode_stream::<MetricStream>(&[cut]).unwrap_err();
         assert!(err.contains("ExportMetricsServiceRequest"), "{err}");
     }
 

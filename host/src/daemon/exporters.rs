@@ -100,7 +100,11 @@ pub struct ExporterSet {
 /// plugin's bytes. A change in any of them means a new instance.
 fn fingerprint(config: &Config, ec: &ExporterConfig, source: &PluginSource) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{ec:?}|{:?}", config.plugins.http).hash(&mut h);
+    // Serialised data, not `Debug` text: equal configs always hash alike, whatever their
+    // types print.
+    serde_json::to_vec(&(ec, &config.plugins.http))
+        .expect("configs serialise")
+        .hash(&mut h);
     source.digest.hash(&mut h);
     h.finish()
 }
@@ -129,13 +133,14 @@ async fn load(
     let mut unchanged = Vec::new();
     let mut errors = Vec::new();
     for (name, ec) in &config.exporters {
-        let source = match registry::find(&ec.plugin, config.plugins.dir.as_deref()) {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(format!("exporters.{name}.plugin: {e}"));
-                continue;
-            }
-        };
+        let source =
+            match registry::find(engine.catalog(), &ec.plugin, config.plugins.dir.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(format!("exporters.{name}.plugin: {e}"));
+                    continue;
+                }
+            };
         let fingerprint = fingerprint(config, ec, &source);
         if keep.get(name) == Some(&fingerprint) {
             unchanged.push(name.clone());

@@ -12,9 +12,10 @@ use axum::routing::post;
 use bytes::Bytes;
 use prost::Message;
 
-use super::otlp_grpc::response as export_response;
-use super::{Accepted, Ingest, IngestError};
+use super::OtlpReceiverConfig;
+use super::grpc::response as export_response;
 use crate::pipeline::Refusal;
+use crate::receiver::ingest::{Accepted, Ingest, IngestError, Launch};
 use crate::signal::Signal;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,7 @@ fn error_response(format: Format, err: &IngestError) -> Response {
         IngestError::Refused(Refusal::Storage(_)) => 14,
     };
     let mut resp = encode(format, err.http_status(), code, err.to_string());
-    super::add_retry_after(&mut resp);
+    crate::receiver::add_retry_after(&mut resp);
     resp
 }
 
@@ -86,7 +87,7 @@ async fn read_body(
     format: Format,
     req: Request,
 ) -> Result<Bytes, IngestError> {
-    let body = super::read_http_body(ingest.max_request_bytes, signal, req).await?;
+    let body = crate::receiver::read_http_body(ingest.max_request_bytes, signal, req).await?;
     match format {
         Format::Protobuf => Ok(body),
         Format::Json => json_to_protobuf(signal, &body),
@@ -202,10 +203,7 @@ pub async fn serve(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) -> an
 }
 
 /// Starts the OTLP/HTTP server if `config` gives it an address.
-pub async fn start(
-    config: &crate::config::OtlpReceiverConfig,
-    launch: &mut super::Launch<'_>,
-) -> anyhow::Result<()> {
+pub async fn start(config: &OtlpReceiverConfig, launch: &mut Launch<'_>) -> anyhow::Result<()> {
     let Some(addr) = config.http else {
         return Ok(());
     };

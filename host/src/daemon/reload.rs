@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::exporters::ExporterSet;
 use crate::config::Config;
-use crate::exporters::ExporterSet;
 use crate::telemetry::{Counter, Gauge, Telemetry};
 
 /// How often the config file and plugin directory are checked for changes.
@@ -19,6 +19,8 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Re-reads the config file and applies it.
 pub struct Reloader {
     path: PathBuf,
+    /// The receivers a reloaded config may enable (this executable's).
+    carried: Vec<String>,
     current: Config,
     plugin_dir: Arc<Mutex<Option<PathBuf>>>,
     ok: Counter,
@@ -28,8 +30,14 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for the config at `path`, which is running as `current`.
-    pub fn new(path: PathBuf, current: Config, telemetry: &Telemetry) -> Self {
+    /// A reloader for the config at `path`, which is running as `current` in an executable
+    /// that may start the receivers `carried`.
+    pub fn new(
+        path: PathBuf,
+        current: Config,
+        carried: Vec<String>,
+        telemetry: &Telemetry,
+    ) -> Self {
         let result = |r: &str| {
             telemetry.counter(
                 "ferry_config_reloads_total",
@@ -46,6 +54,7 @@ impl Reloader {
         last_ok.set(1);
         Reloader {
             path,
+            carried,
             plugin_dir: Arc::new(Mutex::new(current.plugins.dir.clone())),
             current,
             ok: result("ok"),
@@ -58,7 +67,7 @@ impl Reloader {
     /// Reloads because of `why` (a signal, a file change).
     pub async fn reload(&mut self, set: &mut ExporterSet, why: &str) {
         tracing::info!(path = %self.path.display(), "reloading the config ({why})");
-        let config = match Config::load(&self.path) {
+        let config = match Config::load_for(&self.path, &self.carried) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload rejected, the running config stays: {e}");
@@ -67,13 +76,7 @@ impl Reloader {
                 return;
             }
         };
-        let fixed = |c: &Config| {
-            format!(
-                "{:?}{:?}{:?}{:?}",
-                c.receivers, c.pipeline, c.queue, c.admin
-            )
-        };
-        if fixed(&config) != fixed(&self.current) {
+        if config.fixed_sections() != self.current.fixed_sections() {
             tracing::warn!(
                 "reload: changes to [receivers], [pipeline], [queue] and [admin] take effect on \
                  restart; applying the exporter changes only"

@@ -8,13 +8,17 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+pub mod exporters;
+pub mod reload;
+
 use crate::config::Config;
-use crate::exporters::ExporterSet;
 use crate::pipeline::Pipeline;
+use crate::plugin::Catalog;
 use crate::plugin::{PluginEngine, PluginExporter};
-use crate::reload::Reloader;
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
+use exporters::ExporterSet;
+use reload::Reloader;
 
 /// Loads every exporter in `config`, reporting all failures at once (for `ferry validate`).
 pub async fn load_exporters(
@@ -22,7 +26,7 @@ pub async fn load_exporters(
     engine: &PluginEngine,
     telemetry: &Telemetry,
 ) -> Result<Vec<(String, Arc<PluginExporter>)>, crate::config::ConfigErrors> {
-    Ok(crate::exporters::load_all(config, engine, telemetry)
+    Ok(exporters::load_all(config, engine, telemetry)
         .await?
         .into_iter()
         .map(|(name, l)| (name, l.exporter().clone()))
@@ -35,13 +39,28 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
+/// What the executable carries, handed to the daemon: the plugin catalog, and the receivers a
+/// (reloaded) config may enable.
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// Built-in and precompiled plugins.
+    pub catalog: Catalog,
+    /// Receiver names a config may enable.
+    pub receivers: Vec<String>,
+}
+
 /// Runs the daemon until SIGINT or SIGTERM, then drains. With the path of its config file,
 /// SIGHUP and changes to that file or the plugin directory reload the exporters.
-pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> anyhow::Result<()> {
+    let Carried {
+        catalog,
+        receivers: carried,
+    } = carried;
     let telemetry = Telemetry::new();
     let engine = Arc::new(
         PluginEngine::builder()
             .cache_dir(config.plugins.effective_cache_dir())
+            .catalog(catalog)
             .build()
             .context("setting up the plugin engine")?,
     );
@@ -72,15 +91,14 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     }
 
     let mut servers = tokio::task::JoinSet::new();
-    crate::receiver::start_all(
-        &config.receivers,
-        &mut crate::receiver::Launch {
+    config
+        .receivers
+        .start_all(&mut crate::receiver::Launch {
             pipeline: &pipeline,
             telemetry: &telemetry,
             servers: &mut servers,
-        },
-    )
-    .await?;
+        })
+        .await?;
     if !config.admin.listen.is_empty() {
         let addr: SocketAddr = config.admin.listen.parse()?;
         let l = bind("the admin endpoint", addr).await?;
@@ -93,7 +111,7 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    let mut reloader = path.map(|p| Reloader::new(p, config.clone(), &telemetry));
+    let mut reloader = path.map(|p| Reloader::new(p, config.clone(), carried, &telemetry));
     if let Some(r) = &reloader {
         r.watch(reload_tx.clone());
     }
