@@ -104,7 +104,7 @@ async fn exporter(engine: &PluginEngine, plugin: &str, toml: &str) -> PluginExpo
         engine,
         plugin,
         &source,
-        &config,
+        &config.spec(),
         HostSender::new(SenderLimits::default()),
         ferry::plugin::text::LogPolicy::default(),
         &Telemetry::new(),

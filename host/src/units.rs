@@ -1,8 +1,10 @@
-//! Durations and sizes as people write them in config files (`200ms`, `64MiB`), for every
-//! component's config type.
+//! Durations and sizes as people write them in config files (`200ms`, `64MiB`), and
+//! deserialising a section with its key path in errors: shared by every component's config
+//! type.
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 /// Parses a duration like `200ms`, `5s`, `1m`, `2h`, or a bare number of seconds.
@@ -73,4 +75,17 @@ pub fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         NumOrStr::Num(n) => usize::try_from(n).map_err(serde::de::Error::custom),
         NumOrStr::Str(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
     }
+}
+
+/// Deserialises `value` found at `key`, naming the full key path of any error.
+pub fn at_path<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() {
+            key.to_string()
+        } else {
+            format!("{key}.{inner}")
+        };
+        format!("{path}: {}", e.inner().message().trim())
+    })
 }

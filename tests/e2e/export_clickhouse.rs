@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Ferry, PREAMBLE, QUICK_RETRY, eventually, free_port, otel_send};
+use crate::harness::{Ferry, PREAMBLE, QUICK_RETRY, eventually, otel_send, reserve_port};
 use crate::servers::ClickHouse;
 
 fn ferry_to(port: u16, extra: &str) -> Ferry {
@@ -198,7 +198,8 @@ async fn assert_run_in_clickhouse(ch: &ClickHouse, sent: &Value, run: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_telemetry_lands_in_clickhouse_tables_it_creates() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let Some(ch) = ClickHouse::start(port).await else {
         return;
     };
@@ -215,7 +216,8 @@ async fn sdk_telemetry_lands_in_clickhouse_tables_it_creates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_down_at_first_gets_everything_once_it_is_up() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let ferry = ferry_to(port, "");
     let sent = otel_send("http", &ferry.http_url(), "ch-down");
     eventually("the exporter retries the unreachable server", async || {
@@ -242,7 +244,8 @@ async fn clickhouse_down_at_first_gets_everything_once_it_is_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_refusal_from_clickhouse_is_dropped_and_counted() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let Some(ch) = ClickHouse::start(port).await else {
         return;
     };

@@ -2,7 +2,7 @@
 //! Ferry → capture, plus a gateway that is down at first and one that refuses for good.
 
 use crate::harness::{
-    Ferry, PREAMBLE, QUICK_RETRY, Script, Sink, eventually, free_port, otel_send,
+    Ferry, PREAMBLE, QUICK_RETRY, Script, Sink, eventually, otel_send, reserve_port,
 };
 use crate::otel_sdk::assert_sdk_runs_arrived;
 
@@ -46,7 +46,8 @@ fn agent(port: u16, compression: &str) -> Ferry {
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_through_an_agent_to_a_gateway_over_grpc_arrives_intact() {
     let sink = Sink::start(Script::default()).await;
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let gw = gateway(port, r#"["traces", "metrics", "logs"]"#, &sink);
     let agent = agent(port, "gzip");
     let grpc = otel_send(
@@ -84,7 +85,8 @@ async fn sdk_through_an_agent_to_a_gateway_over_grpc_arrives_intact() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_that_is_down_at_first_gets_everything_once_it_is_up() {
     let sink = Sink::start(Script::default()).await;
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let agent = agent(port, "none");
     let sent = otel_send(
         "grpc",
@@ -113,7 +115,8 @@ async fn a_permanent_refusal_from_the_gateway_is_dropped_and_counted() {
     // The gateway takes traces only: its receiver answers metrics and logs with UNIMPLEMENTED,
     // which the OTLP spec says never to retry.
     let sink = Sink::start(Script::default()).await;
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let _gw = gateway(port, r#"["traces"]"#, &sink);
     let agent = agent(port, "none");
     otel_send(

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Ferry, PREAMBLE, QUICK_RETRY, eventually, free_port, otel_send};
+use crate::harness::{Ferry, PREAMBLE, QUICK_RETRY, eventually, otel_send, reserve_port};
 use crate::servers::Prometheus;
 
 fn ferry_to(port: u16) -> Ferry {
@@ -87,7 +87,8 @@ async fn assert_sdk_metrics(prom: &Prometheus, job: &str, run: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_metrics_arrive_in_prometheus_under_otel_names() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let Some(prom) = Prometheus::start(port, true).await else {
         return;
     };
@@ -108,7 +109,8 @@ async fn sdk_metrics_arrive_in_prometheus_under_otel_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_down_at_first_gets_the_metrics_once_it_is_up() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let ferry = ferry_to(port);
     otel_send("http", &ferry.http_url(), "prom-down");
     eventually(
@@ -136,7 +138,8 @@ async fn prometheus_down_at_first_gets_the_metrics_once_it_is_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_refusal_from_prometheus_is_dropped_and_counted() {
     // Without --web.enable-remote-write-receiver Prometheus answers 404: never retried.
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let Some(prom) = Prometheus::start(port, false).await else {
         return;
     };

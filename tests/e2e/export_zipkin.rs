@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Ferry, PREAMBLE, QUICK_RETRY, Script, Sink, eventually, free_port, hex, otel_send,
+    Ferry, PREAMBLE, QUICK_RETRY, Script, Sink, eventually, hex, otel_send, reserve_port,
 };
 use crate::otel_sdk::{arrived_once, received_spans, value};
 
@@ -127,7 +127,8 @@ fn check_round_trip(sent: &Value, sink: &Sink, run: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_spans_round_trip_through_zipkin_json_intact() {
     let sink = Sink::start(Script::default()).await;
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let _b = zipkin_backend(port, r#"["traces"]"#, &sink);
     let a = sender(port);
     let sent = otel_send("grpc", &format!("http://{}", a.grpc.unwrap()), "zipkin-rt");
@@ -147,7 +148,8 @@ async fn sdk_spans_round_trip_through_zipkin_json_intact() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zipkin_endpoint_that_is_down_at_first_gets_every_span_once_it_is_up() {
     let sink = Sink::start(Script::default()).await;
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let a = sender(port);
     let sent = otel_send("http", &a.http_url(), "zipkin-down");
     eventually(
@@ -173,7 +175,8 @@ async fn a_zipkin_endpoint_that_is_down_at_first_gets_every_span_once_it_is_up()
 async fn a_permanent_refusal_from_zipkin_is_dropped_and_counted() {
     // Ferry B routes no traces anywhere, so its Zipkin receiver answers 404: not retryable.
     let sink = Sink::start(Script::default()).await;
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port();
     let _b = zipkin_backend(port, r#"["logs"]"#, &sink);
     let a = sender(port);
     let sent = otel_send(

@@ -811,16 +811,68 @@ pub async fn post_traces(ferry: &Ferry, body: Vec<u8>) -> (u16, HeaderMap, Bytes
     .await
 }
 
-/// A loopback port that was free a moment ago, for a server that must start later on a
-/// known address (a backend that is "down" first).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port held for a server that starts later on a known address (a backend that is
+/// "down" at first). The port is bound by a socket that never listens: connections to it are
+/// refused, the kernel gives it to no one binding port 0, and a socket without
+/// `SO_REUSEADDR` cannot bind it. The real server takes it while it is held, since the
+/// servers tests start (Rust's and Go's listeners, ClickHouse) bind with `SO_REUSEADDR`, which
+/// Linux allows beside a socket that is not listening. Keep it until the test ends.
+pub struct ReservedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl ReservedPort {
+    /// The port number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Reserves a loopback port (see [`ReservedPort`]).
+pub fn reserve_port() -> ReservedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    ReservedPort {
+        _socket: socket,
+        port,
+    }
 }
 
 /// A retry policy quick enough for tests of a backend that is down for a while.
 pub const QUICK_RETRY: &str =
     r#"retry = { initial_interval = "200ms", max_interval = "1s", max_elapsed = "5m" }"#;
+
+/// A reserved port refuses connections, is given to no one binding port 0 and cannot be bound
+/// without `SO_REUSEADDR`, until the real server takes it, which it can while it is held.
+#[tokio::test]
+async fn a_reserved_port_refuses_connections_and_stays_reserved_until_its_server_takes_it() {
+    let reserved = reserve_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], reserved.port()));
+    let err = std::net::TcpStream::connect(addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    // Another server asking for any port is never given this one.
+    let others: Vec<std::net::TcpListener> = (0..512)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    assert!(
+        others
+            .iter()
+            .all(|l| l.local_addr().unwrap().port() != reserved.port())
+    );
+    // Nor can a socket that does not ask to share an address bind it.
+    let plain = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let err = plain.bind(&addr.into()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    // The server the port was held for takes it, and then answers.
+    let server = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let accepted = tokio::spawn(async move { server.accept().await.map(|_| ()) });
+    tokio::net::TcpStream::connect(addr).await.unwrap();
+    accepted.await.unwrap().unwrap();
+    drop(reserved);
+}

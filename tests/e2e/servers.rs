@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{PATIENCE, free_port};
+use crate::harness::{PATIENCE, ReservedPort, reserve_port};
 
 fn which(binary: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -186,6 +186,7 @@ pub struct ClickHouse {
     /// `http://127.0.0.1:PORT` of the HTTP interface.
     pub url: String,
     _process: Process,
+    _ports: [ReservedPort; 2],
 }
 
 impl ClickHouse {
@@ -195,6 +196,9 @@ impl ClickHouse {
         let dir = tempfile::tempdir().unwrap();
         let p = |name: &str| dir.path().join(name).display().to_string();
         let log = dir.path().join("stderr.log");
+        // Ports nobody else may take while it starts; it binds them beside the reservations.
+        let tcp = reserve_port();
+        let interserver = reserve_port();
         let mut child = Command::new(bin)
             .arg("--config-file=/etc/clickhouse-server/config.xml")
             .arg("--")
@@ -203,8 +207,8 @@ impl ClickHouse {
             .arg(format!("--user_files_path={}/", p("user_files")))
             .arg(format!("--format_schema_path={}/", p("format_schemas")))
             .arg(format!("--http_port={port}"))
-            .arg(format!("--tcp_port={}", free_port()))
-            .arg(format!("--interserver_http_port={}", free_port()))
+            .arg(format!("--tcp_port={}", tcp.port()))
+            .arg(format!("--interserver_http_port={}", interserver.port()))
             .arg("--listen_host=127.0.0.1")
             .arg(format!("--logger.log={}", p("server.log")))
             .arg(format!("--logger.errorlog={}", p("error.log")))
@@ -224,6 +228,7 @@ impl ClickHouse {
         Some(ClickHouse {
             url,
             _process: Process { child, _dir: dir },
+            _ports: [tcp, interserver],
         })
     }
 

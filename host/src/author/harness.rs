@@ -218,7 +218,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         engine,
         &name,
         &source,
-        &config,
+        &config.spec(),
         HostSender::new(Default::default()),
         LogPolicy::default(),
         &telemetry,

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::retry::RetryConfig;
 use crate::plugin::breaker::CircuitBreakerConfig;
+use crate::plugin::exporter::{ExporterSpec, InstanceLimits};
 use crate::plugin::policy::SecretSource;
+use crate::plugin::resources::HostLimits;
 use crate::signal::Signal;
 use crate::units::{de_bytes, de_duration};
 
@@ -171,6 +173,28 @@ impl ExporterConfig {
                     errors.push(format!("exporters.{name}.allowed_hosts[{i}]: {msg}"));
                 }
             }
+        }
+    }
+}
+
+impl ExporterConfig {
+    /// What the plugin runtime builds this exporter from.
+    pub fn spec(&self) -> ExporterSpec<'_> {
+        ExporterSpec {
+            settings: &self.config,
+            allowed_hosts: self.allowed_hosts.as_deref(),
+            secret_headers: &self.secret_headers,
+            limits: InstanceLimits {
+                memory: self.memory,
+                host: HostLimits {
+                    bytes: self.host_memory,
+                    resources: self.max_resources,
+                },
+                timeout: self.timeout,
+                granted_dir: self.granted_dir.clone(),
+            },
+            signals: self.signals.as_deref(),
+            breaker: &self.circuit_breaker,
         }
     }
 }

@@ -20,7 +20,7 @@ pub use crate::plugin::breaker::CircuitBreakerConfig;
 pub use crate::plugin::policy::SecretSource;
 pub use crate::plugin::settings::{HttpLimits, PluginLog, Plugins};
 pub use crate::receiver::Receivers;
-pub use crate::units::{parse_bytes, parse_duration};
+pub use crate::units::{at_path, parse_bytes, parse_duration};
 pub use env::substitute_env;
 pub use exporter::{DEFAULT_CONCURRENCY, ExporterConfig, MAX_CONCURRENCY};
 
@@ -57,19 +57,6 @@ const TOP_LEVEL: &[&str] = &[
     "admin",
     "exporters",
 ];
-
-/// Deserialises `value` found at `key`, naming the full key path of any error.
-pub fn at_path<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = if inner == "." || inner.is_empty() {
-            key.to_string()
-        } else {
-            format!("{key}.{inner}")
-        };
-        format!("{path}: {}", e.inner().message().trim())
-    })
-}
 
 fn section<T: DeserializeOwned + Default>(
     root: &toml::Table,

@@ -147,7 +147,16 @@ async fn load(
             continue;
         }
         let log = config.plugins.log.policy();
-        match PluginExporter::load(engine, name, &source, ec, sender.clone(), log, telemetry).await
+        match PluginExporter::load(
+            engine,
+            name,
+            &source,
+            &ec.spec(),
+            sender.clone(),
+            log,
+            telemetry,
+        )
+        .await
         {
             Ok(e) => {
                 loaded.insert(

@@ -11,14 +11,13 @@ use wasmtime::Store;
 
 use super::breaker::Breaker;
 use super::ctx::{Egress, PluginCtx};
-use super::engine::{EngineError, PluginEngine};
+use super::engine::PluginEngine;
 use super::instance::{CallError, Instance, PluginPre, bounded};
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::registry::PluginSource;
-use super::resources::{HostLimits, HostUsage, IDLE_ALLOWANCE};
+use super::resources::{HostUsage, IDLE_ALLOWANCE};
 use super::sender::HostSender;
 use super::text::{LogGate, LogPolicy, escape};
-use crate::config::ExporterConfig;
 use crate::pipeline::Encoding;
 use crate::pipeline::router::{Export, ExportFuture, Outcome};
 use crate::signal::Signal;
@@ -26,71 +25,7 @@ use crate::telemetry::{Counter, Gauge, Histogram, Telemetry};
 
 pub use super::ctx::{DEFAULT_MEMORY, InstanceLimits};
 pub use super::instance::{CONTRACTS, Manifest};
-
-/// Why an exporter could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// Compilation or engine failure.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The component does not implement a `ferry:plugin/exporter-plugin` world the host
-    /// supports, or imports something the host does not provide.
-    #[error("plugin does not fit the ferry:plugin exporter-plugin world (0.2.0 or 0.1.0): {0:#}")]
-    Contract(wasmtime::Error),
-    /// `describe` or `init` trapped.
-    #[error(
-        "plugin trapped during {during}: {}{}",
-        trap_reason("-", error),
-        stderr_suffix(stderr)
-    )]
-    Trap {
-        /// Which call.
-        during: &'static str,
-        /// The trap.
-        error: wasmtime::Error,
-        /// What the guest printed to stderr, escaped (the end of it), if anything.
-        stderr: String,
-    },
-    /// A call did not finish within the exporter's timeout.
-    #[error("plugin did not finish {during} within {limit:?}")]
-    Timeout {
-        /// Which call.
-        during: &'static str,
-        /// The limit.
-        limit: Duration,
-    },
-    /// `init` refused the configuration.
-    #[error("plugin rejected its config: {0}")]
-    Config(String),
-    /// The egress policy could not be built.
-    #[error("allowed_hosts: {0}")]
-    Policy(String),
-    /// The config asks for signals the plugin does not support.
-    #[error("plugin {plugin} does not support {signal} (it supports: {supported})")]
-    Signal {
-        /// Plugin name.
-        plugin: String,
-        /// Unsupported signal.
-        signal: Signal,
-        /// What it supports.
-        supported: String,
-    },
-    /// The config table could not become JSON.
-    #[error("config cannot be passed as JSON: {0}")]
-    Json(String),
-}
-
-impl LoadError {
-    /// Whether the plugin trapped or ran out of time while being instantiated or described:
-    /// faulty code, not a configuration to fix.
-    pub fn is_fault_before_init(&self) -> bool {
-        matches!(
-            self,
-            LoadError::Trap { during, .. } | LoadError::Timeout { during, .. }
-                if *during == "describe" || *during == "instantiation"
-        )
-    }
-}
+pub use super::load::{ExporterSpec, LoadError};
 
 /// Shared by every instance of one exporter.
 struct Shared {
@@ -209,7 +144,7 @@ impl Shared {
 }
 
 /// What the guest printed to stderr (already escaped), for a log message.
-fn stderr_suffix(tail: &str) -> String {
+pub(super) fn stderr_suffix(tail: &str) -> String {
     if tail.is_empty() {
         String::new()
     } else {
@@ -219,7 +154,7 @@ fn stderr_suffix(tail: &str) -> String {
 
 /// A trap's reason on one line (the trap code, or the root cause such as a memory limit);
 /// the full chain with the wasm backtrace goes to the debug log.
-fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
+pub(super) fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
     tracing::debug!(
         exporter,
         "plugin trap in full: {}",
@@ -317,15 +252,15 @@ impl PluginExporter {
         engine: &PluginEngine,
         name: &str,
         source: &PluginSource,
-        config: &ExporterConfig,
+        spec: &ExporterSpec<'_>,
         sender: HostSender,
         log: LogPolicy,
         telemetry: &Telemetry,
     ) -> Result<PluginExporter, LoadError> {
         let labels = [("exporter", name)];
-        let allowed = AllowedHosts::from_config(config.allowed_hosts.as_deref(), &config.config)
+        let allowed = AllowedHosts::from_config(spec.allowed_hosts, spec.settings)
             .map_err(LoadError::Policy)?;
-        let secrets = SecretHeaders::resolve(&config.secret_headers).map_err(LoadError::Policy)?;
+        let secrets = SecretHeaders::resolve(spec.secret_headers).map_err(LoadError::Policy)?;
         let log_dropped = telemetry.counter(
             "ferry_exporter_log_messages_dropped_total",
             "Plugin log messages dropped by the per-exporter rate limit.",
@@ -344,20 +279,12 @@ impl PluginExporter {
             log: Arc::new(LogGate::new(name.into(), log, log_dropped)),
         };
         let config_json =
-            serde_json::to_string(&config.config).map_err(|e| LoadError::Json(e.to_string()))?;
-        let limits = InstanceLimits {
-            memory: config.memory,
-            host: HostLimits {
-                bytes: config.host_memory,
-                resources: config.max_resources,
-            },
-            timeout: config.timeout,
-            granted_dir: config.granted_dir.clone(),
-        };
+            serde_json::to_string(spec.settings).map_err(|e| LoadError::Json(e.to_string()))?;
+        let limits = spec.limits.clone();
         let shared = Shared::new(engine, name, source, egress, limits, config_json)?;
         let mut first = shared.instantiate().await?;
         let manifest = shared.describe(&mut first).await?;
-        let signals = match &config.signals {
+        let signals = match spec.signals {
             None => manifest.signals.clone(),
             Some(wanted) => {
                 if let Some(s) = wanted.iter().find(|s| !manifest.signals.contains(s)) {
@@ -372,7 +299,7 @@ impl PluginExporter {
                             .join(", "),
                     });
                 }
-                wanted.clone()
+                wanted.to_vec()
             }
         };
         let instances = telemetry.counter(
@@ -389,7 +316,7 @@ impl PluginExporter {
                 &[("exporter", name), ("reason", reason)],
             )
         });
-        let breaker = Breaker::new(name, &config.circuit_breaker, telemetry);
+        let breaker = Breaker::new(name, spec.breaker, telemetry);
         let mut pool = Vec::new();
         match shared.init(&mut first).await {
             Ok(()) => {

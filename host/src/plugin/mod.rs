@@ -14,6 +14,7 @@ pub mod ctx;
 pub mod engine;
 pub mod exporter;
 pub mod instance;
+pub mod load;
 pub mod policy;
 pub mod registry;
 pub mod resources;

@@ -111,7 +111,7 @@ fn parse_as<T: Receiver>(
     key: &str,
     value: &toml::Value,
 ) -> Result<Arc<dyn ReceiverConfig>, String> {
-    crate::config::at_path::<T>(key, value).map(|c| Arc::new(c) as Arc<dyn ReceiverConfig>)
+    crate::units::at_path::<T>(key, value).map(|c| Arc::new(c) as Arc<dyn ReceiverConfig>)
 }
 
 /// What a receiver's config type provides: its own checks and how it starts.
