@@ -7,14 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use wasmtime::component::Resource;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::{DynOutputStream, StreamError};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::bindings::v0_2::batches;
-use super::bindings::{v0_1, v0_2};
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::resources::{self, BODY_BUFFER_CHUNKS, BODY_CHUNK, FIELDS_LIMIT, HostLimits, HostUsage};
 use super::sender::HostSender;
@@ -129,7 +126,7 @@ pub const GRANTED_DIR: &str = "/data";
 /// The state of one plugin instance's store.
 pub struct PluginCtx {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     /// Stands in for `table` once the instance went past its host limits: it holds nothing
     /// and takes nothing, so the plugin's next WASI or `wasi:http` call traps.
     refusal: ResourceTable,
@@ -238,7 +235,7 @@ impl PluginCtx {
         self.host.exhausted.is_none()
     }
 
-    fn refuse_if_exhausted(&self) -> wasmtime::Result<()> {
+    pub(super) fn refuse_if_exhausted(&self) -> wasmtime::Result<()> {
         match self.host.exhausted {
             Some(u) => Err(wasmtime::Error::msg(format!(
                 "host resource limit exceeded ({} bytes in {} resources)",
@@ -370,7 +367,7 @@ impl PluginCtx {
 
     /// A `host.log` message: rate-limited, cut and escaped, so it is one line of the host's
     /// log under this exporter's name whatever it contains.
-    fn log(&self, level: LogLevel, message: &str) {
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
         let gate = &self.egress.log;
         if !gate.admit() {
             return;
@@ -389,104 +386,12 @@ impl PluginCtx {
 
 /// `log-level`, the same in every contract version.
 #[derive(Clone, Copy)]
-enum LogLevel {
+pub(crate) enum LogLevel {
     Trace,
     Debug,
     Info,
     Warn,
     Error,
-}
-
-/// The `types` and `host` interfaces of one contract version, identical in each.
-macro_rules! host_interfaces {
-    ($v:ident) => {
-        impl $v::types::Host for PluginCtx {}
-
-        impl $v::host::Host for PluginCtx {
-            fn log(&mut self, level: $v::types::LogLevel, message: String) {
-                use $v::types::LogLevel as L;
-                let level = match level {
-                    L::Trace => LogLevel::Trace,
-                    L::Debug => LogLevel::Debug,
-                    L::Info => LogLevel::Info,
-                    L::Warn => LogLevel::Warn,
-                    L::Error => LogLevel::Error,
-                };
-                PluginCtx::log(self, level, &message);
-            }
-        }
-    };
-}
-
-host_interfaces!(v0_1);
-host_interfaces!(v0_2);
-
-impl batches::Host for PluginCtx {}
-
-impl batches::HostBatch for PluginCtx {
-    fn len(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<u64> {
-        self.refuse_if_exhausted()?;
-        Ok(self.table.get(&batch)?.0.len() as u64)
-    }
-
-    fn read(
-        &mut self,
-        batch: Resource<HostBatch>,
-        offset: u64,
-        len: u64,
-    ) -> wasmtime::Result<Vec<u8>> {
-        self.refuse_if_exhausted()?;
-        let bytes = &self.table.get(&batch)?.0;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-        Ok(bytes[start..end.min(bytes.len())].to_vec())
-    }
-
-    async fn write_to(
-        &mut self,
-        batch: Resource<HostBatch>,
-        out: Resource<DynOutputStream>,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.refuse_if_exhausted()?;
-        let bytes = self.table.get(&batch)?.0.clone();
-        let stream = self.table.get_mut(&out)?;
-        let mut written = 0;
-        // The stream takes what `check_write` permits per write (1 MiB for a request body);
-        // each write is a slice of the batch, not a copy of it.
-        while written < bytes.len() {
-            let permit = match stream.check_write() {
-                Ok(0) => {
-                    stream.ready().await;
-                    continue;
-                }
-                Ok(n) => n,
-                Err(e) => return stream_failed(e),
-            };
-            let n = permit.min(bytes.len() - written);
-            if let Err(e) = stream.write(bytes.slice(written..written + n)) {
-                return stream_failed(e);
-            }
-            written += n;
-        }
-        Ok(Ok(()))
-    }
-
-    fn drop(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<()> {
-        // The host ends the loan itself after the call; a guest cannot own a batch handle.
-        let _ = batch;
-        Ok(())
-    }
-}
-
-/// A failed body stream is the plugin's to report (`Err`); a broken stream contract traps.
-fn stream_failed(e: StreamError) -> wasmtime::Result<Result<(), String>> {
-    match e {
-        StreamError::Closed => Ok(Err("the stream is closed".into())),
-        StreamError::LastOperationFailed(e) => Ok(Err(format!("{e:#}"))),
-        StreamError::Trap(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

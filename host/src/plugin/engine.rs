@@ -6,10 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{v0_1, v0_2};
 use super::catalog::Catalog;
 use super::ctx::PluginCtx;
 use super::registry::PluginSource;
@@ -82,12 +81,7 @@ impl PluginEngineBuilder {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(EngineError::Setup)?;
         // Every supported contract version; a plugin links against the one it was built for.
-        v0_2::host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
-            .map_err(EngineError::Setup)?;
-        v0_2::batches::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
-            .map_err(EngineError::Setup)?;
-        v0_1::host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c)
-            .map_err(EngineError::Setup)?;
+        super::contract::add_to_linker(&mut linker).map_err(EngineError::Setup)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

@@ -46,7 +46,7 @@ impl Shared {
         config_json: String,
     ) -> Result<Shared, LoadError> {
         let component = engine.compile_source(source)?;
-        let pre = PluginPre::new(engine, &component)?;
+        let pre = super::contract::pre(engine, &component)?;
         Ok(Shared {
             name: name.to_string(),
             pre,

@@ -4,12 +4,13 @@
 //! precompiled code) and `registry` finds plugin bytes; `policy` parses what a plugin may
 //! reach and `ctx` enforces it, with `resources` weighing the host memory a plugin holds and
 //! `text` and `stderr` bounding what it says; `sender` is the pooled HTTP client behind
-//! wasi:http; `instance` speaks each contract version with every call under a deadline;
+//! wasi:http; `contract` has one module per contract version, and `instance` runs every call
+//! under a deadline;
 //! `exporter` pre-instantiates a plugin and pools its instances.
 
-pub mod bindings;
 pub mod breaker;
 pub mod catalog;
+pub mod contract;
 pub mod ctx;
 pub mod engine;
 pub mod exporter;

@@ -1,0 +1,225 @@
+//! The contract versions this host speaks, one module each (as Spin keeps one file per old WASI
+//! version). A version module generates its bindings, implements the host side of its imports
+//! and wraps its exports behind [`ExporterPre`] and [`Exporter`]; adding a version is one new
+//! module and one entry in [`VERSIONS`].
+
+pub mod v0_1;
+pub mod v0_2;
+
+use bytes::Bytes;
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use super::ctx::PluginCtx;
+use super::engine::PluginEngine;
+use super::load::LoadError;
+use crate::pipeline::Encoding;
+use crate::pipeline::router::Outcome;
+use crate::signal::Signal;
+
+/// A plugin's self-description, in host types.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Plugin's name.
+    pub name: String,
+    /// Plugin's version.
+    pub version: String,
+    /// Signals it exports.
+    pub signals: Vec<Signal>,
+    /// What it wants batches encoded as.
+    pub encoding: Encoding,
+    /// The `ferry:plugin` version it was built against.
+    pub contract: &'static str,
+}
+
+/// One contract version.
+pub struct Version {
+    /// Its number, e.g. `0.2.0`.
+    pub number: &'static str,
+    /// Adds the host side of its imports to the linker.
+    pub add_to_linker: fn(&mut Linker<PluginCtx>) -> wasmtime::Result<()>,
+    /// Pre-instantiates a component that exports `ferry:plugin/exporter@NUMBER`.
+    pub pre: fn(InstancePre<PluginCtx>) -> wasmtime::Result<Box<dyn ExporterPre>>,
+}
+
+/// Every version this host speaks, newest first.
+pub const VERSIONS: &[Version] = &[v0_2::VERSION, v0_1::VERSION];
+
+/// Contract versions this host speaks, newest first: a plugin exports
+/// `ferry:plugin/exporter@VERSION` for one of them.
+pub const CONTRACTS: [&str; VERSIONS.len()] = {
+    let mut out = [""; VERSIONS.len()];
+    let mut i = 0;
+    while i < VERSIONS.len() {
+        out[i] = VERSIONS[i].number;
+        i += 1;
+    }
+    out
+};
+
+/// Adds every version's imports to `linker`; a plugin links against the one it was built for.
+pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
+    VERSIONS.iter().try_for_each(|v| (v.add_to_linker)(linker))
+}
+
+/// A plugin pre-instantiated against the contract version it was built for.
+#[async_trait::async_trait]
+pub trait ExporterPre: Send + Sync {
+    /// The engine it belongs to.
+    fn engine(&self) -> &wasmtime::Engine;
+    /// A new instance in `store`.
+    async fn instantiate(
+        &self,
+        store: &mut Store<PluginCtx>,
+    ) -> wasmtime::Result<Box<dyn Exporter>>;
+}
+
+/// An instantiated plugin: the exporter interface's four calls, in host types.
+#[async_trait::async_trait]
+pub trait Exporter: Send + Sync {
+    /// `describe`.
+    async fn describe(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Manifest>;
+    /// `init`, with the plugin's settings as JSON.
+    async fn init(
+        &self,
+        store: &mut Store<PluginCtx>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>>;
+    /// One `export` call.
+    async fn export(
+        &self,
+        store: &mut Store<PluginCtx>,
+        signal: Signal,
+        items: u32,
+        attempt: u32,
+        payload: Bytes,
+    ) -> wasmtime::Result<Outcome>;
+    /// `shutdown`.
+    async fn shutdown(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<()>;
+}
+
+/// Picks the contract version from what `component` exports and pre-instantiates it.
+pub fn pre(
+    engine: &PluginEngine,
+    component: &Component,
+) -> Result<Box<dyn ExporterPre>, LoadError> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine.engine())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let pre = engine
+        .linker()
+        .instantiate_pre(component)
+        .map_err(LoadError::Contract)?;
+    let spoken = exports
+        .iter()
+        .filter_map(|e| e.strip_prefix("ferry:plugin/exporter@"))
+        .find_map(|n| VERSIONS.iter().find(|v| v.number == n));
+    if let Some(version) = spoken {
+        return (version.pre)(pre).map_err(LoadError::Contract);
+    }
+    let message = match exports
+        .iter()
+        .find_map(|e| e.strip_prefix("ferry:plugin/exporter@"))
+    {
+        Some(other) => format!(
+            "it implements ferry:plugin@{other}, a contract version this host does not speak \
+             (it speaks {})",
+            CONTRACTS.join(", ")
+        ),
+        None => format!(
+            "it exports [{}], not ferry:plugin/exporter",
+            exports.join(", ")
+        ),
+    };
+    Err(LoadError::Contract(wasmtime::Error::msg(message)))
+}
+
+/// The host side of the `types` and `host` interfaces and the conversions of one version's
+/// types, identical in each version but distinct Rust types in each.
+macro_rules! common {
+    ($version:literal) => {
+        use std::time::Duration;
+
+        use crate::pipeline::Encoding;
+        use crate::pipeline::router::Outcome;
+        use crate::plugin::contract::Manifest;
+        use crate::plugin::ctx::{LogLevel, PluginCtx};
+        use crate::signal::Signal;
+
+        impl types::Host for PluginCtx {}
+
+        impl host::Host for PluginCtx {
+            fn log(&mut self, level: types::LogLevel, message: String) {
+                use types::LogLevel as L;
+                let level = match level {
+                    L::Trace => LogLevel::Trace,
+                    L::Debug => LogLevel::Debug,
+                    L::Info => LogLevel::Info,
+                    L::Warn => LogLevel::Warn,
+                    L::Error => LogLevel::Error,
+                };
+                PluginCtx::log(self, level, &message);
+            }
+        }
+
+        impl From<types::Manifest> for Manifest {
+            fn from(m: types::Manifest) -> Self {
+                use types::Encoding as E;
+                Manifest {
+                    name: m.name,
+                    version: m.version,
+                    signals: m.signals.into_iter().map(Signal::from).collect(),
+                    encoding: match m.encoding {
+                        E::OtlpProtobuf => Encoding::OtlpProtobuf,
+                        E::OtlpJson => Encoding::OtlpJson,
+                    },
+                    contract: $version,
+                }
+            }
+        }
+
+        impl From<types::Signal> for Signal {
+            fn from(s: types::Signal) -> Self {
+                use types::Signal as S;
+                match s {
+                    S::Traces => Signal::Traces,
+                    S::Metrics => Signal::Metrics,
+                    S::Logs => Signal::Logs,
+                }
+            }
+        }
+
+        impl From<Signal> for types::Signal {
+            fn from(s: Signal) -> Self {
+                match s {
+                    Signal::Traces => Self::Traces,
+                    Signal::Metrics => Self::Metrics,
+                    Signal::Logs => Self::Logs,
+                }
+            }
+        }
+
+        impl From<types::ExportError> for Outcome {
+            fn from(e: types::ExportError) -> Self {
+                use types::ExportError as E;
+                match e {
+                    E::Retryable(m) => Outcome::Retryable(m),
+                    E::Throttled(ms) => Outcome::Throttled(Duration::from_millis(ms)),
+                    E::Partial((n, m)) => Outcome::Partial(n, m),
+                    E::Permanent(m) => Outcome::Permanent(m),
+                }
+            }
+        }
+
+        fn meta(signal: Signal, items: u32, attempt: u32) -> types::BatchMeta {
+            types::BatchMeta {
+                signal: signal.into(),
+                items,
+                attempt,
+            }
+        }
+    };
+}
+pub(crate) use common;

@@ -1,0 +1,185 @@
+//! `ferry:plugin@0.2.0` (`wit/plugin.wit`): batches are host resources, lent to the plugin for
+//! one call.
+
+use bytes::Bytes;
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, Resource};
+use wasmtime::component::{InstancePre, Linker};
+
+use wasmtime_wasi::p2::{DynOutputStream, StreamError};
+
+use super::{Exporter, ExporterPre, Version};
+use crate::plugin::ctx::HostBatch;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ferry:plugin/exporter-plugin@0.2.0",
+        imports: {
+            "ferry:plugin/batches.[method]batch.len": trappable,
+            "ferry:plugin/batches.[method]batch.read": trappable,
+            "ferry:plugin/batches.[method]batch.write-to": async | trappable,
+        },
+        exports: { default: async },
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "ferry:plugin/batches.batch": crate::plugin::ctx::HostBatch,
+        },
+    });
+}
+
+pub use bindings::ferry::plugin0_2_0::{batches, host, types};
+use bindings::{ExporterPlugin, ExporterPluginPre};
+
+super::common!("0.2.0");
+
+/// This version, for the host's table of versions.
+pub const VERSION: Version = Version {
+    number: "0.2.0",
+    add_to_linker,
+    pre,
+};
+
+fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
+    host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
+    batches::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)
+}
+
+fn pre(pre: InstancePre<PluginCtx>) -> wasmtime::Result<Box<dyn ExporterPre>> {
+    Ok(Box::new(Pre(ExporterPluginPre::new(pre)?)))
+}
+
+struct Pre(ExporterPluginPre<PluginCtx>);
+
+#[async_trait::async_trait]
+impl ExporterPre for Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        self.0.engine()
+    }
+
+    async fn instantiate(
+        &self,
+        store: &mut Store<PluginCtx>,
+    ) -> wasmtime::Result<Box<dyn Exporter>> {
+        Ok(Box::new(Plugin(self.0.instantiate_async(store).await?)))
+    }
+}
+
+struct Plugin(ExporterPlugin);
+
+#[async_trait::async_trait]
+impl Exporter for Plugin {
+    async fn describe(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Manifest> {
+        let e = self.0.ferry_plugin0_2_0_exporter();
+        Ok(e.call_describe(store).await?.into())
+    }
+
+    async fn init(
+        &self,
+        store: &mut Store<PluginCtx>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.0
+            .ferry_plugin0_2_0_exporter()
+            .call_init(store, config)
+            .await
+    }
+
+    /// The plugin is lent the batch (a handle), not a copy.
+    async fn export(
+        &self,
+        store: &mut Store<PluginCtx>,
+        signal: Signal,
+        items: u32,
+        attempt: u32,
+        payload: Bytes,
+    ) -> wasmtime::Result<Outcome> {
+        let batch = store.data_mut().lend_batch(payload)?;
+        let meta = meta(signal, items, attempt);
+        let handle = Resource::new_borrow(batch.rep());
+        let result = self
+            .0
+            .ferry_plugin0_2_0_exporter()
+            .call_export(&mut *store, meta, handle)
+            .await;
+        store.data_mut().take_batch(batch);
+        Ok(result?.err().map(Outcome::from).unwrap_or(Outcome::Ok))
+    }
+
+    async fn shutdown(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<()> {
+        self.0
+            .ferry_plugin0_2_0_exporter()
+            .call_shutdown(store)
+            .await
+    }
+}
+
+impl batches::Host for PluginCtx {}
+
+impl batches::HostBatch for PluginCtx {
+    fn len(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<u64> {
+        self.refuse_if_exhausted()?;
+        Ok(self.table.get(&batch)?.0.len() as u64)
+    }
+
+    fn read(
+        &mut self,
+        batch: Resource<HostBatch>,
+        offset: u64,
+        len: u64,
+    ) -> wasmtime::Result<Vec<u8>> {
+        self.refuse_if_exhausted()?;
+        let bytes = &self.table.get(&batch)?.0;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(bytes[start..end.min(bytes.len())].to_vec())
+    }
+
+    async fn write_to(
+        &mut self,
+        batch: Resource<HostBatch>,
+        out: Resource<DynOutputStream>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.refuse_if_exhausted()?;
+        let bytes = self.table.get(&batch)?.0.clone();
+        let stream = self.table.get_mut(&out)?;
+        let mut written = 0;
+        // The stream takes what `check_write` permits per write (1 MiB for a request body);
+        // each write is a slice of the batch, not a copy of it.
+        while written < bytes.len() {
+            let permit = match stream.check_write() {
+                Ok(0) => {
+                    stream.ready().await;
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) => return stream_failed(e),
+            };
+            let n = permit.min(bytes.len() - written);
+            if let Err(e) = stream.write(bytes.slice(written..written + n)) {
+                return stream_failed(e);
+            }
+            written += n;
+        }
+        Ok(Ok(()))
+    }
+
+    fn drop(&mut self, batch: Resource<HostBatch>) -> wasmtime::Result<()> {
+        // The host ends the loan itself after the call; a guest cannot own a batch handle.
+        let _ = batch;
+        Ok(())
+    }
+}
+
+/// A failed body stream is the plugin's to report (`Err`); a broken stream contract traps.
+fn stream_failed(e: StreamError) -> wasmtime::Result<Result<(), String>> {
+    match e {
+        StreamError::Closed => Ok(Err("the stream is closed".into())),
+        StreamError::LastOperationFailed(e) => Ok(Err(format!("{e:#}"))),
+        StreamError::Trap(e) => Err(e),
+    }
+}
