@@ -6,39 +6,52 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (package, wasm file stem, built-in name or None if only built for tests/examples)
-const PLUGINS: &[(&str, &str, Option<&str>)] = &[
-    ("ferry-plugin-debug", "ferry_plugin_debug", Some("debug")),
-    (
-        "ferry-plugin-otlp-http",
-        "ferry_plugin_otlp_http",
-        Some("otlp-http"),
-    ),
-    (
-        "ferry-plugin-otlp-grpc",
-        "ferry_plugin_otlp_grpc",
-        Some("otlp-grpc"),
-    ),
-    ("ferry-plugin-zipkin", "ferry_plugin_zipkin", Some("zipkin")),
-    ("ferry-plugin-file", "ferry_plugin_file", Some("file")),
-    (
-        "ferry-plugin-prometheus-remote-write",
-        "ferry_plugin_prometheus_remote_write",
-        Some("prometheus-remote-write"),
-    ),
-    (
-        "ferry-plugin-clickhouse",
-        "ferry_plugin_clickhouse",
-        Some("clickhouse"),
-    ),
-    (
-        "ferry-plugin-blackhole",
-        "ferry_plugin_blackhole",
-        Some("blackhole"),
-    ),
-    ("ferry-example-minimal", "ferry_example_minimal", None),
-    ("ferry-test-hostile", "ferry_test_hostile", None),
+/// Where guest crates live, and whether those are built-in plugins (named by their folder).
+/// The workspace's members and `scripts/test.sh` find them the same way.
+const GUEST_DIRS: &[(&str, bool)] = &[
+    ("plugins", true),
+    ("examples", false),
+    ("tests/plugins", false),
 ];
+
+/// A guest crate: its package name, the stem of its `.wasm` file, and its built-in name if it
+/// is one.
+struct Guest {
+    package: String,
+    stem: String,
+    builtin: Option<String>,
+}
+
+/// Every guest crate: each folder of [`GUEST_DIRS`] with a `Cargo.toml`, in name order.
+fn guests(root: &Path) -> Vec<Guest> {
+    let mut out = Vec::new();
+    for (dir, builtin) in GUEST_DIRS {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        let mut folders: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+        folders.sort();
+        for folder in folders {
+            let Ok(manifest) = std::fs::read_to_string(folder.join("Cargo.toml")) else {
+                continue;
+            };
+            let package = manifest
+                .lines()
+                .find_map(|l| {
+                    let v = l.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
+                    Some(v.trim().trim_matches('"').to_string())
+                })
+                .unwrap_or_else(|| panic!("{}: no package name", folder.display()));
+            let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+            out.push(Guest {
+                stem: package.replace('-', "_"),
+                package,
+                builtin: builtin.then_some(name),
+            });
+        }
+    }
+    out
+}
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
@@ -88,8 +101,9 @@ fn main() {
         .arg(PROFILE)
         .arg("--target-dir")
         .arg(&target_dir);
-    for (pkg, _, _) in PLUGINS {
-        cmd.arg("-p").arg(pkg);
+    let guests = guests(&root);
+    for g in &guests {
+        cmd.arg("-p").arg(&g.package);
     }
     // The outer build's flags and wrappers (clippy, coverage, sanitizers) are for the host,
     // not for the guest target.
@@ -127,7 +141,7 @@ fn main() {
     let mut builtins = String::from(
         "/// Built-in plugins: (name, component bytes).\npub const PLUGINS: &[(&str, &[u8])] = &[\n",
     );
-    for (_, stem, builtin) in PLUGINS {
+    for Guest { stem, builtin, .. } in &guests {
         let path = wasm_dir.join(format!("{stem}.wasm"));
         assert!(
             path.exists(),
