@@ -136,10 +136,13 @@ pub fn pre(
     Err(LoadError::Contract(wasmtime::Error::msg(message)))
 }
 
-/// The host side of the `types` and `host` interfaces and the conversions of one version's
-/// types, identical in each version but distinct Rust types in each.
+/// What is the same in every version but made of its own generated types: the host side of
+/// the `types` and `host` interfaces, the conversions to host types, and the wrappers behind
+/// [`ExporterPre`] and [`Exporter`] (`$exporter` names the generated accessor of the exporter
+/// interface). A version module adds its `export` call: `async fn export(plugin, store,
+/// meta, payload)`.
 macro_rules! common {
-    ($version:literal) => {
+    ($version:literal, $exporter:ident) => {
         use std::time::Duration;
 
         use crate::pipeline::Encoding;
@@ -213,11 +216,69 @@ macro_rules! common {
             }
         }
 
-        fn meta(signal: Signal, items: u32, attempt: u32) -> types::BatchMeta {
-            types::BatchMeta {
-                signal: signal.into(),
-                items,
-                attempt,
+        fn pre(
+            pre: wasmtime::component::InstancePre<PluginCtx>,
+        ) -> wasmtime::Result<Box<dyn $crate::plugin::contract::ExporterPre>> {
+            Ok(Box::new(Pre(bindings::ExporterPluginPre::new(pre)?)))
+        }
+
+        struct Pre(bindings::ExporterPluginPre<PluginCtx>);
+
+        #[async_trait::async_trait]
+        impl $crate::plugin::contract::ExporterPre for Pre {
+            fn engine(&self) -> &wasmtime::Engine {
+                self.0.engine()
+            }
+
+            async fn instantiate(
+                &self,
+                store: &mut wasmtime::Store<PluginCtx>,
+            ) -> wasmtime::Result<Box<dyn $crate::plugin::contract::Exporter>> {
+                Ok(Box::new(Plugin(self.0.instantiate_async(store).await?)))
+            }
+        }
+
+        struct Plugin(bindings::ExporterPlugin);
+
+        #[async_trait::async_trait]
+        impl $crate::plugin::contract::Exporter for Plugin {
+            async fn describe(
+                &self,
+                store: &mut wasmtime::Store<PluginCtx>,
+            ) -> wasmtime::Result<Manifest> {
+                Ok(self.0.$exporter().call_describe(store).await?.into())
+            }
+
+            async fn init(
+                &self,
+                store: &mut wasmtime::Store<PluginCtx>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                self.0.$exporter().call_init(store, config).await
+            }
+
+            async fn export(
+                &self,
+                store: &mut wasmtime::Store<PluginCtx>,
+                signal: Signal,
+                items: u32,
+                attempt: u32,
+                payload: bytes::Bytes,
+            ) -> wasmtime::Result<Outcome> {
+                let meta = types::BatchMeta {
+                    signal: signal.into(),
+                    items,
+                    attempt,
+                };
+                let result = export(&self.0, store, meta, payload).await?;
+                Ok(result.err().map(Outcome::from).unwrap_or(Outcome::Ok))
+            }
+
+            async fn shutdown(
+                &self,
+                store: &mut wasmtime::Store<PluginCtx>,
+            ) -> wasmtime::Result<()> {
+                self.0.$exporter().call_shutdown(store).await
             }
         }
     };

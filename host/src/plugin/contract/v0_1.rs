@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use wasmtime::Store;
 use wasmtime::component::HasSelf;
-use wasmtime::component::{InstancePre, Linker};
+use wasmtime::component::Linker;
 
-use super::{Exporter, ExporterPre, Version};
+use super::Version;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -22,9 +22,8 @@ mod bindings {
 }
 
 pub use bindings::ferry::plugin0_1_0::{host, types};
-use bindings::{ExporterPlugin, ExporterPluginPre};
 
-super::common!("0.1.0");
+super::common!("0.1.0", ferry_plugin0_1_0_exporter);
 
 /// This version, for the host's table of versions.
 pub const VERSION: Version = Version {
@@ -37,68 +36,15 @@ fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
     host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)
 }
 
-fn pre(pre: InstancePre<PluginCtx>) -> wasmtime::Result<Box<dyn ExporterPre>> {
-    Ok(Box::new(Pre(ExporterPluginPre::new(pre)?)))
-}
-
-struct Pre(ExporterPluginPre<PluginCtx>);
-
-#[async_trait::async_trait]
-impl ExporterPre for Pre {
-    fn engine(&self) -> &wasmtime::Engine {
-        self.0.engine()
-    }
-
-    async fn instantiate(
-        &self,
-        store: &mut Store<PluginCtx>,
-    ) -> wasmtime::Result<Box<dyn Exporter>> {
-        Ok(Box::new(Plugin(self.0.instantiate_async(store).await?)))
-    }
-}
-
-struct Plugin(ExporterPlugin);
-
-#[async_trait::async_trait]
-impl Exporter for Plugin {
-    async fn describe(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Manifest> {
-        let e = self.0.ferry_plugin0_1_0_exporter();
-        Ok(e.call_describe(store).await?.into())
-    }
-
-    async fn init(
-        &self,
-        store: &mut Store<PluginCtx>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.0
-            .ferry_plugin0_1_0_exporter()
-            .call_init(store, config)
-            .await
-    }
-
-    /// The plugin gets a copy of the batch.
-    async fn export(
-        &self,
-        store: &mut Store<PluginCtx>,
-        signal: Signal,
-        items: u32,
-        attempt: u32,
-        payload: Bytes,
-    ) -> wasmtime::Result<Outcome> {
-        let meta = meta(signal, items, attempt);
-        let result = self
-            .0
-            .ferry_plugin0_1_0_exporter()
-            .call_export(store, meta, &payload)
-            .await?;
-        Ok(result.err().map(Outcome::from).unwrap_or(Outcome::Ok))
-    }
-
-    async fn shutdown(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<()> {
-        self.0
-            .ferry_plugin0_1_0_exporter()
-            .call_shutdown(store)
-            .await
-    }
+/// One `export` call: the plugin gets a copy of the batch.
+async fn export(
+    plugin: &bindings::ExporterPlugin,
+    store: &mut Store<PluginCtx>,
+    meta: types::BatchMeta,
+    payload: Bytes,
+) -> wasmtime::Result<Result<(), types::ExportError>> {
+    plugin
+        .ferry_plugin0_1_0_exporter()
+        .call_export(store, meta, &payload)
+        .await
 }

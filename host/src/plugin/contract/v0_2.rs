@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 use wasmtime::Store;
+use wasmtime::component::Linker;
 use wasmtime::component::{HasSelf, Resource};
-use wasmtime::component::{InstancePre, Linker};
 
 use wasmtime_wasi::p2::{DynOutputStream, StreamError};
 
-use super::{Exporter, ExporterPre, Version};
+use super::Version;
 use crate::plugin::ctx::HostBatch;
 
 mod bindings {
@@ -31,9 +31,8 @@ mod bindings {
 }
 
 pub use bindings::ferry::plugin0_2_0::{batches, host, types};
-use bindings::{ExporterPlugin, ExporterPluginPre};
 
-super::common!("0.2.0");
+super::common!("0.2.0", ferry_plugin0_2_0_exporter);
 
 /// This version, for the host's table of versions.
 pub const VERSION: Version = Version {
@@ -47,73 +46,21 @@ fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
     batches::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)
 }
 
-fn pre(pre: InstancePre<PluginCtx>) -> wasmtime::Result<Box<dyn ExporterPre>> {
-    Ok(Box::new(Pre(ExporterPluginPre::new(pre)?)))
-}
-
-struct Pre(ExporterPluginPre<PluginCtx>);
-
-#[async_trait::async_trait]
-impl ExporterPre for Pre {
-    fn engine(&self) -> &wasmtime::Engine {
-        self.0.engine()
-    }
-
-    async fn instantiate(
-        &self,
-        store: &mut Store<PluginCtx>,
-    ) -> wasmtime::Result<Box<dyn Exporter>> {
-        Ok(Box::new(Plugin(self.0.instantiate_async(store).await?)))
-    }
-}
-
-struct Plugin(ExporterPlugin);
-
-#[async_trait::async_trait]
-impl Exporter for Plugin {
-    async fn describe(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Manifest> {
-        let e = self.0.ferry_plugin0_2_0_exporter();
-        Ok(e.call_describe(store).await?.into())
-    }
-
-    async fn init(
-        &self,
-        store: &mut Store<PluginCtx>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        self.0
-            .ferry_plugin0_2_0_exporter()
-            .call_init(store, config)
-            .await
-    }
-
-    /// The plugin is lent the batch (a handle), not a copy.
-    async fn export(
-        &self,
-        store: &mut Store<PluginCtx>,
-        signal: Signal,
-        items: u32,
-        attempt: u32,
-        payload: Bytes,
-    ) -> wasmtime::Result<Outcome> {
-        let batch = store.data_mut().lend_batch(payload)?;
-        let meta = meta(signal, items, attempt);
-        let handle = Resource::new_borrow(batch.rep());
-        let result = self
-            .0
-            .ferry_plugin0_2_0_exporter()
-            .call_export(&mut *store, meta, handle)
-            .await;
-        store.data_mut().take_batch(batch);
-        Ok(result?.err().map(Outcome::from).unwrap_or(Outcome::Ok))
-    }
-
-    async fn shutdown(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<()> {
-        self.0
-            .ferry_plugin0_2_0_exporter()
-            .call_shutdown(store)
-            .await
-    }
+/// One `export` call: the plugin is lent the batch (a handle), not a copy, for the call.
+async fn export(
+    plugin: &bindings::ExporterPlugin,
+    store: &mut Store<PluginCtx>,
+    meta: types::BatchMeta,
+    payload: Bytes,
+) -> wasmtime::Result<Result<(), types::ExportError>> {
+    let batch = store.data_mut().lend_batch(payload)?;
+    let handle = Resource::new_borrow(batch.rep());
+    let result = plugin
+        .ferry_plugin0_2_0_exporter()
+        .call_export(&mut *store, meta, handle)
+        .await;
+    store.data_mut().take_batch(batch);
+    result
 }
 
 impl batches::Host for PluginCtx {}
