@@ -35,7 +35,7 @@ pub struct Manifest {
     pub receivers: Vec<String>,
     /// A default config, used by `ferry run` without `--config`.
     pub config: Option<String>,
-    /// The plugins.
+    /// Each carried plugin's name, component digest and where its code lies.
     pub plugins: Vec<Entry>,
 }
 

@@ -37,9 +37,9 @@ pub enum BundleError {
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The file read or written (the bundle, its runtime, or the output).
         path: PathBuf,
-        /// Cause.
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// The payload does not match its checksum or cannot be parsed.
@@ -47,9 +47,9 @@ pub enum BundleError {
         "{path}: the bundle is corrupt ({what}); rebuild it with `ferry bundle`, do not edit it"
     )]
     Corrupt {
-        /// The bundle.
+        /// The bundle file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong: the checksum, a length, or the manifest.
         what: String,
     },
     /// The code was compiled for another engine than the one running it.
@@ -58,27 +58,27 @@ pub enum BundleError {
          engine {running}; rebuild the bundle with this ferry (`ferry bundle`)"
     )]
     Engine {
-        /// The bundle.
+        /// The bundle file.
         path: PathBuf,
-        /// Its engine.
+        /// The engine key its code was compiled for.
         bundle: String,
-        /// The running one.
+        /// The engine key of this executable.
         running: String,
     },
     /// A plugin to bundle could not be found or compiled.
     #[error("plugin {name}: {reason}")]
     Plugin {
-        /// Plugin name.
+        /// The plugin as named on the command line.
         name: String,
-        /// Why.
+        /// Why it cannot be carried (not found, named twice, does not compile).
         reason: String,
     },
     /// The executable to carry cannot run this bundle.
     #[error("runtime {path}: {reason}")]
     Runtime {
-        /// The executable.
+        /// The executable asked for or found beside this one.
         path: PathBuf,
-        /// Why.
+        /// Why it cannot carry the bundle (another engine, a missing receiver).
         reason: String,
     },
     /// The receivers asked for do not fit the runtime or the config.

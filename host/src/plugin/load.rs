@@ -47,9 +47,9 @@ pub enum LoadError {
         stderr_suffix(stderr)
     )]
     Trap {
-        /// Which call.
+        /// The guest call that trapped (`instantiate`, `describe`, `init`...).
         during: &'static str,
-        /// The trap.
+        /// The trap, with wasmtime's chain of causes.
         error: wasmtime::Error,
         /// What the guest printed to stderr, escaped (the end of it), if anything.
         stderr: String,
@@ -57,9 +57,9 @@ pub enum LoadError {
     /// A call did not finish within the exporter's timeout.
     #[error("plugin did not finish {during} within {limit:?}")]
     Timeout {
-        /// Which call.
+        /// The guest call that ran out of time.
         during: &'static str,
-        /// The limit.
+        /// The exporter's `timeout`, which the call exceeded.
         limit: Duration,
     },
     /// `init` refused the configuration.
@@ -71,11 +71,11 @@ pub enum LoadError {
     /// The config asks for signals the plugin does not support.
     #[error("plugin {plugin} does not support {signal} (it supports: {supported})")]
     Signal {
-        /// Plugin name.
+        /// The plugin's name, from its manifest.
         plugin: String,
-        /// Unsupported signal.
+        /// The first signal asked for that it does not export.
         signal: Signal,
-        /// What it supports.
+        /// The signals its manifest lists, comma-separated.
         supported: String,
     },
     /// The config table could not become JSON.

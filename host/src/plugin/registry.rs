@@ -74,9 +74,9 @@ pub enum RegistryError {
     /// The file exists but could not be read.
     #[error("cannot read plugin {path}: {source}")]
     Read {
-        /// File.
+        /// The `.wasm` file or plugin directory that could not be read.
         path: PathBuf,
-        /// Cause.
+        /// What the operating system said.
         source: std::io::Error,
     },
 }
