@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use super::BundleError;
 use super::format::{Bundle, io};
+use crate::config::Carried;
 use crate::plugin::catalog::{Catalog, CodeSource, Precompiled};
 
-/// What this executable carries: its plugins, the receivers a config may enable, and the
+/// What this executable carries: its plugins and the receivers a config may enable, and the
 /// config it runs without `--config`.
 #[derive(Debug, Clone)]
 pub struct Running {
-    /// The plugins: built-in components, and a bundle's precompiled code.
-    pub catalog: Catalog,
-    /// The receivers a config may enable (a bundle's `--receivers`, else all this build has).
-    pub receivers: Vec<String>,
+    /// The plugins (built-in, and a bundle's precompiled code) and the receivers (a bundle's
+    /// `--receivers`, else all this build has).
+    pub carried: Carried,
     /// A bundle's embedded default config.
     pub config: Option<String>,
 }
@@ -25,11 +25,10 @@ impl Running {
     /// A plain executable: built-in plugins and every receiver this build has.
     pub fn plain() -> Running {
         Running {
-            catalog: Catalog::builtin(),
-            receivers: crate::receiver::built()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            carried: Carried {
+                catalog: Catalog::builtin(),
+                receivers: crate::receiver::built_names(),
+            },
             config: None,
         }
     }
@@ -53,8 +52,7 @@ impl Running {
         // written while it runs.
         let catalog = unsafe { Catalog::builtin().with_precompiled(plugins, Arc::new(bundle)) };
         Running {
-            catalog,
-            receivers,
+            carried: Carried { catalog, receivers },
             config,
         }
     }

@@ -91,7 +91,7 @@ pub fn bundle(
             );
             source
         } else {
-            registry::find(&running.catalog, p, None)?
+            registry::find(&running.carried.catalog, p, None)?
         };
         sources.push(source);
     }

@@ -182,7 +182,7 @@ fn default_config(running: &Running) -> &str {
 fn engine(running: &Running, cache_dir: Option<PathBuf>) -> anyhow::Result<PluginEngine> {
     Ok(PluginEngine::builder()
         .cache_dir(cache_dir)
-        .catalog(running.catalog.clone())
+        .catalog(running.carried.catalog.clone())
         .build()?)
 }
 

@@ -12,14 +12,10 @@ use crate::config::Config;
 pub async fn run(path: Option<PathBuf>, running: &Running) -> anyhow::Result<ExitCode> {
     super::init_logging("info");
     let config = match &path {
-        Some(path) => Config::load_for(path, &running.receivers)?,
-        None => Config::parse_for(super::default_config(running), &running.receivers)
+        Some(path) => Config::load_for(path, &running.carried.receivers)?,
+        None => Config::parse_for(super::default_config(running), &running.carried.receivers)
             .context("embedded default config")?,
     };
-    let carried = crate::daemon::Carried {
-        catalog: running.catalog.clone(),
-        receivers: running.receivers.clone(),
-    };
-    crate::daemon::run(config, path, carried).await?;
+    crate::daemon::run(config, path, running.carried.clone()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use crate::config::Config;
 
 /// Validates `file` for this executable (its receivers and plugins).
 pub async fn validate(file: &Path, running: &Running) -> anyhow::Result<ExitCode> {
-    let config = match Config::load_for(file, &running.receivers) {
+    let config = match Config::load_for(file, &running.carried.receivers) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", file.display());

@@ -24,6 +24,17 @@ pub use crate::units::{at_path, parse_bytes, parse_duration};
 pub use env::substitute_env;
 pub use exporter::{DEFAULT_CONCURRENCY, ExporterConfig, MAX_CONCURRENCY};
 
+/// What the executable carries, which a config is checked against and the daemon runs with:
+/// the plugin catalog, and the receivers a config may enable (a bundle's, or all this build
+/// has).
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// Built-in and precompiled plugins.
+    pub catalog: crate::plugin::Catalog,
+    /// Receiver names a config may enable.
+    pub receivers: Vec<String>,
+}
+
 /// The configuration used when `ferry run` is given no file.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 

@@ -11,9 +11,8 @@ use tokio::sync::mpsc;
 pub mod exporters;
 pub mod reload;
 
-use crate::config::Config;
+use crate::config::{Carried, Config};
 use crate::pipeline::Pipeline;
-use crate::plugin::Catalog;
 use crate::plugin::{PluginEngine, PluginExporter};
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
@@ -37,16 +36,6 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for {what} on {addr}"))
-}
-
-/// What the executable carries, handed to the daemon: the plugin catalog, and the receivers a
-/// (reloaded) config may enable.
-#[derive(Debug, Clone)]
-pub struct Carried {
-    /// Built-in and precompiled plugins.
-    pub catalog: Catalog,
-    /// Receiver names a config may enable.
-    pub receivers: Vec<String>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM, then drains. With the path of its config file,

@@ -35,7 +35,10 @@ pub struct Catalog {
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Catalog")
-            .field("builtin", &self.builtin_names())
+            .field(
+                "builtin",
+                &self.builtin.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("precompiled", &self.precompiled)
             .finish()
     }
@@ -109,11 +112,6 @@ impl Catalog {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, wasm)| *wasm)
-    }
-
-    /// Names of the built-in plugins.
-    pub fn builtin_names(&self) -> Vec<&'static str> {
-        self.builtin.iter().map(|(n, _)| *n).collect()
     }
 
     /// Names of every plugin carried: precompiled first, then built-in ones, each once.

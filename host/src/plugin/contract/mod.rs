@@ -139,8 +139,8 @@ pub fn pre(
 /// What is the same in every version but made of its own generated types: the host side of
 /// the `types` and `host` interfaces, the conversions to host types, and the wrappers behind
 /// [`ExporterPre`] and [`Exporter`] (`$exporter` names the generated accessor of the exporter
-/// interface). A version module adds its `export` call: `async fn export(plugin, store,
-/// meta, payload)`.
+/// interface), and the version's `VERSION` entry. A version module adds its `add_to_linker`
+/// and its `export` call: `async fn export(plugin, store, meta, payload)`.
 macro_rules! common {
     ($version:literal, $exporter:ident) => {
         use std::time::Duration;
@@ -215,6 +215,13 @@ macro_rules! common {
                 }
             }
         }
+
+        /// This version, for the host's table of versions.
+        pub const VERSION: $crate::plugin::contract::Version = $crate::plugin::contract::Version {
+            number: $version,
+            add_to_linker,
+            pre,
+        };
 
         fn pre(
             pre: wasmtime::component::InstancePre<PluginCtx>,

@@ -6,8 +6,6 @@ use wasmtime::Store;
 use wasmtime::component::HasSelf;
 use wasmtime::component::Linker;
 
-use super::Version;
-
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -24,13 +22,6 @@ mod bindings {
 pub use bindings::ferry::plugin0_1_0::{host, types};
 
 super::common!("0.1.0", ferry_plugin0_1_0_exporter);
-
-/// This version, for the host's table of versions.
-pub const VERSION: Version = Version {
-    number: "0.1.0",
-    add_to_linker,
-    pre,
-};
 
 fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
     host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)

@@ -8,7 +8,6 @@ use wasmtime::component::{HasSelf, Resource};
 
 use wasmtime_wasi::p2::{DynOutputStream, StreamError};
 
-use super::Version;
 use crate::plugin::ctx::HostBatch;
 
 mod bindings {
@@ -33,13 +32,6 @@ mod bindings {
 pub use bindings::ferry::plugin0_2_0::{batches, host, types};
 
 super::common!("0.2.0", ferry_plugin0_2_0_exporter);
-
-/// This version, for the host's table of versions.
-pub const VERSION: Version = Version {
-    number: "0.2.0",
-    add_to_linker,
-    pre,
-};
 
 fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
     host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
