@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod pipeline;
 pub mod plugin;
+pub mod processor;
 pub mod receiver;
 pub mod signal;
 pub mod telemetry;
@@ -27,6 +28,7 @@ mod house {
         &["signal", "telemetry", "units"],
         &["pipeline", "admin"],
         &["plugin"],
+        &["processor"],
         &["receiver"],
         &["config"],
         &["author", "bundle", "daemon"],

@@ -77,6 +77,11 @@ pub fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
+/// Deserialises an optional size (for fields with `#[serde(default)]`).
+pub fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    de_bytes(d).map(Some)
+}
+
 /// Deserialises `value` found at `key`, naming the full key path of any error.
 pub fn at_path<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value.clone()).map_err(|e| {

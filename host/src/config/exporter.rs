@@ -58,6 +58,10 @@ pub struct ExporterConfig {
     /// Batches of one signal in flight to this exporter at once. Unset: see
     /// [`ExporterConfig::concurrency_for`].
     pub concurrency: Option<u32>,
+    /// This exporter's chain: processors (defined under `[processors]`) applied in order to
+    /// each batch read for it, and to nothing any other exporter sees.
+    #[serde(default)]
+    pub processors: Vec<String>,
 }
 
 /// Most batches of one signal an exporter may have in flight.

@@ -19,6 +19,7 @@ pub use crate::pipeline::retry::RetryConfig;
 pub use crate::plugin::breaker::CircuitBreakerConfig;
 pub use crate::plugin::policy::SecretSource;
 pub use crate::plugin::settings::{HttpLimits, PluginLog, Plugins};
+pub use crate::processor::{ProcessorConfig, Processors};
 pub use crate::receiver::Receivers;
 pub use crate::units::{at_path, parse_bytes, parse_duration};
 pub use env::substitute_env;
@@ -53,6 +54,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[exporters.NAME]`, by name.
     pub exporters: BTreeMap<String, ExporterConfig>,
+    /// `[processors.NAME]`, by name.
+    pub processors: Processors,
 }
 
 /// Everything wrong with a configuration, one line per problem.
@@ -67,6 +70,7 @@ const TOP_LEVEL: &[&str] = &[
     "queue",
     "admin",
     "exporters",
+    "processors",
 ];
 
 fn section<T: DeserializeOwned + Default>(
@@ -124,6 +128,21 @@ impl Config {
         let pipeline: PipelineConfig = section(&root, "pipeline", &mut errors);
         let queue: QueueConfig = section(&root, "queue", &mut errors);
         let admin: AdminConfig = section(&root, "admin", &mut errors);
+        let mut processors = Processors::new();
+        match root.get("processors") {
+            None => {}
+            Some(toml::Value::Table(t)) => {
+                for (name, value) in t {
+                    match at_path::<ProcessorConfig>(&format!("processors.{name}"), value) {
+                        Ok(p) => {
+                            processors.insert(name.clone(), p);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Some(_) => errors.push("processors: expected a table of processors".into()),
+        }
         let mut exporters = BTreeMap::new();
         match root.get("exporters") {
             None => errors.push("exporters: at least one exporter is required".into()),
@@ -149,6 +168,7 @@ impl Config {
             queue,
             admin,
             exporters,
+            processors,
         };
         config.check(carried, &mut errors);
         if errors.is_empty() {
@@ -165,17 +185,35 @@ impl Config {
         self.admin.check(errors);
         let budget = self.queue.budget(&self.pipeline);
         self.receivers.check(budget, carried, errors);
+        crate::processor::check(&self.processors, errors);
+        let chain = crate::processor::check_chain;
+        chain(
+            "pipeline.processors",
+            &self.pipeline.processors,
+            &self.processors,
+            errors,
+        );
         for (name, e) in &self.exporters {
             e.check(name, errors);
+            chain(
+                &format!("exporters.{name}.processors"),
+                &e.processors,
+                &self.processors,
+                errors,
+            );
         }
     }
 
-    /// What identifies the sections a reload cannot change (`[receivers]`, `[pipeline]`,
-    /// `[queue]`, `[admin]`): equal when, and only when, their data is.
+    /// What identifies the sections a reload cannot change (`[receivers]`, `[pipeline]`
+    /// but its `processors`, `[queue]`, `[admin]`): equal when, and only when, their data is.
     pub fn fixed_sections(&self) -> serde_json::Value {
+        let pipeline = crate::pipeline::config::PipelineConfig {
+            processors: Vec::new(),
+            ..self.pipeline.clone()
+        };
         serde_json::json!({
             "receivers": self.receivers.canonical(),
-            "pipeline": self.pipeline,
+            "pipeline": pipeline,
             "queue": self.queue,
             "admin": self.admin,
         })

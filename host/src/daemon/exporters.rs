@@ -24,6 +24,7 @@ use crate::pipeline::router::{Stop, Worker};
 use crate::plugin::registry::{self, PluginSource};
 use crate::plugin::sender::{HostSender, SenderLimits};
 use crate::plugin::{PluginEngine, PluginExporter};
+use crate::processor::Chain;
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
 
@@ -33,6 +34,8 @@ pub struct Loaded {
     fingerprint: u64,
     /// Its settings (retry policy, concurrency).
     config: ExporterConfig,
+    /// Its processors, if it has any.
+    chain: Option<Arc<Chain>>,
 }
 
 impl Loaded {
@@ -96,13 +99,19 @@ pub struct ExporterSet {
     retiring: Vec<Retiring>,
 }
 
-/// Identifies what an exporter was built from: its config, the shared HTTP limits and the
-/// plugin's bytes. A change in any of them means a new instance.
+/// Identifies what an exporter was built from: its config, the definitions of its
+/// processors, the shared HTTP limits and the plugin's bytes. A change in any of them means a
+/// new instance.
 fn fingerprint(config: &Config, ec: &ExporterConfig, source: &PluginSource) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    let processors: Vec<_> = ec
+        .processors
+        .iter()
+        .map(|n| config.processors.get(n))
+        .collect();
     // Serialised data, not `Debug` text: equal configs always hash alike, whatever their
     // types print.
-    serde_json::to_vec(&(ec, &config.plugins.http))
+    serde_json::to_vec(&(ec, &config.plugins.http, processors))
         .expect("configs serialise")
         .hash(&mut h);
     source.digest.hash(&mut h);
@@ -146,6 +155,17 @@ async fn load(
             unchanged.push(name.clone());
             continue;
         }
+        let chain = match Chain::build(&ec.processors, &config.processors, telemetry) {
+            Ok(c) if c.is_empty() => None,
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                errors.extend(
+                    e.into_iter()
+                        .map(|e| format!("exporters.{name}.processors: {e}")),
+                );
+                continue;
+            }
+        };
         let log = config.plugins.log.policy();
         match PluginExporter::load(
             engine,
@@ -165,6 +185,7 @@ async fn load(
                         exporter: Arc::new(e),
                         fingerprint,
                         config: ec.clone(),
+                        chain,
                     },
                 );
             }
@@ -336,14 +357,18 @@ impl ExporterSet {
                 let retry = loaded.config.retry.clone();
                 let concurrency = loaded.config.concurrency_for(signal);
                 let telemetry = self.telemetry.clone();
+                let chain = loaded.chain.clone();
                 let (rx, after) = (rx.clone(), after.clone());
                 tokio::spawn(async move {
                     if let Some(mut done) = after {
                         // An error means the predecessor's task is gone: it is done too.
                         let _ = done.wait_for(|d| *d).await;
                     }
-                    let worker =
+                    let mut worker =
                         Worker::new(exporter, queue, signal, retry, concurrency, &telemetry);
+                    if let Some(chain) = chain {
+                        worker = worker.with_processors(chain);
+                    }
                     worker.run(rx).await
                 })
             })

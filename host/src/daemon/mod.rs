@@ -79,11 +79,16 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         telemetry.on_render(move || queued.set(p.buffered_bytes(signal) as i64));
     }
 
+    let chain =
+        crate::processor::Chain::build(&config.pipeline.processors, &config.processors, &telemetry)
+            .map_err(crate::config::ConfigErrors)?;
+    let chain = crate::processor::IngestChain::new(chain);
     let mut servers = tokio::task::JoinSet::new();
     config
         .receivers
         .start_all(&mut crate::receiver::Launch {
             pipeline: &pipeline,
+            chain: &chain,
             telemetry: &telemetry,
             servers: &mut servers,
         })
@@ -100,7 +105,8 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         }
     }
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    let mut reloader = path.map(|p| Reloader::new(p, config.clone(), carried, &telemetry));
+    let mut reloader =
+        path.map(|p| Reloader::new(p, config.clone(), carried, chain.clone(), &telemetry));
     if let Some(r) = &reloader {
         r.watch(reload_tx.clone());
     }

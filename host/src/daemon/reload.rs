@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::exporters::ExporterSet;
 use crate::config::Config;
+use crate::processor::{Chain, IngestChain};
 use crate::telemetry::{Counter, Gauge, Telemetry};
 
 /// How often the config file and plugin directory are checked for changes.
@@ -22,6 +23,9 @@ pub struct Reloader {
     /// The receivers a reloaded config may enable (this executable's).
     carried: Vec<String>,
     current: Config,
+    /// The ingest chain the receivers run.
+    chain: Arc<IngestChain>,
+    telemetry: Arc<Telemetry>,
     plugin_dir: Arc<Mutex<Option<PathBuf>>>,
     ok: Counter,
     invalid: Counter,
@@ -36,7 +40,8 @@ impl Reloader {
         path: PathBuf,
         current: Config,
         carried: Vec<String>,
-        telemetry: &Telemetry,
+        chain: Arc<IngestChain>,
+        telemetry: &Arc<Telemetry>,
     ) -> Self {
         let result = |r: &str| {
             telemetry.counter(
@@ -57,6 +62,8 @@ impl Reloader {
             carried,
             plugin_dir: Arc::new(Mutex::new(current.plugins.dir.clone())),
             current,
+            chain,
+            telemetry: telemetry.clone(),
             ok: result("ok"),
             invalid: result("invalid"),
             load_failed: result("load_failed"),
@@ -91,11 +98,40 @@ impl Reloader {
                 return;
             }
         };
+        // The chain is rebuilt when its list or one of its processors' definitions changed.
+        let (old, new) = (&self.current, &config);
+        let changed = new.pipeline.processors != old.pipeline.processors
+            || new
+                .pipeline
+                .processors
+                .iter()
+                .any(|n| new.processors.get(n) != old.processors.get(n));
+        let new_chain = match changed
+            .then(|| Chain::build(&new.pipeline.processors, &new.processors, &self.telemetry))
+            .transpose()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "reload rejected, the running config stays: {}",
+                    e.join("; ")
+                );
+                self.invalid.inc();
+                self.last_ok.set(0);
+                return;
+            }
+        };
         *self.plugin_dir.lock().expect("plugin dir lock") = config.plugins.dir.clone();
         self.current.exporters = config.exporters;
         self.current.plugins = config.plugins;
+        self.current.processors = config.processors;
         self.ok.inc();
         self.last_ok.set(1);
+        if let Some(chain) = new_chain {
+            tracing::info!(processors = ?config.pipeline.processors, "reload: the ingest chain is swapped");
+            self.current.pipeline.processors = config.pipeline.processors;
+            self.chain.swap(chain);
+        }
         if plan.is_empty() {
             tracing::info!("reload: no exporter changed");
             return;

@@ -24,6 +24,10 @@ pub struct PipelineConfig {
     /// exits (what is left stays on disk in durable mode, and is reported lost in memory mode).
     #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
     pub drain_timeout: Duration,
+    /// The ingest chain: processors (defined under `[processors]`) applied in order to every
+    /// accepted request before it is queued. Reloadable.
+    #[serde(default)]
+    pub processors: Vec<String>,
 }
 
 fn default_drain_timeout() -> Duration {
@@ -47,6 +51,7 @@ impl Default for PipelineConfig {
             batch_timeout: default_batch_timeout(),
             queue_max_bytes: default_queue_bytes(),
             drain_timeout: default_drain_timeout(),
+            processors: Vec::new(),
         }
     }
 }

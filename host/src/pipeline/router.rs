@@ -65,11 +65,26 @@ pub trait Export: Send + Sync {
     fn export(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> ExportFuture<'_>;
 }
 
+/// Reshapes batches before one exporter sees them (its processors).
+pub trait Process: Send + Sync {
+    /// What to export instead of `batch`: `None` for `batch` as it is, a batch of no items
+    /// for nothing at all; or why it cannot be processed now (retried like a failed attempt).
+    fn process(&self, batch: &Batch) -> Result<Option<Batch>, String>;
+}
+
+/// Why a batch is not ready to export.
+enum Unready {
+    /// The exporter's processors failed on it: retried.
+    Processor(String),
+    /// It cannot take the exporter's encoding: dropped.
+    Encoding(String),
+}
+
 struct WorkerMetrics {
     sent_items: Counter,
     sent_batches: Counter,
     retries: Counter,
-    failed: [Counter; 3],
+    failed: [Counter; 4],
     dropped_permanent: Counter,
     dropped_rejected: Counter,
     dropped_exhausted: Counter,
@@ -81,7 +96,7 @@ impl WorkerMetrics {
         let failed = |kind: &str| {
             t.counter(
                 "ferry_exporter_failed_attempts_total",
-                "Export attempts that failed, by kind (retryable, throttled, fault).",
+                "Export attempts that failed, by kind (retryable, throttled, fault, processor).",
                 &[l[0], l[1], ("kind", kind)],
             )
         };
@@ -96,7 +111,12 @@ impl WorkerMetrics {
             sent_items: t.counter("ferry_exporter_sent_items_total", "Items exported.", &l),
             sent_batches: t.counter("ferry_exporter_sent_batches_total", "Batches exported.", &l),
             retries: t.counter("ferry_exporter_retries_total", "Export retries.", &l),
-            failed: [failed("retryable"), failed("throttled"), failed("fault")],
+            failed: [
+                failed("retryable"),
+                failed("throttled"),
+                failed("fault"),
+                failed("processor"),
+            ],
             dropped_permanent: dropped("permanent"),
             dropped_rejected: dropped("rejected"),
             dropped_exhausted: dropped("retries_exhausted"),
@@ -115,6 +135,8 @@ pub struct Worker {
     metrics: WorkerMetrics,
     /// Where the cursor stood when the worker was made.
     next: u64,
+    /// The exporter's processors, if it has any.
+    processors: Option<Arc<dyn Process>>,
 }
 
 impl Worker {
@@ -139,7 +161,31 @@ impl Worker {
             policy,
             concurrency: concurrency.max(1),
             metrics,
+            processors: None,
         }
+    }
+
+    /// Runs `processors` over every batch before it is exported.
+    pub fn with_processors(mut self, processors: Arc<dyn Process>) -> Self {
+        self.processors = Some(processors);
+        self
+    }
+
+    /// The batch as the exporter takes it (after its processors, in its encoding) and its
+    /// items; `None` when the processors left nothing to export.
+    fn prepare(&self, batch: &Batch) -> Result<Option<(Bytes, u32)>, Unready> {
+        let processed = match &self.processors {
+            Some(p) => p.process(batch).map_err(Unready::Processor)?,
+            None => None,
+        };
+        let batch = processed.as_ref().unwrap_or(batch);
+        if batch.items == 0 {
+            return Ok(None);
+        }
+        let payload = batch
+            .encoded(self.exporter.encoding())
+            .map_err(Unready::Encoding)?;
+        Ok(Some((payload, batch.items)))
     }
 
     /// Exports batches from the cursor named after the exporter until `stop` says so, with up
@@ -202,53 +248,66 @@ impl Worker {
     async fn deliver(&self, batch: &Batch, stop: &mut watch::Receiver<Stop>) -> bool {
         let name = self.exporter.name();
         let m = &self.metrics;
-        let items = batch.items;
-        let payload = match batch.encoded(self.exporter.encoding()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch: {e}");
-                m.dropped_permanent.add(items.into());
-                return true;
-            }
-        };
         let started = Instant::now();
         let mut backoff = Backoff::new(&self.policy);
         let mut attempt = 0u32;
+        // Processed once, then the same bytes on every attempt.
+        let mut ready: Option<(Bytes, u32)> = None;
         loop {
-            let outcome = self
-                .exporter
-                .export(self.signal, items, attempt, payload.clone())
-                .await;
-            let (delay, why) = match outcome {
-                Outcome::Ok => {
-                    m.sent_items.add(items.into());
-                    m.sent_batches.inc();
-                    return true;
-                }
-                Outcome::Partial(rejected, msg) => {
-                    let rejected = rejected.min(items);
-                    m.sent_items.add((items - rejected).into());
-                    m.sent_batches.inc();
-                    m.dropped_rejected.add(rejected.into());
-                    tracing::warn!(exporter = name, signal = %self.signal, rejected, items, "backend rejected items: {msg}");
-                    return true;
-                }
-                Outcome::Permanent(msg) => {
+            let prepared = match ready.clone() {
+                Some(r) => Ok(Some(r)),
+                None => self.prepare(batch),
+            };
+            let items = ready.as_ref().map_or(batch.items, |r| r.1);
+            let (delay, why) = match prepared {
+                Ok(None) => return true,
+                Err(Unready::Encoding(e)) => {
+                    tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch: {e}");
                     m.dropped_permanent.add(items.into());
-                    tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch after a permanent error: {msg}");
                     return true;
                 }
-                Outcome::Retryable(msg) => {
-                    m.failed[0].inc();
-                    (backoff.next_delay(), msg)
+                Err(Unready::Processor(why)) => {
+                    m.failed[3].inc();
+                    (backoff.next_delay(), why)
                 }
-                Outcome::Throttled(d) => {
-                    m.failed[1].inc();
-                    (d, format!("throttled for {d:?}"))
-                }
-                Outcome::Fault(msg) => {
-                    m.failed[2].inc();
-                    (backoff.next_delay(), msg)
+                Ok(Some((payload, items))) => {
+                    ready = Some((payload.clone(), items));
+                    let outcome = self
+                        .exporter
+                        .export(self.signal, items, attempt, payload)
+                        .await;
+                    match outcome {
+                        Outcome::Ok => {
+                            m.sent_items.add(items.into());
+                            m.sent_batches.inc();
+                            return true;
+                        }
+                        Outcome::Partial(rejected, msg) => {
+                            let rejected = rejected.min(items);
+                            m.sent_items.add((items - rejected).into());
+                            m.sent_batches.inc();
+                            m.dropped_rejected.add(rejected.into());
+                            tracing::warn!(exporter = name, signal = %self.signal, rejected, items, "backend rejected items: {msg}");
+                            return true;
+                        }
+                        Outcome::Permanent(msg) => {
+                            m.dropped_permanent.add(items.into());
+                            tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch after a permanent error: {msg}");
+                            return true;
+                        }
+                        Outcome::Retryable(msg) => {
+                            m.failed[0].inc();
+                            (backoff.next_delay(), msg)
+                        }
+                        Outcome::Throttled(d) => {
+                            m.failed[1].inc();
+                            (d, format!("throttled for {d:?}"))
+                        }
+                        Outcome::Fault(msg) => {
+                            m.failed[2].inc();
+                            (backoff.next_delay(), msg)
+                        }
+                    }
                 }
             };
             if started.elapsed() + delay > self.policy.max_elapsed {

@@ -71,7 +71,9 @@ pub fn status(err: &IngestError) -> Status {
         IngestError::Refused(Refusal::QueueFull(_)) => retry_later(format!("{err}; retry later")),
         IngestError::Refused(Refusal::NoExporter(_)) => Status::unimplemented(err.to_string()),
         // UNAVAILABLE is retryable for every OTLP client.
-        IngestError::Refused(Refusal::Storage(_)) => Status::unavailable(err.to_string()),
+        IngestError::Refused(Refusal::Storage(_)) | IngestError::Processor(_) => {
+            Status::unavailable(err.to_string())
+        }
     }
 }
 

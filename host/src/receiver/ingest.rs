@@ -8,6 +8,7 @@ use prost::Message;
 
 use super::wire;
 use crate::pipeline::{Pipeline, Refusal};
+use crate::processor::{IngestChain, Output};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
 
@@ -15,6 +16,8 @@ use crate::telemetry::{Counter, Telemetry};
 pub struct Launch<'a> {
     /// The pipeline every receiver feeds.
     pub pipeline: &'a Arc<Pipeline>,
+    /// The processors every accepted request goes through first.
+    pub chain: &'a Arc<IngestChain>,
     /// Where receivers register their counters.
     pub telemetry: &'a Telemetry,
     /// The daemon's server tasks; one ending is fatal to the daemon.
@@ -50,6 +53,7 @@ impl Launch<'_> {
         Ingest::new(
             receiver,
             self.pipeline.clone(),
+            self.chain.clone(),
             self.telemetry,
             max_request_bytes,
         )
@@ -86,6 +90,10 @@ pub enum IngestError {
     /// The pipeline refused it (queue full: RESOURCE_EXHAUSTED / 429; no exporter).
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A processor of the ingest chain failed on it and refuses it (UNAVAILABLE / 503: the
+    /// sender retries, nothing was accepted).
+    #[error("{0}; retry later")]
+    Processor(#[from] crate::processor::Fault),
 }
 
 impl IngestError {
@@ -97,6 +105,7 @@ impl IngestError {
             IngestError::Refused(Refusal::QueueFull(_)) => "queue_full",
             IngestError::Refused(Refusal::NoExporter(_)) => "no_exporter",
             IngestError::Refused(Refusal::Storage(_)) => "storage",
+            IngestError::Processor(_) => "processor",
         }
     }
 
@@ -108,7 +117,9 @@ impl IngestError {
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Refused(Refusal::QueueFull(_)) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Refused(Refusal::NoExporter(_)) => StatusCode::NOT_FOUND,
-            IngestError::Refused(Refusal::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Refused(Refusal::Storage(_)) | IngestError::Processor(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -128,12 +139,13 @@ pub struct Accepted {
 struct SignalCounters {
     accepted: Counter,
     rejected: Counter,
-    refused: [Counter; 5],
+    refused: [Counter; 6],
 }
 
 /// The entry point shared by all receivers of one kind.
 pub struct Ingest {
     pipeline: Arc<Pipeline>,
+    chain: Arc<IngestChain>,
     counters: [SignalCounters; 3],
     /// Largest request body, after decompression.
     pub max_request_bytes: usize,
@@ -143,12 +155,13 @@ pub struct Ingest {
 /// `Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-const REASONS: [&str; 5] = [
+const REASONS: [&str; 6] = [
     "invalid",
     "too_large",
     "queue_full",
     "no_exporter",
     "storage",
+    "processor",
 ];
 
 impl Ingest {
@@ -156,6 +169,7 @@ impl Ingest {
     pub fn new(
         receiver: &str,
         pipeline: Arc<Pipeline>,
+        chain: Arc<IngestChain>,
         telemetry: &Telemetry,
         max_request_bytes: usize,
     ) -> Arc<Self> {
@@ -183,6 +197,7 @@ impl Ingest {
         });
         Arc::new(Ingest {
             pipeline,
+            chain,
             counters,
             max_request_bytes,
         })
@@ -242,11 +257,31 @@ impl Ingest {
             signal,
             message: e.to_string(),
         })?;
-        let (body, items) = if summary.invalid == 0 {
+        let (mut body, mut items) = if summary.invalid == 0 {
             (body, summary.items)
         } else {
             (drop_invalid_spans(&body)?, summary.items - summary.invalid)
         };
+        // One chain for the whole request, even if a reload swaps it meanwhile.
+        let chain = self.chain.current();
+        if !chain.is_empty() {
+            // The sender hears about what it sent being accepted, not about what the
+            // processors kept of it (they count that themselves).
+            let sent = items;
+            if let Output::Replaced {
+                payload,
+                items: kept,
+            } = chain.run(signal, &body, items)?
+            {
+                (body, items) = (payload, kept);
+            }
+            self.pipeline.accept(signal, body, items).await?;
+            return Ok(Accepted {
+                items: sent,
+                rejected: summary.invalid,
+                message: summary.invalid_reason.unwrap_or_default(),
+            });
+        }
         self.pipeline.accept(signal, body, items).await?;
         Ok(Accepted {
             items,

@@ -39,7 +39,7 @@ fn error_response(format: Format, err: &IngestError) -> Response {
         IngestError::Invalid { .. } => 3,
         IngestError::TooLarge { .. } | IngestError::Refused(Refusal::QueueFull(_)) => 8,
         IngestError::Refused(Refusal::NoExporter(_)) => 12,
-        IngestError::Refused(Refusal::Storage(_)) => 14,
+        IngestError::Refused(Refusal::Storage(_)) | IngestError::Processor(_) => 14,
     };
     let mut resp = encode(format, err.http_status(), code, err.to_string());
     crate::receiver::add_retry_after(&mut resp);

@@ -1,0 +1,221 @@
+//! `filter`: drops spans, span events, log records, whole metrics or data points that meet
+//! conditions. Each drop is counted by the condition that caused it, and spans left without
+//! their parent in the same request are counted as orphaned, so a dropped parent never goes
+//! unnoticed.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::condition::{Item, ItemView, Match, MatchConfig, Target};
+use super::{Decoded, Native, Setup, Tally, otlp};
+use crate::signal::Signal;
+use crate::telemetry::Counter;
+
+/// `kind = "filter"`: what to drop, per kind of item.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterConfig {
+    spans: Option<MatchConfig>,
+    span_events: Option<MatchConfig>,
+    log_records: Option<MatchConfig>,
+    metrics: Option<MatchConfig>,
+    data_points: Option<MatchConfig>,
+}
+
+/// A condition set and a counter per condition that can decide.
+struct Rule {
+    matcher: Match,
+    counters: Vec<Counter>,
+}
+
+impl Rule {
+    /// Whether the item goes; counted by the condition that sent it.
+    fn drops(&self, view: &ItemView<'_>) -> bool {
+        match self.matcher.first(view) {
+            Some(i) => {
+                self.counters[i.min(self.counters.len() - 1)].inc();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+struct Filter {
+    spans: Option<Rule>,
+    span_events: Option<Rule>,
+    log_records: Option<Rule>,
+    metrics: Option<Rule>,
+    data_points: Option<Rule>,
+    orphans: Counter,
+}
+
+/// Builds a `filter` processor.
+pub fn build(s: &Setup<'_>) -> Result<Box<dyn Native>, Vec<String>> {
+    let c: FilterConfig = s.parse()?;
+    let mut errors = Vec::new();
+    let mut rule = |key: &str, m: &Option<MatchConfig>, target: Target, signal: Signal| {
+        let m = m.as_ref()?;
+        let matcher = m.compile(&format!("{}.{key}", s.path), target, &mut errors)?;
+        let n = if m.all.is_empty() { m.any.len() } else { 1 };
+        let counters = (0..n)
+            .map(|i| {
+                s.counter(
+                    "ferry_processor_filtered_total",
+                    "Items a filter dropped (span events and metrics count as one each), by the condition that matched.",
+                    &[("signal", signal.as_str()), ("rule", &format!("{key}.{}", matcher.label(i)))],
+                )
+            })
+            .collect();
+        Some(Rule { matcher, counters })
+    };
+    let f = Filter {
+        spans: rule("spans", &c.spans, Target::Span, Signal::Traces),
+        span_events: rule(
+            "span_events",
+            &c.span_events,
+            Target::SpanEvent,
+            Signal::Traces,
+        ),
+        log_records: rule(
+            "log_records",
+            &c.log_records,
+            Target::LogRecord,
+            Signal::Logs,
+        ),
+        metrics: rule("metrics", &c.metrics, Target::Metric, Signal::Metrics),
+        data_points: rule(
+            "data_points",
+            &c.data_points,
+            Target::DataPoint,
+            Signal::Metrics,
+        ),
+        orphans: s.counter(
+            "ferry_processor_orphaned_spans_total",
+            "Spans a filter kept whose parent it dropped from the same request.",
+            &[],
+        ),
+    };
+    if [
+        &c.spans,
+        &c.span_events,
+        &c.log_records,
+        &c.metrics,
+        &c.data_points,
+    ]
+    .iter()
+    .all(|m| m.is_none())
+    {
+        errors.push(format!(
+            "{}: set at least one of spans, span_events, log_records, metrics, data_points",
+            s.path
+        ));
+    }
+    if errors.is_empty() {
+        Ok(Box::new(f))
+    } else {
+        Err(errors)
+    }
+}
+
+impl Native for Filter {
+    fn handles(&self, signal: Signal) -> bool {
+        match signal {
+            Signal::Traces => self.spans.is_some() || self.span_events.is_some(),
+            Signal::Logs => self.log_records.is_some(),
+            Signal::Metrics => self.metrics.is_some() || self.data_points.is_some(),
+        }
+    }
+
+    fn process(&self, data: &mut Decoded) -> Tally {
+        let mut t = Tally::default();
+        match data {
+            Decoded::Traces(r) => {
+                // Spans first, so a dropped span's events are not also counted as edited.
+                if let Some(rule) = &self.spans {
+                    let mut gone = HashSet::new();
+                    t.dropped = otlp::retain_spans(r, |resource, scope, span| {
+                        let drop = rule.drops(&ItemView {
+                            resource,
+                            scope,
+                            item: Item::Span(span),
+                        });
+                        if drop {
+                            gone.insert(span.span_id.clone());
+                        }
+                        !drop
+                    });
+                    if !gone.is_empty() {
+                        let mut orphans = 0;
+                        otlp::each_span(r, |_, _, s| {
+                            orphans += u64::from(gone.contains(&s.parent_span_id))
+                        });
+                        self.orphans.add(orphans);
+                    }
+                }
+                if let Some(rule) = &self.span_events {
+                    otlp::each_span(r, |resource, scope, span| {
+                        let before = span.events.len();
+                        span.events.retain(|e| {
+                            !rule.drops(&ItemView {
+                                resource,
+                                scope,
+                                item: Item::SpanEvent(e),
+                            })
+                        });
+                        t.modified += u64::from(span.events.len() != before);
+                    });
+                }
+            }
+            Decoded::Logs(r) => {
+                if let Some(rule) = &self.log_records {
+                    t.dropped = otlp::retain_logs(r, |resource, scope, log| {
+                        !rule.drops(&ItemView {
+                            resource,
+                            scope,
+                            item: Item::LogRecord(log),
+                        })
+                    });
+                }
+            }
+            Decoded::Metrics(r) => {
+                for rm in &mut r.resource_metrics {
+                    let resource = rm
+                        .resource
+                        .as_ref()
+                        .map(|r| &r.attributes[..])
+                        .unwrap_or(&[]);
+                    for sm in &mut rm.scope_metrics {
+                        let scope = sm.scope.as_ref().map(|s| &s.attributes[..]).unwrap_or(&[]);
+                        if let Some(rule) = &self.metrics {
+                            sm.metrics.retain(|m| {
+                                let drop = rule.drops(&ItemView {
+                                    resource,
+                                    scope,
+                                    item: Item::Metric(m),
+                                });
+                                if drop {
+                                    t.dropped += otlp::point_count(m) as u64;
+                                }
+                                !drop
+                            });
+                        }
+                        if let Some(rule) = &self.data_points {
+                            for m in &mut sm.metrics {
+                                t.dropped += otlp::retain_points(m, |metric, attrs| {
+                                    !rule.drops(&ItemView {
+                                        resource,
+                                        scope,
+                                        item: Item::DataPoint(metric, attrs),
+                                    })
+                                }) as u64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        t
+    }
+}

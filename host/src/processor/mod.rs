@@ -1,0 +1,419 @@
+//! Processors: reshape telemetry between the receivers and the queue (the ingest chain,
+//! `[pipeline] processors`) or between the queue and one exporter (an exporter chain,
+//! `[exporters.NAME] processors`).
+//!
+//! A chain with nothing for a signal costs nothing for it: the request is never decoded. A
+//! run of native processors decodes a request once, lets each edit it in place, and encodes
+//! it once, only if one of them changed something. Each built-in kind is one module here plus
+//! one entry in [`KINDS`].
+
+pub mod attributes;
+pub mod condition;
+pub mod filter;
+pub mod limit;
+pub mod otlp;
+pub mod redact;
+pub mod sample;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::signal::Signal;
+use crate::telemetry::{Counter, Histogram, Telemetry};
+pub use otlp::Decoded;
+
+/// A native processor: edits a decoded request in place.
+pub trait Native: Send + Sync {
+    /// Whether it acts on `signal`; other signals pass it untouched (and undecoded).
+    fn handles(&self, signal: Signal) -> bool;
+    /// Edits `data`; says how many items it dropped and how many of the rest it changed.
+    fn process(&self, data: &mut Decoded) -> Tally;
+}
+
+/// What one processor did to one request, in items of its signal.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Items removed.
+    pub dropped: u64,
+    /// Items kept but changed.
+    pub modified: u64,
+}
+
+/// What a processor kind is built from.
+pub struct Setup<'a> {
+    /// Key path of its section (`processors.NAME`), for errors.
+    pub path: String,
+    /// The processor's name, a metric label.
+    pub name: &'a str,
+    /// Its settings: the section without `kind` and `on_error`.
+    pub settings: &'a toml::Table,
+    /// Where it registers its own counters.
+    pub telemetry: &'a Telemetry,
+}
+
+impl Setup<'_> {
+    /// The settings as the kind's config type, or every error with its key path.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Vec<String>> {
+        crate::units::at_path(&self.path, &toml::Value::Table(self.settings.clone()))
+            .map_err(|e| vec![e])
+    }
+
+    /// A counter labelled with this processor's name and `labels`.
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Counter {
+        let mut l = vec![("processor", self.name)];
+        l.extend_from_slice(labels);
+        self.telemetry.counter(name, help, &l)
+    }
+}
+
+/// Builds a processor of one kind, or says everything wrong with its settings.
+pub type Build = fn(&Setup<'_>) -> Result<Box<dyn Native>, Vec<String>>;
+
+/// A built-in processor kind.
+pub struct Kind {
+    /// Its `kind = "..."` name.
+    pub name: &'static str,
+    /// How it is built.
+    pub build: Build,
+}
+
+/// Every built-in kind.
+pub const KINDS: &[Kind] = &[
+    Kind {
+        name: "attributes",
+        build: attributes::build_attributes,
+    },
+    Kind {
+        name: "resource",
+        build: attributes::build_resource,
+    },
+    Kind {
+        name: "filter",
+        build: filter::build,
+    },
+    Kind {
+        name: "sample",
+        build: sample::build,
+    },
+    Kind {
+        name: "redact",
+        build: redact::build,
+    },
+    Kind {
+        name: "limit",
+        build: limit::build,
+    },
+];
+
+/// What happens to data a processor fails on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Refuse it: an ingest chain answers the sender with a retryable error (nothing is
+    /// accepted); an exporter chain counts a failed attempt and retries under the exporter's
+    /// retry policy.
+    #[default]
+    Refuse,
+    /// Forward it as it was before this processor (counted).
+    Pass,
+    /// Drop it (counted).
+    Drop,
+}
+
+/// `[processors.NAME]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ProcessorConfig {
+    /// Which built-in kind.
+    pub kind: String,
+    /// What happens to data the processor fails on.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The kind's own settings.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+/// `[processors]`: every processor defined, by name.
+pub type Processors = BTreeMap<String, ProcessorConfig>;
+
+impl ProcessorConfig {
+    fn build(&self, name: &str, telemetry: &Telemetry) -> Result<Box<dyn Native>, Vec<String>> {
+        let path = format!("processors.{name}");
+        let kind = KINDS.iter().find(|k| k.name == self.kind).ok_or_else(|| {
+            let names: Vec<_> = KINDS.iter().map(|k| k.name).collect();
+            vec![format!(
+                "{path}.kind: unknown processor kind {:?} (expected one of {})",
+                self.kind,
+                names.join(", ")
+            )]
+        })?;
+        (kind.build)(&Setup {
+            path,
+            name,
+            settings: &self.settings,
+            telemetry,
+        })
+    }
+}
+
+/// Adds what is wrong with `[processors]` to `errors`.
+pub fn check(processors: &Processors, errors: &mut Vec<String>) {
+    let scratch = Telemetry::default();
+    for (name, p) in processors {
+        if let Err(e) = p.build(name, &scratch) {
+            errors.extend(e);
+        }
+    }
+}
+
+/// Adds to `errors` each name in the chain at `path` that `processors` does not define.
+pub fn check_chain(
+    path: &str,
+    chain: &[String],
+    processors: &Processors,
+    errors: &mut Vec<String>,
+) {
+    for (i, name) in chain.iter().enumerate() {
+        if !processors.contains_key(name) {
+            errors.push(format!(
+                "{path}[{i}]: no processor named {name:?} is defined (add a [processors.{name}] section)"
+            ));
+        }
+    }
+}
+
+/// A processor failed on a request and its policy is to refuse it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("processor {processor:?} failed: {message}")]
+pub struct Fault {
+    /// The processor's name.
+    pub processor: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What a chain made of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Nothing changed: forward the original bytes.
+    Unchanged,
+    /// Forward these bytes, holding this many items (none: nothing to forward).
+    Replaced {
+        /// The new request.
+        payload: Bytes,
+        /// Its items.
+        items: u32,
+    },
+}
+
+struct Counts {
+    kept: Counter,
+    dropped: Counter,
+    modified: Counter,
+    faults: Counter,
+}
+
+struct Link {
+    name: String,
+    on_error: OnError,
+    native: Box<dyn Native>,
+    counts: [Counts; 3],
+    duration: Histogram,
+}
+
+impl Link {
+    fn count(&self, signal: Signal, items: u64, t: Tally) {
+        let c = &self.counts[signal.index()];
+        c.dropped.add(t.dropped);
+        c.modified.add(t.modified);
+        c.kept.add(items.saturating_sub(t.dropped + t.modified));
+    }
+}
+
+/// Processors applied in order.
+#[derive(Default)]
+pub struct Chain {
+    links: Vec<Link>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.links.iter().map(|l| &l.name))
+            .finish()
+    }
+}
+
+impl Chain {
+    /// The chain of the processors named `names`, all defined in `processors` (the config
+    /// was checked).
+    pub fn build(
+        names: &[String],
+        processors: &Processors,
+        telemetry: &Telemetry,
+    ) -> Result<Chain, Vec<String>> {
+        let mut links = Vec::new();
+        let mut errors = Vec::new();
+        for name in names {
+            let Some(p) = processors.get(name) else {
+                errors.push(format!("no processor named {name:?} is defined"));
+                continue;
+            };
+            match p.build(name, telemetry) {
+                Ok(native) => links.push(Link {
+                    name: name.clone(),
+                    on_error: p.on_error,
+                    native,
+                    counts: Signal::ALL.map(|s| {
+                        let l = [("processor", name.as_str()), ("signal", s.as_str())];
+                        let items = |outcome| {
+                            telemetry.counter(
+                                "ferry_processor_items_total",
+                                "Items seen by a processor, by outcome (kept unchanged, modified, dropped).",
+                                &[l[0], l[1], ("outcome", outcome)],
+                            )
+                        };
+                        Counts {
+                            kept: items("kept"),
+                            dropped: items("dropped"),
+                            modified: items("modified"),
+                            faults: telemetry.counter(
+                                "ferry_processor_faults_total",
+                                "Requests or batches a processor failed on (then handled per its on_error).",
+                                &l,
+                            ),
+                        }
+                    }),
+                    duration: telemetry.histogram(
+                        "ferry_processor_duration_seconds",
+                        "Time a processor spent on one request or batch.",
+                        &[("processor", name.as_str())],
+                    ),
+                }),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Chain { links })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether the chain has no processor at all.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Whether any processor of the chain acts on `signal`.
+    pub fn handles(&self, signal: Signal) -> bool {
+        self.links.iter().any(|l| l.native.handles(signal))
+    }
+
+    /// Runs the chain over one request of `signal` holding `items` items.
+    pub fn run(&self, signal: Signal, payload: &Bytes, items: u32) -> Result<Output, Fault> {
+        let mut decoded: Option<Decoded> = None;
+        let mut items = u64::from(items);
+        let mut changed = false;
+        for link in self.links.iter().filter(|l| l.native.handles(signal)) {
+            let started = Instant::now();
+            let data = match &mut decoded {
+                Some(d) => d,
+                None => match Decoded::decode(signal, payload) {
+                    Ok(d) => decoded.insert(d),
+                    Err(e) => {
+                        // The request cannot be decoded by any later processor either.
+                        link.counts[signal.index()].faults.inc();
+                        let message = format!("the {signal} request does not decode: {e}");
+                        tracing::warn!(processor = link.name.as_str(), on_error = ?link.on_error, "{message}");
+                        return match link.on_error {
+                            OnError::Refuse => Err(Fault {
+                                processor: link.name.clone(),
+                                message,
+                            }),
+                            OnError::Pass => Ok(Output::Unchanged),
+                            OnError::Drop => {
+                                link.count(
+                                    signal,
+                                    items,
+                                    Tally {
+                                        dropped: items,
+                                        modified: 0,
+                                    },
+                                );
+                                Ok(Output::Replaced {
+                                    payload: Bytes::new(),
+                                    items: 0,
+                                })
+                            }
+                        };
+                    }
+                },
+            };
+            let tally = link.native.process(data);
+            link.duration.observe(started.elapsed());
+            link.count(signal, items, tally);
+            items = items.saturating_sub(tally.dropped);
+            changed |= tally.dropped > 0 || tally.modified > 0;
+        }
+        match decoded {
+            Some(mut d) if changed => {
+                d.prune();
+                Ok(Output::Replaced {
+                    payload: d.encode(),
+                    items: u32::try_from(items).unwrap_or(u32::MAX),
+                })
+            }
+            _ => Ok(Output::Unchanged),
+        }
+    }
+}
+
+/// The ingest chain, swapped whole on reload: each request runs wholly on the chain it
+/// found when it started.
+#[derive(Debug, Default)]
+pub struct IngestChain(RwLock<Arc<Chain>>);
+
+impl IngestChain {
+    /// Starts with `chain`.
+    pub fn new(chain: Chain) -> Arc<Self> {
+        Arc::new(IngestChain(RwLock::new(Arc::new(chain))))
+    }
+
+    /// The chain now in force.
+    pub fn current(&self) -> Arc<Chain> {
+        self.0.read().expect("ingest chain lock").clone()
+    }
+
+    /// Puts `chain` in force for every request that starts from now on.
+    pub fn swap(&self, chain: Chain) {
+        *self.0.write().expect("ingest chain lock") = Arc::new(chain);
+    }
+}
+
+/// An exporter chain runs on each batch read for its exporter.
+impl crate::pipeline::router::Process for Chain {
+    fn process(
+        &self,
+        batch: &crate::pipeline::Batch,
+    ) -> Result<Option<crate::pipeline::Batch>, String> {
+        match self.run(batch.signal, &batch.payload, batch.items) {
+            Ok(Output::Unchanged) => Ok(None),
+            Ok(Output::Replaced { payload, items }) => Ok(Some(crate::pipeline::Batch::new(
+                batch.signal,
+                items,
+                payload,
+            ))),
+            Err(fault) => Err(fault.to_string()),
+        }
+    }
+}

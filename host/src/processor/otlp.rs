@@ -1,0 +1,333 @@
+//! A batch decoded once for a run of native processors, and the walks they share over its
+//! items: spans (and their events), log records, metrics and their data points.
+
+use bytes::Bytes;
+use ferry_proto::common::{AnyValue, KeyValue, any_value};
+use ferry_proto::logs_service::ExportLogsServiceRequest;
+use ferry_proto::metrics::{Metric, metric};
+use ferry_proto::metrics_service::ExportMetricsServiceRequest;
+use ferry_proto::trace_service::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::signal::Signal;
+
+/// One OTLP export request, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Spans.
+    Traces(ExportTraceServiceRequest),
+    /// Metrics.
+    Metrics(ExportMetricsServiceRequest),
+    /// Log records.
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Decoded {
+    /// Decodes `bytes` as an export request of `signal`.
+    pub fn decode(signal: Signal, bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Ok(match signal {
+            Signal::Traces => Decoded::Traces(ExportTraceServiceRequest::decode(bytes)?),
+            Signal::Metrics => Decoded::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
+            Signal::Logs => Decoded::Logs(ExportLogsServiceRequest::decode(bytes)?),
+        })
+    }
+
+    /// The request as protobuf bytes.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Decoded::Traces(r) => r.encode_to_vec(),
+            Decoded::Metrics(r) => r.encode_to_vec(),
+            Decoded::Logs(r) => r.encode_to_vec(),
+        }
+        .into()
+    }
+
+    /// Its signal.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Decoded::Traces(_) => Signal::Traces,
+            Decoded::Metrics(_) => Signal::Metrics,
+            Decoded::Logs(_) => Signal::Logs,
+        }
+    }
+
+    /// Spans, data points or log records in it.
+    pub fn items(&self) -> u64 {
+        let n: usize = match self {
+            Decoded::Traces(r) => r
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum(),
+            Decoded::Metrics(r) => r
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(point_count)
+                .sum(),
+            Decoded::Logs(r) => r
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum(),
+        };
+        n as u64
+    }
+
+    /// Removes resource and scope groups left without items, so that what is forwarded has
+    /// no empty shells.
+    pub fn prune(&mut self) {
+        match self {
+            Decoded::Traces(r) => {
+                for rs in &mut r.resource_spans {
+                    rs.scope_spans.retain(|s| !s.spans.is_empty());
+                }
+                r.resource_spans.retain(|r| !r.scope_spans.is_empty());
+            }
+            Decoded::Metrics(r) => {
+                for rm in &mut r.resource_metrics {
+                    for sm in &mut rm.scope_metrics {
+                        sm.metrics.retain(|m| point_count(m) > 0);
+                    }
+                    rm.scope_metrics.retain(|s| !s.metrics.is_empty());
+                }
+                r.resource_metrics.retain(|r| !r.scope_metrics.is_empty());
+            }
+            Decoded::Logs(r) => {
+                for rl in &mut r.resource_logs {
+                    rl.scope_logs.retain(|s| !s.log_records.is_empty());
+                }
+                r.resource_logs.retain(|r| !r.scope_logs.is_empty());
+            }
+        }
+    }
+
+    /// Calls `f` with the attributes of every resource.
+    pub fn each_resource(&mut self, mut f: impl FnMut(&mut Vec<KeyValue>)) {
+        let mut on = |r: &mut Option<ferry_proto::resource::Resource>| {
+            f(&mut r.get_or_insert_with(Default::default).attributes)
+        };
+        match self {
+            Decoded::Traces(r) => r
+                .resource_spans
+                .iter_mut()
+                .for_each(|x| on(&mut x.resource)),
+            Decoded::Metrics(r) => r
+                .resource_metrics
+                .iter_mut()
+                .for_each(|x| on(&mut x.resource)),
+            Decoded::Logs(r) => r.resource_logs.iter_mut().for_each(|x| on(&mut x.resource)),
+        }
+    }
+}
+
+/// Data points of a metric, whatever its type.
+pub fn point_count(m: &Metric) -> usize {
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }
+}
+
+/// Keeps the data points of `m` for which `keep` (given their attributes) is true; returns how
+/// many were removed.
+pub fn retain_points(m: &mut Metric, mut keep: impl FnMut(&Metric, &[KeyValue]) -> bool) -> usize {
+    let before = point_count(m);
+    let Some(mut data) = m.data.take() else {
+        return 0;
+    };
+    let view = &*m;
+    match &mut data {
+        metric::Data::Gauge(g) => g.data_points.retain(|p| keep(view, &p.attributes)),
+        metric::Data::Sum(s) => s.data_points.retain(|p| keep(view, &p.attributes)),
+        metric::Data::Histogram(h) => h.data_points.retain(|p| keep(view, &p.attributes)),
+        metric::Data::ExponentialHistogram(h) => {
+            h.data_points.retain(|p| keep(view, &p.attributes))
+        }
+        metric::Data::Summary(s) => s.data_points.retain(|p| keep(view, &p.attributes)),
+    }
+    m.data = Some(data);
+    before - point_count(m)
+}
+
+/// Calls `f` with the metric (without its data) and the attributes of each of its data points.
+pub fn each_point_attrs(m: &mut Metric, mut f: impl FnMut(&Metric, &mut Vec<KeyValue>)) {
+    let Some(mut data) = m.data.take() else {
+        return;
+    };
+    let view = &*m;
+    match &mut data {
+        metric::Data::Gauge(g) => g
+            .data_points
+            .iter_mut()
+            .for_each(|p| f(view, &mut p.attributes)),
+        metric::Data::Sum(s) => s
+            .data_points
+            .iter_mut()
+            .for_each(|p| f(view, &mut p.attributes)),
+        metric::Data::Histogram(h) => h
+            .data_points
+            .iter_mut()
+            .for_each(|p| f(view, &mut p.attributes)),
+        metric::Data::ExponentialHistogram(h) => h
+            .data_points
+            .iter_mut()
+            .for_each(|p| f(view, &mut p.attributes)),
+        metric::Data::Summary(s) => s
+            .data_points
+            .iter_mut()
+            .for_each(|p| f(view, &mut p.attributes)),
+    }
+    m.data = Some(data);
+}
+
+/// The value of attribute `key`, if present.
+pub fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// The resource's `service.name`, or "" without one.
+pub fn service(resource: &[KeyValue]) -> &str {
+    match get(resource, "service.name") {
+        Some(any_value::Value::StringValue(s)) => s,
+        _ => "",
+    }
+}
+
+/// An attribute value as text, the form that regexes, hashes and masks act on: strings as
+/// they are, numbers and booleans as they print, anything else as its protobuf bytes in hex.
+pub fn text(v: &any_value::Value) -> std::borrow::Cow<'_, str> {
+    use any_value::Value as V;
+    match v {
+        V::StringValue(s) => s.as_str().into(),
+        V::IntValue(i) => i.to_string().into(),
+        V::DoubleValue(d) => d.to_string().into(),
+        V::BoolValue(b) => b.to_string().into(),
+        V::BytesValue(b) => hex(b).into(),
+        other => hex(&AnyValue {
+            value: Some(other.clone()),
+        }
+        .encode_to_vec())
+        .into(),
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A string attribute value.
+pub fn string(s: impl Into<String>) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s.into())),
+    })
+}
+
+fn attrs_of<T>(r: &Option<T>, f: impl Fn(&T) -> &[KeyValue]) -> &[KeyValue] {
+    r.as_ref().map(f).unwrap_or(&[])
+}
+
+/// Calls `f` with each span and the attributes of its resource and scope.
+pub fn each_span(
+    req: &mut ExportTraceServiceRequest,
+    mut f: impl FnMut(&[KeyValue], &[KeyValue], &mut ferry_proto::trace::Span),
+) {
+    for rs in &mut req.resource_spans {
+        let res = attrs_of(&rs.resource, |r| &r.attributes);
+        for ss in &mut rs.scope_spans {
+            let scope = attrs_of(&ss.scope, |s| &s.attributes);
+            ss.spans.iter_mut().for_each(|s| f(res, scope, s));
+        }
+    }
+}
+
+/// Keeps the spans for which `keep` is true; returns how many were removed.
+pub fn retain_spans(
+    req: &mut ExportTraceServiceRequest,
+    mut keep: impl FnMut(&[KeyValue], &[KeyValue], &ferry_proto::trace::Span) -> bool,
+) -> u64 {
+    let mut dropped = 0;
+    for rs in &mut req.resource_spans {
+        let res = attrs_of(&rs.resource, |r| &r.attributes);
+        for ss in &mut rs.scope_spans {
+            let scope = attrs_of(&ss.scope, |s| &s.attributes);
+            let before = ss.spans.len();
+            ss.spans.retain(|s| keep(res, scope, s));
+            dropped += (before - ss.spans.len()) as u64;
+        }
+    }
+    dropped
+}
+
+/// Calls `f` with each log record and the attributes of its resource and scope.
+pub fn each_log(
+    req: &mut ExportLogsServiceRequest,
+    mut f: impl FnMut(&[KeyValue], &[KeyValue], &mut ferry_proto::logs::LogRecord),
+) {
+    for rl in &mut req.resource_logs {
+        let res = attrs_of(&rl.resource, |r| &r.attributes);
+        for sl in &mut rl.scope_logs {
+            let scope = attrs_of(&sl.scope, |s| &s.attributes);
+            sl.log_records.iter_mut().for_each(|l| f(res, scope, l));
+        }
+    }
+}
+
+/// Keeps the log records for which `keep` is true; returns how many were removed.
+pub fn retain_logs(
+    req: &mut ExportLogsServiceRequest,
+    mut keep: impl FnMut(&[KeyValue], &[KeyValue], &ferry_proto::logs::LogRecord) -> bool,
+) -> u64 {
+    let mut dropped = 0;
+    for rl in &mut req.resource_logs {
+        let res = attrs_of(&rl.resource, |r| &r.attributes);
+        for sl in &mut rl.scope_logs {
+            let scope = attrs_of(&sl.scope, |s| &s.attributes);
+            let before = sl.log_records.len();
+            sl.log_records.retain(|l| keep(res, scope, l));
+            dropped += (before - sl.log_records.len()) as u64;
+        }
+    }
+    dropped
+}
+
+/// Calls `f` with each metric and the attributes of its resource and scope.
+pub fn each_metric(
+    req: &mut ExportMetricsServiceRequest,
+    mut f: impl FnMut(&[KeyValue], &[KeyValue], &mut Metric),
+) {
+    for rm in &mut req.resource_metrics {
+        let res = attrs_of(&rm.resource, |r| &r.attributes);
+        for sm in &mut rm.scope_metrics {
+            let scope = attrs_of(&sm.scope, |s| &s.attributes);
+            sm.metrics.iter_mut().for_each(|m| f(res, scope, m));
+        }
+    }
+}
+
+/// An attribute.
+pub fn kv(key: impl Into<String>, value: Option<AnyValue>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value,
+        ..Default::default()
+    }
+}
