@@ -338,6 +338,12 @@ pub fn build_attributes(s: &Setup<'_>) -> Result<Box<dyn Native>, Vec<String>> {
     }
     if !errors.is_empty() {
         errors.dedup();
+        if errors.iter().any(|e| e.contains(" have no ")) {
+            errors.push(format!(
+                "{}.apply_to: include and exclude must fit every kind of item listed here                  (default: spans, span_events, log_records, data_points)",
+                s.path
+            ));
+        }
         return Err(errors);
     }
     Ok(Box::new(Attributes { actions, scopes }))

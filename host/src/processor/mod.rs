@@ -417,3 +417,6 @@ impl crate::pipeline::router::Process for Chain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
