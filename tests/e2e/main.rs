@@ -18,6 +18,7 @@ mod jaeger;
 mod opencensus;
 mod otel_sdk;
 mod plugin_cli;
+mod processors;
 mod reliability;
 mod sandbox;
 mod sandbox_limits;

@@ -1,7 +1,7 @@
 """Sends traces, metrics and logs to Ferry with the real OpenTelemetry Python SDK.
 
 Usage: otel_send.py --protocol grpc|http --endpoint http://127.0.0.1:PORT --run RUN_ID
-       [--spans-per-trace N] [--traces N]
+       [--traces N]
 
 Prints, as JSON on stdout, what the SDK created (recorded by an in-memory span exporter next
 to the OTLP one), so the test can compare it field by field with what arrived downstream.
@@ -93,7 +93,8 @@ def main():
         with tracer.start_as_current_span(
             f"checkout-{t}", kind=SpanKind.SERVER,
             attributes={"http.route": "/checkout", "retry.count": t, "cart.total": 12.5 + t,
-                        "user.premium": t % 2 == 0, "items": ["apple", "pear"]},
+                        "user.premium": t % 2 == 0, "items": ["apple", "pear"],
+                        "user.email": f"user{t}@example.com"},
         ) as root:
             root.add_event("cache miss", {"cache.key": f"cart:{t}", "cache.size": 3})
             with tracer.start_as_current_span("db.query", kind=SpanKind.CLIENT,
@@ -101,10 +102,12 @@ def main():
                 pass
             with tracer.start_as_current_span("charge", kind=SpanKind.INTERNAL) as charge:
                 charge.set_status(Status(StatusCode.ERROR, "card declined"))
-                log.warning("payment failed for order %d", t, extra={"order.id": t, "payment.provider": "acme"})
+                card = "4111 1111 1111 1111"
+                log.warning("payment failed for order %d", t,
+                            extra={"order.id": t, "payment.provider": "acme", "payment.card": card})
                 ctx = charge.get_span_context()
                 sent_logs.append({"body": f"payment failed for order {t}", "severity": "WARN",
-                                  "attributes": {"order.id": t, "payment.provider": "acme"},
+                                  "attributes": {"order.id": t, "payment.provider": "acme", "payment.card": card},
                                   "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"})
     log.info("e2e run %s finished", args.run, extra={"e2e.phase": "done"})
     sent_logs.append({"body": f"e2e run {args.run} finished", "severity": "INFO",
