@@ -19,6 +19,7 @@ mod opencensus;
 mod otel_sdk;
 mod plugin_cli;
 mod processors;
+mod processors_under_load;
 mod reliability;
 mod sandbox;
 mod sandbox_limits;
