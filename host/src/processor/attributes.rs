@@ -340,7 +340,7 @@ pub fn build_attributes(s: &Setup<'_>) -> Result<Box<dyn Native>, Vec<String>> {
         errors.dedup();
         if errors.iter().any(|e| e.contains(" have no ")) {
             errors.push(format!(
-                "{}.apply_to: include and exclude must fit every kind of item listed here                  (default: spans, span_events, log_records, data_points)",
+                "{}.apply_to: include and exclude must fit every kind of item listed here (default: spans, span_events, log_records, data_points)",
                 s.path
             ));
         }

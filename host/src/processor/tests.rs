@@ -586,3 +586,35 @@ fn encoding_round_trips() {
     );
     let _ = Status::default();
 }
+
+/// The ```toml blocks of the README section headed `heading`.
+fn readme_toml(heading: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find(&format!("\n## {heading}\n")).expect("section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_readme_examples_are_valid_configs() {
+    let processors = readme_toml("Processors");
+    assert!(processors.contains("kind = \"limit\""));
+    let c =
+        crate::config::Config::parse(&processors).unwrap_or_else(|e| panic!("{e}\n{processors}"));
+    for kind in KINDS {
+        assert!(
+            c.processors.values().any(|p| p.kind == kind.name),
+            "no README example of {}",
+            kind.name
+        );
+    }
+    let main = readme_toml("Configuration");
+    crate::config::Config::parse(&main).unwrap_or_else(|e| panic!("{e}\n{main}"));
+}
