@@ -1,7 +1,7 @@
 // Write Ferry exporter plugins in JavaScript.
 //
 // A plugin is an ES module that exports `exporter`, built into a WebAssembly component for the
-// world ferry:plugin/exporter-plugin@0.2.0 by componentize-js:
+// world ferry:plugin/exporter-plugin@0.3.0 by componentize-js:
 //
 //   componentize-js app.js --wit wit --world-name exporter-plugin -d fetch-event -o my.wasm
 //
@@ -15,7 +15,7 @@
 // HTTP is `fetch` (the host checks every request against the exporter's allowed_hosts);
 // `export` may be async: componentize-js runs the event loop until its promise settles.
 
-import { log as hostLog } from 'ferry:plugin/host@0.2.0';
+import { log as hostLog } from 'ferry:plugin/host@0.3.0';
 
 /** `init` refuses the config: the daemon reports the message and does not start. */
 export class ConfigError extends Error {}

@@ -40,7 +40,7 @@ pub mod otlp;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "ferry:plugin/exporter-plugin@0.2.0",
+        world: "ferry:plugin/exporter-plugin@0.3.0",
         with: {
             "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
             "wasi:http/types@0.2.12": wasip2::http::types,
@@ -55,7 +55,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::ferry::plugin0_2_0::types::{
+pub use bindings::ferry::plugin0_3_0::types::{
     BatchMeta, Encoding, ExportError, LogLevel, Manifest, Signal,
 };
 pub use ferry_proto as proto;
@@ -75,12 +75,12 @@ impl Manifest {
 /// The batch being exported, held by the host for the length of the `export` call.
 #[derive(Clone, Copy)]
 pub struct Batch<'a> {
-    handle: &'a bindings::ferry::plugin0_2_0::batches::Batch,
+    handle: &'a bindings::ferry::plugin0_3_0::batches::Batch,
 }
 
 impl<'a> Batch<'a> {
     #[doc(hidden)]
-    pub fn new(handle: &'a bindings::ferry::plugin0_2_0::batches::Batch) -> Self {
+    pub fn new(handle: &'a bindings::ferry::plugin0_3_0::batches::Batch) -> Self {
         Batch { handle }
     }
 
@@ -148,7 +148,7 @@ macro_rules! export {
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
 
-            impl $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest for __FerryPlugin {
+            impl $crate::bindings::exports::ferry::plugin0_3_0::exporter::Guest for __FerryPlugin {
                 fn describe() -> $crate::Manifest {
                     <$t as $crate::Exporter>::manifest()
                 }
@@ -161,7 +161,7 @@ macro_rules! export {
 
                 fn export(
                     meta: $crate::BatchMeta,
-                    batch: &$crate::bindings::ferry::plugin0_2_0::batches::Batch,
+                    batch: &$crate::bindings::ferry::plugin0_3_0::batches::Batch,
                 ) -> ::core::result::Result<(), $crate::ExportError> {
                     __FERRY_STATE.with(|s| match s.borrow_mut().as_mut() {
                         ::core::option::Option::Some(state) => {
@@ -192,13 +192,13 @@ macro_rules! export {
             static __FERRY_NATIVE: (
                 fn() -> $crate::Manifest,
                 fn(::std::string::String) -> ::core::result::Result<(), ::std::string::String>,
-                fn($crate::BatchMeta, &$crate::bindings::ferry::plugin0_2_0::batches::Batch) -> ::core::result::Result<(), $crate::ExportError>,
+                fn($crate::BatchMeta, &$crate::bindings::ferry::plugin0_3_0::batches::Batch) -> ::core::result::Result<(), $crate::ExportError>,
                 fn(),
             ) = (
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::describe,
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::init,
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::export,
-                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_2_0::exporter::Guest>::shutdown,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_3_0::exporter::Guest>::describe,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_3_0::exporter::Guest>::init,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_3_0::exporter::Guest>::export,
+                <__FerryPlugin as $crate::bindings::exports::ferry::plugin0_3_0::exporter::Guest>::shutdown,
             );
         };
     };

@@ -1,7 +1,7 @@
 //! Logging into the daemon's log; each line is tagged with the exporter's name by the host.
 
 use crate::LogLevel;
-use crate::bindings::ferry::plugin0_2_0::host;
+use crate::bindings::ferry::plugin0_3_0::host;
 
 /// Logs `message` at `level`.
 pub fn log(level: LogLevel, message: &str) {

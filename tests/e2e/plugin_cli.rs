@@ -87,7 +87,7 @@ fn inspect_reports_contract_manifest_and_imports_of_each_example() {
             Some(std::fs::metadata(&wasm).unwrap().len())
         );
         assert_eq!(r["contract"]["status"], "supported", "{name}");
-        assert_eq!(r["contract"]["version"], "0.2.0", "{name}");
+        assert_eq!(r["contract"]["version"], "0.3.0", "{name}");
         assert_eq!(r["manifest"]["name"], name);
         assert_eq!(
             r["manifest"]["signals"],
@@ -103,7 +103,7 @@ fn inspect_reports_contract_manifest_and_imports_of_each_example() {
             imports.iter().any(|i| i["name"]
                 .as_str()
                 .unwrap()
-                .starts_with("ferry:plugin/batches@0.2.0")),
+                .starts_with("ferry:plugin/batches@0.3.0")),
             "{name}"
         );
         assert!(r["memory_after_describe"].as_u64().unwrap() > 0, "{name}");
@@ -125,7 +125,7 @@ fn inspect_reports_contract_manifest_and_imports_of_each_example() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("ferry:plugin@0.2.0"), "{text}");
+    assert!(text.contains("ferry:plugin@0.3.0"), "{text}");
     assert!(text.contains("manifest   python-webhook 0.1.0"), "{text}");
     assert!(text.contains("result     loads"), "{text}");
 }
@@ -315,11 +315,11 @@ fn inspect_and_test_name_what_is_wrong_with_a_broken_component() {
     let cases: Vec<(PathBuf, &str)> = vec![
         (
             component("command.wasm", WRONG_WORLD),
-            "does not export ferry:plugin/exporter (it exports: wasi:cli/run@0.2.3); it looks like a command-line program",
+            "does not export ferry:plugin/exporter or ferry:plugin/processor (it exports: wasi:cli/run@0.2.3); it looks like a command-line program",
         ),
         (
             component("future.wasm", &exporter_with_only_shutdown("0.9.0", "")),
-            "ferry:plugin/exporter@0.9.0, a contract version this host does not speak (it speaks 0.2.0, 0.1.0)",
+            "ferry:plugin/exporter@0.9.0, a contract version this host does not speak (it speaks 0.3.0, 0.2.0, 0.1.0)",
         ),
         (
             component("partial.wasm", &exporter_with_only_shutdown("0.2.0", "")),

@@ -15,6 +15,7 @@ use crate::plugin::{Manifest, PluginEngine};
 
 /// The export a plugin is known by, without its version.
 const EXPORTER: &str = "ferry:plugin/exporter";
+const PROCESSOR: &str = "ferry:plugin/processor";
 
 /// What the file holds, judged from its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -90,6 +91,9 @@ pub struct Report {
     pub imports: Vec<Import>,
     /// The contract version it implements.
     pub contract: Option<Contract>,
+    /// The world it implements (`exporter-plugin`, `processor-plugin`), when it speaks a
+    /// supported contract.
+    pub world: Option<&'static str>,
     /// What `describe` returned.
     pub manifest: Option<ManifestView>,
     /// Linear memory held after instantiation and `describe`.
@@ -142,6 +146,7 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
         exports: Vec::new(),
         imports: Vec::new(),
         contract: None,
+        world: None,
         manifest: None,
         memory_after_describe: None,
         problems: Vec::new(),
@@ -162,7 +167,9 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
         .exports(engine.engine())
         .map(|(n, _)| n.to_string())
         .collect();
-    report.contract = Some(contract(&report.exports));
+    let (found, world) = contract(&report.exports);
+    report.contract = Some(found);
+    report.world = world;
     report.imports = check_imports(engine, &component);
 
     match report.contract.as_ref().expect("just set") {
@@ -173,11 +180,12 @@ pub async fn inspect(engine: &PluginEngine, path: &Path) -> anyhow::Result<Repor
             CONTRACTS.join(", ")
         )),
         Contract::Missing => report.problems.push(format!(
-            "it does not export {EXPORTER} (it exports: {}){}: a Ferry exporter targets the \
-             world ferry:plugin/exporter-plugin@{}",
+            "it does not export {EXPORTER} or {PROCESSOR} (it exports: {}){}: a Ferry exporter \
+             targets the world ferry:plugin/exporter-plugin@{v}, a processor \
+             ferry:plugin/processor-plugin@{v}",
             list_or_nothing(&report.exports),
             world_hint(&report.exports),
-            CONTRACTS[0]
+            v = CONTRACTS[0]
         )),
     }
     for i in report.imports.iter().filter(|i| !i.provided) {
@@ -208,18 +216,29 @@ fn list_or_nothing(items: &[String]) -> String {
     }
 }
 
-fn contract(exports: &[String]) -> Contract {
-    let versions: Vec<&str> = exports
-        .iter()
-        .filter_map(|e| e.strip_prefix(EXPORTER)?.strip_prefix('@'))
-        .collect();
-    if let Some(v) = CONTRACTS.iter().find(|c| versions.contains(c)) {
-        return Contract::Supported(v.to_string());
+/// The contract version a component speaks, and the world it implements when this host
+/// speaks that version.
+fn contract(exports: &[String]) -> (Contract, Option<&'static str>) {
+    let mut unsupported = None;
+    for (prefix, world) in [
+        (EXPORTER, "exporter-plugin"),
+        (PROCESSOR, "processor-plugin"),
+    ] {
+        let versions: Vec<&str> = exports
+            .iter()
+            .filter_map(|e| e.strip_prefix(prefix)?.strip_prefix('@'))
+            .collect();
+        if let Some(v) = CONTRACTS.iter().find(|c| versions.contains(c)) {
+            return (Contract::Supported(v.to_string()), Some(world));
+        }
+        unsupported = unsupported.or(versions.first().map(|v| v.to_string()));
+        if exports.iter().any(|e| e == prefix) {
+            unsupported = unsupported.or(Some("(none)".into()));
+        }
     }
-    match versions.first() {
-        Some(v) => Contract::Unsupported(v.to_string()),
-        None if exports.iter().any(|e| e == EXPORTER) => Contract::Unsupported("(none)".into()),
-        None => Contract::Missing,
+    match unsupported {
+        Some(v) => (Contract::Unsupported(v), None),
+        None => (Contract::Missing, None),
     }
 }
 
@@ -388,11 +407,14 @@ impl fmt::Display for Report {
         super::write_code_line(f, self.code, self.compile_ms, "compiled")?;
         if let Some(c) = &self.contract {
             let text = match c {
-                Contract::Supported(v) => {
-                    format!("ferry:plugin@{v} (world ferry:plugin/exporter-plugin@{v}): supported")
-                }
+                Contract::Supported(v) => format!(
+                    "ferry:plugin@{v} (world ferry:plugin/{}@{v}): supported",
+                    self.world.unwrap_or("exporter-plugin")
+                ),
                 Contract::Unsupported(v) => format!("ferry:plugin@{v}: NOT supported"),
-                Contract::Missing => "none (no ferry:plugin/exporter export)".into(),
+                Contract::Missing => {
+                    "none (no ferry:plugin/exporter or ferry:plugin/processor export)".into()
+                }
             };
             writeln!(f, "contract   {text}")?;
         }
@@ -448,17 +470,27 @@ mod tests {
         let e = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             contract(&e(&["ferry:plugin/exporter@0.2.0"])),
-            Contract::Supported("0.2.0".into())
+            (Contract::Supported("0.2.0".into()), Some("exporter-plugin"))
         );
         assert_eq!(
             contract(&e(&["ferry:plugin/exporter@0.1.0"])),
-            Contract::Supported("0.1.0".into())
+            (Contract::Supported("0.1.0".into()), Some("exporter-plugin"))
         );
         assert_eq!(
             contract(&e(&["ferry:plugin/exporter@0.9.0"])),
-            Contract::Unsupported("0.9.0".into())
+            (Contract::Unsupported("0.9.0".into()), None)
         );
-        assert_eq!(contract(&e(&["wasi:cli/run@0.2.0"])), Contract::Missing);
+        assert_eq!(
+            contract(&e(&["ferry:plugin/processor@0.3.0"])),
+            (
+                Contract::Supported("0.3.0".into()),
+                Some("processor-plugin")
+            )
+        );
+        assert_eq!(
+            contract(&e(&["wasi:cli/run@0.2.0"])),
+            (Contract::Missing, None)
+        );
         assert!(world_hint(&e(&["wasi:cli/run@0.2.0"])).contains("wasi:cli/command"));
     }
 

@@ -66,9 +66,19 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// A closed breaker for `exporter`.
+    /// A closed breaker for exporter `exporter`.
     pub fn new(exporter: &str, config: &CircuitBreakerConfig, telemetry: &Telemetry) -> Self {
-        let l = [("exporter", exporter)];
+        Self::for_role(&super::role::EXPORTER, exporter, config, telemetry)
+    }
+
+    /// A closed breaker for plugin `name` in `role`.
+    pub fn for_role(
+        role: &super::role::Role,
+        name: &str,
+        config: &CircuitBreakerConfig,
+        telemetry: &Telemetry,
+    ) -> Self {
+        let (exporter, l) = (name, [(role.label, name)]);
         Breaker {
             exporter: exporter.to_string(),
             config: config.clone(),
@@ -78,13 +88,13 @@ impl Breaker {
                 next_open_for: config.open_for,
             }),
             open: telemetry.gauge(
-                "ferry_exporter_circuit_open",
-                "1 while the exporter's circuit breaker is open or half-open.",
+                role.circuit_open,
+                "1 while the plugin's circuit breaker is open or half-open.",
                 &l,
             ),
             opened: telemetry.counter(
-                "ferry_exporter_circuit_opened_total",
-                "Times the exporter's circuit breaker opened.",
+                role.circuit_opened,
+                "Times the plugin's circuit breaker opened.",
                 &l,
             ),
         }
@@ -100,6 +110,14 @@ impl Breaker {
         if let Some(until) = until {
             tokio::time::sleep_until(until).await;
         }
+    }
+
+    /// Whether a call may go ahead now (closed, or open long enough for a probe), for callers
+    /// that fail at once rather than wait.
+    pub fn admits(&self) -> bool {
+        self.lock()
+            .open_until
+            .is_none_or(|until| until <= Instant::now())
     }
 
     /// Whether the circuit is open or half-open.

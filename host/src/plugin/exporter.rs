@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use wasmtime::Store;
 
 use super::breaker::Breaker;
-use super::ctx::{Egress, PluginCtx};
+use super::contract::{Processed, World};
+use super::ctx::Egress;
 use super::engine::PluginEngine;
-use super::instance::{CallError, Instance, PluginPre, bounded};
+use super::instance::{CallError, Instance, Shared, stderr_suffix, trap_reason};
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::registry::PluginSource;
 use super::resources::{HostUsage, IDLE_ALLOWANCE};
+use super::role::{EXPORTER, PROCESSOR, Role};
 use super::sender::HostSender;
 use super::text::{LogGate, LogPolicy, escape};
 use crate::pipeline::Encoding;
@@ -26,155 +27,6 @@ use crate::telemetry::{Counter, Gauge, Histogram, Telemetry};
 pub use super::ctx::{DEFAULT_MEMORY, InstanceLimits};
 pub use super::instance::{CONTRACTS, Manifest};
 pub use super::load::{ExporterSpec, LoadError};
-
-/// Shared by every instance of one exporter.
-struct Shared {
-    name: String,
-    pre: PluginPre,
-    egress: Egress,
-    limits: InstanceLimits,
-    config_json: String,
-}
-
-impl Shared {
-    fn new(
-        engine: &PluginEngine,
-        name: &str,
-        source: &PluginSource,
-        egress: Egress,
-        limits: InstanceLimits,
-        config_json: String,
-    ) -> Result<Shared, LoadError> {
-        let component = engine.compile_source(source)?;
-        let pre = super::contract::pre(engine, &component)?;
-        Ok(Shared {
-            name: name.to_string(),
-            pre,
-            egress,
-            limits,
-            config_json,
-        })
-    }
-
-    fn load_error(
-        during: &'static str,
-        limit: Duration,
-        inst: &Instance,
-        e: CallError,
-    ) -> LoadError {
-        match e {
-            CallError::Trap(error) => LoadError::Trap {
-                during,
-                error,
-                stderr: inst.store.data().stderr_tail(),
-            },
-            CallError::Timeout => LoadError::Timeout { during, limit },
-        }
-    }
-
-    /// The plugin's manifest, its text fields escaped and cut like anything else it says.
-    async fn describe(&self, inst: &mut Instance) -> Result<Manifest, LoadError> {
-        let limit = self.limits.timeout;
-        let mut m = bounded!(limit, inst.describe())
-            .map_err(|e| Self::load_error("describe", limit, inst, e))?;
-        let max = self.egress.log.policy().max_message_bytes.min(256);
-        m.name = escape(&m.name, max);
-        m.version = escape(&m.version, max);
-        Ok(m)
-    }
-
-    /// A fresh, uninitialised instance.
-    async fn instantiate(&self) -> Result<Instance, LoadError> {
-        let ctx = PluginCtx::new(self.egress.clone(), &self.limits)
-            .map_err(|e| LoadError::Policy(format!("granted_dir: {e:#}")))?;
-        let mut store = Store::new(self.pre.engine(), ctx);
-        store.limiter(|c| &mut c.limits);
-        store.epoch_deadline_trap();
-        let limit = self.limits.timeout;
-        store.set_epoch_deadline(super::instance::ticks(limit));
-        let plugin = match tokio::time::timeout(limit, self.pre.instantiate(&mut store)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(error)) => {
-                return Err(LoadError::Trap {
-                    during: "instantiation",
-                    error,
-                    stderr: String::new(),
-                });
-            }
-            Err(_) => {
-                return Err(LoadError::Timeout {
-                    during: "instantiation",
-                    limit,
-                });
-            }
-        };
-        Ok(Instance { store, plugin })
-    }
-
-    async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
-        let limit = self.limits.timeout;
-        let json = &self.config_json;
-        match bounded!(limit, inst.init(json)) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(LoadError::Config(escape(
-                &msg,
-                self.egress.log.policy().max_message_bytes,
-            ))),
-            Err(e) => Err(Self::load_error("init", limit, inst, e)),
-        }
-    }
-
-    /// Shuts `inst` down within `limit`; says how it went for the log.
-    async fn shutdown(&self, mut inst: Instance, limit: Duration) {
-        let name = &self.name;
-        match bounded!(limit, inst.shutdown()) {
-            Ok(()) => {}
-            Err(CallError::Timeout) => tracing::warn!(
-                exporter = name,
-                "plugin did not finish shutdown within {limit:?}; instance dropped"
-            ),
-            Err(CallError::Trap(e)) => tracing::warn!(
-                exporter = name,
-                "plugin trapped in shutdown: {}{}; instance dropped",
-                trap_reason(name, &e),
-                stderr_suffix(&inst.store.data().stderr_tail())
-            ),
-        }
-    }
-}
-
-/// What the guest printed to stderr (already escaped), for a log message.
-pub(super) fn stderr_suffix(tail: &str) -> String {
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!(" (plugin stderr: {tail})")
-    }
-}
-
-/// A trap's reason on one line (the trap code, or the root cause such as a memory limit);
-/// the full chain with the wasm backtrace goes to the debug log.
-pub(super) fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
-    tracing::debug!(
-        exporter,
-        "plugin trap in full: {}",
-        escape(&format!("{e:?}"), 64 << 10)
-    );
-    let reason = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => {
-            let root = e.root_cause().to_string();
-            let trap = trap.to_string();
-            if root == trap {
-                trap
-            } else {
-                format!("{trap}: {root}")
-            }
-        }
-        None => e.root_cause().to_string(),
-    };
-    // A host error may carry plugin text (a header name, a URI).
-    escape(reason.lines().next().unwrap_or_default(), 1024)
-}
 
 /// Reads a plugin's manifest without initialising it (its egress is denied).
 pub async fn describe(engine: &PluginEngine, source: &PluginSource) -> Result<Manifest, LoadError> {
@@ -197,7 +49,15 @@ pub async fn probe(
         log: Arc::new(LogGate::new(name, LogPolicy::default(), Counter::default())),
     };
     let limits = InstanceLimits::default();
-    let shared = Shared::new(engine, &source.name, source, egress, limits, "{}".into())?;
+    let shared = Shared::new(
+        &EXPORTER,
+        engine,
+        &source.name,
+        source,
+        egress,
+        limits,
+        "{}".into(),
+    )?;
     let mut inst = shared.instantiate().await?;
     let manifest = shared.describe(&mut inst).await?;
     Ok((manifest, inst.store.data().limits.peak()))
@@ -257,13 +117,47 @@ impl PluginExporter {
         log: LogPolicy,
         telemetry: &Telemetry,
     ) -> Result<PluginExporter, LoadError> {
-        let labels = [("exporter", name)];
+        Self::load_as(
+            &EXPORTER, engine, name, source, spec, sender, log, telemetry,
+        )
+        .await
+    }
+
+    /// [`PluginExporter::load`] for a processor plugin (the `processor-plugin` world), whose
+    /// self-metrics are labelled `processor`.
+    pub async fn load_processor(
+        engine: &PluginEngine,
+        name: &str,
+        source: &PluginSource,
+        spec: &ExporterSpec<'_>,
+        sender: HostSender,
+        log: LogPolicy,
+        telemetry: &Telemetry,
+    ) -> Result<PluginExporter, LoadError> {
+        Self::load_as(
+            &PROCESSOR, engine, name, source, spec, sender, log, telemetry,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn load_as(
+        role: &'static Role,
+        engine: &PluginEngine,
+        name: &str,
+        source: &PluginSource,
+        spec: &ExporterSpec<'_>,
+        sender: HostSender,
+        log: LogPolicy,
+        telemetry: &Telemetry,
+    ) -> Result<PluginExporter, LoadError> {
+        let labels = [(role.label, name)];
         let allowed = AllowedHosts::from_config(spec.allowed_hosts, spec.settings)
             .map_err(LoadError::Policy)?;
         let secrets = SecretHeaders::resolve(spec.secret_headers).map_err(LoadError::Policy)?;
         let log_dropped = telemetry.counter(
-            "ferry_exporter_log_messages_dropped_total",
-            "Plugin log messages dropped by the per-exporter rate limit.",
+            role.log_dropped,
+            "Plugin log messages dropped by the per-plugin rate limit.",
             &labels,
         );
         let egress = Egress {
@@ -272,8 +166,8 @@ impl PluginExporter {
             secrets: Arc::new(secrets),
             sender,
             denied: telemetry.counter(
-                "ferry_exporter_egress_denied_total",
-                "Plugin HTTP requests refused by the exporter's allowed_hosts.",
+                role.egress_denied,
+                "Plugin HTTP requests refused by its allowed_hosts.",
                 &labels,
             ),
             log: Arc::new(LogGate::new(name.into(), log, log_dropped)),
@@ -281,9 +175,15 @@ impl PluginExporter {
         let config_json =
             serde_json::to_string(spec.settings).map_err(|e| LoadError::Json(e.to_string()))?;
         let limits = spec.limits.clone();
-        let shared = Shared::new(engine, name, source, egress, limits, config_json)?;
+        let shared = Shared::new(role, engine, name, source, egress, limits, config_json)?;
         let mut first = shared.instantiate().await?;
         let manifest = shared.describe(&mut first).await?;
+        if manifest.world != role.world {
+            return Err(LoadError::World {
+                wanted: role.world,
+                found: manifest.world,
+            });
+        }
         let signals = match spec.signals {
             None => manifest.signals.clone(),
             Some(wanted) => {
@@ -303,20 +203,20 @@ impl PluginExporter {
             }
         };
         let instances = telemetry.counter(
-            "ferry_exporter_instances_created_total",
+            role.instances,
             "Plugin instances created (a fault replaces its instance).",
             &labels,
         );
         let faults = FAULTS.map(|(_, reason)| {
             telemetry.counter(
-                "ferry_exporter_faults_total",
+                role.faults,
                 "Plugin instances discarded, by reason (trap, timeout, memory: its memory cap, \
                  host_resources: its host memory or resource limit, or host memory left held \
                  after a call).",
-                &[("exporter", name), ("reason", reason)],
+                &[(role.label, name), ("reason", reason)],
             )
         });
-        let breaker = Breaker::new(name, spec.breaker, telemetry);
+        let breaker = Breaker::for_role(role, name, spec.breaker, telemetry);
         let mut pool = Vec::new();
         match shared.init(&mut first).await {
             Ok(()) => {
@@ -342,7 +242,7 @@ impl PluginExporter {
         }
         let host = HostSeen {
             peak: telemetry.gauge(
-                "ferry_exporter_host_bytes_peak",
+                role.host_peak,
                 "The most host memory (header fields, request and response buffers) one \
                  plugin instance held during a call.",
                 &labels,
@@ -355,8 +255,8 @@ impl PluginExporter {
             signals,
             pool: Mutex::new(pool),
             latency: telemetry.histogram(
-                "ferry_exporter_call_duration_seconds",
-                "Duration of plugin export calls.",
+                role.call_duration,
+                "Duration of plugin export (or process) calls.",
                 &labels,
             ),
             faults,
@@ -450,49 +350,96 @@ impl PluginExporter {
     }
 
     async fn attempt(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> Outcome {
+        match self
+            .run(async |inst| inst.export(signal, items, attempt, payload).await)
+            .await
+        {
+            Ok(outcome) => self.bounded_text(outcome),
+            Err(msg) => Outcome::Fault(msg),
+        }
+    }
+
+    /// One `process` call on a processor plugin: what it made of the batch, or why it failed
+    /// (its own error, escaped, or a fault: the instance was discarded). An open circuit fails
+    /// at once rather than wait: the caller's policy decides what happens to the batch.
+    pub async fn process(
+        &self,
+        signal: Signal,
+        items: u32,
+        payload: Bytes,
+    ) -> Result<Processed, String> {
+        if !self.breaker.admits() {
+            return Err("its circuit breaker is open after repeated faults".into());
+        }
+        let max = self.shared.egress.log.policy().max_message_bytes;
+        match self
+            .run(async |inst| inst.process(signal, items, payload).await)
+            .await
+        {
+            Ok(result) => {
+                self.breaker.success();
+                result.map_err(|e| format!("it returned an error: {}", escape(&e, max)))
+            }
+            Err(fault) => {
+                self.breaker.fault();
+                Err(fault)
+            }
+        }
+    }
+
+    /// Runs `call` on a pooled (or fresh) instance under the plugin's limits. A fault (trap,
+    /// timeout, limit) discards the instance, is counted and logged, and comes back as `Err`.
+    async fn run<T>(
+        &self,
+        call: impl AsyncFnOnce(&mut Instance) -> wasmtime::Result<T>,
+    ) -> Result<T, String> {
         let name = &self.shared.name;
         let timeout = self.shared.limits.timeout;
         let mut inst = match self.checkout().await {
             Ok(i) => i,
             Err(e) => {
                 let msg = format!("cannot create a plugin instance: {e}");
-                tracing::error!(exporter = name, "{msg}");
+                self.log_error(&msg);
                 let kind = match e {
                     LoadError::Timeout { .. } => Fault::Timeout,
                     _ => Fault::Trap,
                 };
                 self.faults[kind as usize].inc();
-                return Outcome::Fault(msg);
+                return Err(msg);
             }
         };
         let started = Instant::now();
-        let result = bounded!(timeout, inst.export(signal, items, attempt, payload));
+        inst.store
+            .set_epoch_deadline(super::instance::ticks(timeout));
+        inst.store.data_mut().begin_call();
+        let result = match tokio::time::timeout(timeout, call(&mut inst)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError::Trap(e)),
+            Err(_) => Err(CallError::Timeout),
+        };
         self.latency.observe(started.elapsed());
         self.memory_peak
             .fetch_max(inst.store.data().limits.peak(), Ordering::Relaxed);
         let reusable = self.note_host(&mut inst);
         let (fault, msg) = match result {
-            Ok(outcome) => {
-                let outcome = self.bounded_text(outcome);
+            Ok(value) => {
                 if reusable {
                     self.pool.lock().expect("pool lock").push(inst);
                 } else {
                     // The call is done; the instance holding host memory is not reused.
                     let (held, _) = self.last_host_usage();
                     self.faults[Fault::HostResources as usize].inc();
-                    tracing::warn!(
-                        exporter = name,
+                    self.log_error(&format!(
                         "plugin instance still held {} host bytes in {} resources after the \
                          call (more than {IDLE_ALLOWANCE}); instance discarded",
-                        held.bytes,
-                        held.resources
-                    );
+                        held.bytes, held.resources
+                    ));
                 }
-                return outcome;
+                return Ok(value);
             }
             Err(CallError::Timeout) => (
                 Fault::Timeout,
-                format!("export call exceeded its {timeout:?} timeout"),
+                format!("call exceeded its {timeout:?} timeout"),
             ),
             Err(CallError::Trap(trap)) => match inst.store.data_mut().host_fault() {
                 Some(held) => {
@@ -521,8 +468,17 @@ impl PluginExporter {
         // A failed instance must never be entered again: drop it, the next call builds a
         // fresh one from the InstancePre.
         self.faults[fault as usize].inc();
-        tracing::error!(exporter = name, "{msg}; instance discarded");
-        Outcome::Fault(msg)
+        self.log_error(&format!("{msg}; instance discarded"));
+        Err(msg)
+    }
+
+    /// Logs `msg` tagged with the plugin's name under its role's label.
+    fn log_error(&self, msg: &str) {
+        let name = self.shared.name.as_str();
+        match self.shared.role.world {
+            World::Exporter => tracing::error!(exporter = name, "{msg}"),
+            World::Processor => tracing::error!(processor = name, "{msg}"),
+        }
     }
 
     /// The plugin's message in `outcome`, escaped and cut for the log.

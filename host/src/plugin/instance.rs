@@ -6,21 +6,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use wasmtime::Store;
 
-use super::contract::{Exporter, ExporterPre};
-use super::ctx::PluginCtx;
-use super::engine::EPOCH_TICK;
+use super::contract::{Guest, GuestPre, Processed};
+use super::ctx::{Egress, InstanceLimits, PluginCtx};
+use super::engine::{EPOCH_TICK, PluginEngine};
+use super::load::LoadError;
+use super::registry::PluginSource;
+use super::role::Role;
+use super::text::escape;
 use crate::pipeline::router::Outcome;
 use crate::signal::Signal;
 
 pub use super::contract::{CONTRACTS, Manifest};
 
 /// A plugin pre-instantiated against the contract version it was built for.
-pub(super) type PluginPre = Box<dyn ExporterPre>;
+pub(super) type PluginPre = Box<dyn GuestPre>;
 
 /// An instantiated plugin and its store.
 pub(super) struct Instance {
     pub(super) store: Store<PluginCtx>,
-    pub(super) plugin: Box<dyn Exporter>,
+    pub(super) plugin: Box<dyn Guest>,
 }
 
 impl Instance {
@@ -42,6 +46,18 @@ impl Instance {
     ) -> wasmtime::Result<Outcome> {
         (self.plugin)
             .export(&mut self.store, signal, items, attempt, payload)
+            .await
+    }
+
+    /// One `process` call (processors only).
+    pub(super) async fn process(
+        &mut self,
+        signal: Signal,
+        items: u32,
+        payload: Bytes,
+    ) -> wasmtime::Result<Result<Processed, String>> {
+        (self.plugin)
+            .process(&mut self.store, signal, items, payload)
             .await
     }
 
@@ -79,4 +95,155 @@ macro_rules! bounded {
         }
     }};
 }
-pub(super) use bounded;
+
+/// Shared by every instance of one exporter (or processor).
+pub(super) struct Shared {
+    pub(super) role: &'static Role,
+    pub(super) name: String,
+    pub(super) pre: PluginPre,
+    pub(super) egress: Egress,
+    pub(super) limits: InstanceLimits,
+    pub(super) config_json: String,
+}
+
+impl Shared {
+    pub(super) fn new(
+        role: &'static Role,
+        engine: &PluginEngine,
+        name: &str,
+        source: &PluginSource,
+        egress: Egress,
+        limits: InstanceLimits,
+        config_json: String,
+    ) -> Result<Shared, LoadError> {
+        let component = engine.compile_source(source)?;
+        let pre = super::contract::pre(engine, &component)?;
+        Ok(Shared {
+            role,
+            name: name.to_string(),
+            pre,
+            egress,
+            limits,
+            config_json,
+        })
+    }
+
+    fn load_error(
+        during: &'static str,
+        limit: Duration,
+        inst: &Instance,
+        e: CallError,
+    ) -> LoadError {
+        match e {
+            CallError::Trap(error) => LoadError::Trap {
+                during,
+                error,
+                stderr: inst.store.data().stderr_tail(),
+            },
+            CallError::Timeout => LoadError::Timeout { during, limit },
+        }
+    }
+
+    /// The plugin's manifest, its text fields escaped and cut like anything else it says.
+    pub(super) async fn describe(&self, inst: &mut Instance) -> Result<Manifest, LoadError> {
+        let limit = self.limits.timeout;
+        let mut m = bounded!(limit, inst.describe())
+            .map_err(|e| Self::load_error("describe", limit, inst, e))?;
+        let max = self.egress.log.policy().max_message_bytes.min(256);
+        m.name = escape(&m.name, max);
+        m.version = escape(&m.version, max);
+        Ok(m)
+    }
+
+    /// A fresh, uninitialised instance.
+    pub(super) async fn instantiate(&self) -> Result<Instance, LoadError> {
+        let ctx = PluginCtx::new(self.egress.clone(), &self.limits)
+            .map_err(|e| LoadError::Policy(format!("granted_dir: {e:#}")))?;
+        let mut store = Store::new(self.pre.engine(), ctx);
+        store.limiter(|c| &mut c.limits);
+        store.epoch_deadline_trap();
+        let limit = self.limits.timeout;
+        store.set_epoch_deadline(super::instance::ticks(limit));
+        let plugin = match tokio::time::timeout(limit, self.pre.instantiate(&mut store)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(error)) => {
+                return Err(LoadError::Trap {
+                    during: "instantiation",
+                    error,
+                    stderr: String::new(),
+                });
+            }
+            Err(_) => {
+                return Err(LoadError::Timeout {
+                    during: "instantiation",
+                    limit,
+                });
+            }
+        };
+        Ok(Instance { store, plugin })
+    }
+
+    pub(super) async fn init(&self, inst: &mut Instance) -> Result<(), LoadError> {
+        let limit = self.limits.timeout;
+        let json = &self.config_json;
+        match bounded!(limit, inst.init(json)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(LoadError::Config(escape(
+                &msg,
+                self.egress.log.policy().max_message_bytes,
+            ))),
+            Err(e) => Err(Self::load_error("init", limit, inst, e)),
+        }
+    }
+
+    /// Shuts `inst` down within `limit`; says how it went for the log.
+    pub(super) async fn shutdown(&self, mut inst: Instance, limit: Duration) {
+        let name = &self.name;
+        match bounded!(limit, inst.shutdown()) {
+            Ok(()) => {}
+            Err(CallError::Timeout) => tracing::warn!(
+                exporter = name,
+                "plugin did not finish shutdown within {limit:?}; instance dropped"
+            ),
+            Err(CallError::Trap(e)) => tracing::warn!(
+                exporter = name,
+                "plugin trapped in shutdown: {}{}; instance dropped",
+                trap_reason(name, &e),
+                stderr_suffix(&inst.store.data().stderr_tail())
+            ),
+        }
+    }
+}
+
+/// What the guest printed to stderr (already escaped), for a log message.
+pub(super) fn stderr_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin stderr: {tail})")
+    }
+}
+
+/// A trap's reason on one line (the trap code, or the root cause such as a memory limit);
+/// the full chain with the wasm backtrace goes to the debug log.
+pub(super) fn trap_reason(exporter: &str, e: &wasmtime::Error) -> String {
+    tracing::debug!(
+        exporter,
+        "plugin trap in full: {}",
+        escape(&format!("{e:?}"), 64 << 10)
+    );
+    let reason = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => {
+            let root = e.root_cause().to_string();
+            let trap = trap.to_string();
+            if root == trap {
+                trap
+            } else {
+                format!("{trap}: {root}")
+            }
+        }
+        None => e.root_cause().to_string(),
+    };
+    // A host error may carry plugin text (a header name, a URI).
+    escape(reason.lines().next().unwrap_or_default(), 1024)
+}

@@ -5,11 +5,26 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::breaker::CircuitBreakerConfig;
+use super::contract::World;
 use super::ctx::InstanceLimits;
 use super::engine::EngineError;
-use super::exporter::{stderr_suffix, trap_reason};
+use super::instance::{stderr_suffix, trap_reason};
 use super::policy::SecretSource;
 use crate::signal::Signal;
+
+fn kind(w: World) -> &'static str {
+    match w {
+        World::Exporter => "exporter",
+        World::Processor => "processor",
+    }
+}
+
+fn section(w: World) -> &'static str {
+    match w {
+        World::Exporter => "exporters",
+        World::Processor => "processors",
+    }
+}
 
 /// What an exporter is built from, in the runtime's own terms: the config layer makes one
 /// from `[exporters.NAME]`.
@@ -36,9 +51,12 @@ pub enum LoadError {
     /// Compilation or engine failure.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The component does not implement a `ferry:plugin/exporter-plugin` world the host
-    /// supports, or imports something the host does not provide.
-    #[error("plugin does not fit the ferry:plugin exporter-plugin world (0.2.0 or 0.1.0): {0:#}")]
+    /// The component does not implement a `ferry:plugin` world the host supports, or imports
+    /// something the host does not provide.
+    #[error(
+        "plugin does not fit a ferry:plugin world (exporter-plugin 0.3.0, 0.2.0 or 0.1.0, \
+         processor-plugin 0.3.0): {0:#}"
+    )]
     Contract(wasmtime::Error),
     /// `describe` or `init` trapped.
     #[error(
@@ -77,6 +95,18 @@ pub enum LoadError {
         signal: Signal,
         /// The signals its manifest lists, comma-separated.
         supported: String,
+    },
+    /// The plugin implements the other world (a processor configured as an exporter, or the
+    /// reverse).
+    #[error(
+        "it is a {} plugin, not a {} plugin (configure it under [{}.NAME])",
+        kind(*found), kind(*wanted), section(*found)
+    )]
+    World {
+        /// The world the configuration needs.
+        wanted: World,
+        /// The world the plugin implements.
+        found: World,
     },
     /// The config table could not become JSON.
     #[error("config cannot be passed as JSON: {0}")]

@@ -19,6 +19,7 @@ pub mod load;
 pub mod policy;
 pub mod registry;
 pub mod resources;
+pub mod role;
 pub mod sender;
 pub mod settings;
 pub mod stderr;

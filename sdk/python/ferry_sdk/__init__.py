@@ -2,9 +2,9 @@
 
 A plugin is a module (``app.py``) that defines ``class Exporter(ferry_sdk.Exporter)``;
 ``componentize-py`` turns it into a WebAssembly component for the world
-``ferry:plugin/exporter-plugin@0.2.0``::
+``ferry:plugin/exporter-plugin@0.3.0``::
 
-    componentize-py -d wit -w ferry:plugin/exporter-plugin@0.2.0 componentize app -o my.wasm
+    componentize-py -d wit -w ferry:plugin/exporter-plugin@0.3.0 componentize app -o my.wasm
 
 The base class speaks the contract; a subclass implements ``describe``, ``init`` and
 ``export`` in plain Python:

@@ -1,10 +1,11 @@
 //! The contract versions this host speaks, one module each (as Spin keeps one file per old WASI
 //! version). A version module generates its bindings, implements the host side of its imports
-//! and wraps its exports behind [`ExporterPre`] and [`Exporter`]; adding a version is one new
-//! module and one entry in [`VERSIONS`].
+//! and wraps its exports behind [`GuestPre`] and [`Guest`]; adding a version is one new module
+//! and one entry in [`VERSIONS`].
 
 pub mod v0_1;
 pub mod v0_2;
+pub mod v0_3;
 
 use bytes::Bytes;
 use wasmtime::Store;
@@ -30,6 +31,38 @@ pub struct Manifest {
     pub encoding: Encoding,
     /// The `ferry:plugin` version it was built against.
     pub contract: &'static str,
+    /// Which world it implements.
+    pub world: World,
+}
+
+/// The two kinds of plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `exporter-plugin`: sends batches somewhere.
+    Exporter,
+    /// `processor-plugin`: reshapes batches on their way (contract 0.3.0 on).
+    Processor,
+}
+
+impl World {
+    /// Its name in the contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Exporter => "exporter-plugin",
+            World::Processor => "processor-plugin",
+        }
+    }
+}
+
+/// What a processor plugin made of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// Forward the batch as it is.
+    Keep,
+    /// Forward these bytes instead (not yet checked).
+    Replace(Vec<u8>),
+    /// Forward nothing.
+    Drop,
 }
 
 /// One contract version.
@@ -39,11 +72,17 @@ pub struct Version {
     /// Adds the host side of its imports to the linker.
     pub add_to_linker: fn(&mut Linker<PluginCtx>) -> wasmtime::Result<()>,
     /// Pre-instantiates a component that exports `ferry:plugin/exporter@NUMBER`.
-    pub pre: fn(InstancePre<PluginCtx>) -> wasmtime::Result<Box<dyn ExporterPre>>,
+    pub pre: PreFn,
+    /// Pre-instantiates a component that exports `ferry:plugin/processor@NUMBER`, for the
+    /// versions that have processors.
+    pub processor: Option<PreFn>,
 }
 
+/// Pre-instantiates a component against one world of one version.
+pub type PreFn = fn(InstancePre<PluginCtx>) -> wasmtime::Result<Box<dyn GuestPre>>;
+
 /// Every version this host speaks, newest first.
-pub const VERSIONS: &[Version] = &[v0_2::VERSION, v0_1::VERSION];
+pub const VERSIONS: &[Version] = &[v0_3::VERSION, v0_2::VERSION, v0_1::VERSION];
 
 /// Contract versions this host speaks, newest first: a plugin exports
 /// `ferry:plugin/exporter@VERSION` for one of them.
@@ -64,19 +103,17 @@ pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
 
 /// A plugin pre-instantiated against the contract version it was built for.
 #[async_trait::async_trait]
-pub trait ExporterPre: Send + Sync {
+pub trait GuestPre: Send + Sync {
     /// The engine it belongs to.
     fn engine(&self) -> &wasmtime::Engine;
     /// A new instance in `store`.
-    async fn instantiate(
-        &self,
-        store: &mut Store<PluginCtx>,
-    ) -> wasmtime::Result<Box<dyn Exporter>>;
+    async fn instantiate(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Box<dyn Guest>>;
 }
 
-/// An instantiated plugin: the exporter interface's four calls, in host types.
+/// An instantiated plugin: its interface's calls, in host types. An exporter has no
+/// `process` and a processor no `export`; the host checks the world before calling either.
 #[async_trait::async_trait]
-pub trait Exporter: Send + Sync {
+pub trait Guest: Send + Sync {
     /// `describe`.
     async fn describe(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Manifest>;
     /// `init`, with the plugin's settings as JSON.
@@ -96,13 +133,21 @@ pub trait Exporter: Send + Sync {
     ) -> wasmtime::Result<Outcome>;
     /// `shutdown`.
     async fn shutdown(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<()>;
+    /// One `process` call (processors only).
+    async fn process(
+        &self,
+        store: &mut Store<PluginCtx>,
+        signal: Signal,
+        items: u32,
+        payload: Bytes,
+    ) -> wasmtime::Result<Result<Processed, String>> {
+        let _ = (store, signal, items, payload);
+        Err(wasmtime::Error::msg("an exporter plugin cannot process"))
+    }
 }
 
 /// Picks the contract version from what `component` exports and pre-instantiates it.
-pub fn pre(
-    engine: &PluginEngine,
-    component: &Component,
-) -> Result<Box<dyn ExporterPre>, LoadError> {
+pub fn pre(engine: &PluginEngine, component: &Component) -> Result<Box<dyn GuestPre>, LoadError> {
     let exports: Vec<String> = component
         .component_type()
         .exports(engine.engine())
@@ -119,17 +164,24 @@ pub fn pre(
     if let Some(version) = spoken {
         return (version.pre)(pre).map_err(LoadError::Contract);
     }
-    let message = match exports
+    let processor = exports
         .iter()
-        .find_map(|e| e.strip_prefix("ferry:plugin/exporter@"))
-    {
+        .filter_map(|e| e.strip_prefix("ferry:plugin/processor@"))
+        .find_map(|n| VERSIONS.iter().find(|v| v.number == n)?.processor);
+    if let Some(processor) = processor {
+        return processor(pre).map_err(LoadError::Contract);
+    }
+    let message = match exports.iter().find_map(|e| {
+        e.strip_prefix("ferry:plugin/exporter@")
+            .or_else(|| e.strip_prefix("ferry:plugin/processor@"))
+    }) {
         Some(other) => format!(
             "it implements ferry:plugin@{other}, a contract version this host does not speak \
              (it speaks {})",
             CONTRACTS.join(", ")
         ),
         None => format!(
-            "it exports [{}], not ferry:plugin/exporter",
+            "it exports [{}], not ferry:plugin/exporter or ferry:plugin/processor",
             exports.join(", ")
         ),
     };
@@ -138,16 +190,19 @@ pub fn pre(
 
 /// What is the same in every version but made of its own generated types: the host side of
 /// the `types` and `host` interfaces, the conversions to host types, and the wrappers behind
-/// [`ExporterPre`] and [`Exporter`] (`$exporter` names the generated accessor of the exporter
+/// [`GuestPre`] and [`Guest`] for its exporter world (`$exporter` names the generated accessor of the exporter
 /// interface), and the version's `VERSION` entry. A version module adds its `add_to_linker`
 /// and its `export` call: `async fn export(plugin, store, meta, payload)`.
 macro_rules! common {
     ($version:literal, $exporter:ident) => {
+        $crate::plugin::contract::common!($version, $exporter, None);
+    };
+    ($version:literal, $exporter:ident, $processor:expr) => {
         use std::time::Duration;
 
         use crate::pipeline::Encoding;
         use crate::pipeline::router::Outcome;
-        use crate::plugin::contract::Manifest;
+        use crate::plugin::contract::{Manifest, World};
         use crate::plugin::ctx::{LogLevel, PluginCtx};
         use crate::signal::Signal;
 
@@ -179,6 +234,7 @@ macro_rules! common {
                         E::OtlpJson => Encoding::OtlpJson,
                     },
                     contract: $version,
+                    world: World::Exporter,
                 }
             }
         }
@@ -221,18 +277,19 @@ macro_rules! common {
             number: $version,
             add_to_linker,
             pre,
+            processor: $processor,
         };
 
         fn pre(
             pre: wasmtime::component::InstancePre<PluginCtx>,
-        ) -> wasmtime::Result<Box<dyn $crate::plugin::contract::ExporterPre>> {
+        ) -> wasmtime::Result<Box<dyn $crate::plugin::contract::GuestPre>> {
             Ok(Box::new(Pre(bindings::ExporterPluginPre::new(pre)?)))
         }
 
         struct Pre(bindings::ExporterPluginPre<PluginCtx>);
 
         #[async_trait::async_trait]
-        impl $crate::plugin::contract::ExporterPre for Pre {
+        impl $crate::plugin::contract::GuestPre for Pre {
             fn engine(&self) -> &wasmtime::Engine {
                 self.0.engine()
             }
@@ -240,7 +297,7 @@ macro_rules! common {
             async fn instantiate(
                 &self,
                 store: &mut wasmtime::Store<PluginCtx>,
-            ) -> wasmtime::Result<Box<dyn $crate::plugin::contract::Exporter>> {
+            ) -> wasmtime::Result<Box<dyn $crate::plugin::contract::Guest>> {
                 Ok(Box::new(Plugin(self.0.instantiate_async(store).await?)))
             }
         }
@@ -248,7 +305,7 @@ macro_rules! common {
         struct Plugin(bindings::ExporterPlugin);
 
         #[async_trait::async_trait]
-        impl $crate::plugin::contract::Exporter for Plugin {
+        impl $crate::plugin::contract::Guest for Plugin {
             async fn describe(
                 &self,
                 store: &mut wasmtime::Store<PluginCtx>,
