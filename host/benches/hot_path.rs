@@ -17,9 +17,9 @@ use ferry::plugin::engine::PluginEngine;
 use ferry::plugin::exporter::PluginExporter;
 use ferry::plugin::registry;
 use ferry::plugin::sender::{HostSender, SenderLimits};
-use ferry::receiver::wire;
 use ferry::signal::Signal;
 use ferry::telemetry::Telemetry;
+use ferry::wire;
 use ferry_bench::request;
 
 /// `spans` spans of 10 attributes, as requests of 100 spans concatenated (a batch).

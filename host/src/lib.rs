@@ -15,6 +15,7 @@ pub mod receiver;
 pub mod signal;
 pub mod telemetry;
 pub mod units;
+pub mod wire;
 
 #[cfg(test)]
 mod house {
@@ -26,7 +27,7 @@ mod house {
     /// no two folders can import each other, directly or around a circle.
     const LAYERS: &[&[&str]] = &[
         &["signal", "telemetry", "units"],
-        &["pipeline", "admin"],
+        &["pipeline", "admin", "wire"],
         &["plugin"],
         &["processor"],
         &["receiver"],

@@ -24,7 +24,7 @@ use crate::pipeline::router::{Stop, Worker};
 use crate::plugin::registry::{self, PluginSource};
 use crate::plugin::sender::{HostSender, SenderLimits};
 use crate::plugin::{PluginEngine, PluginExporter};
-use crate::processor::Chain;
+use crate::processor::{Chain, WasmEnv};
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
 
@@ -102,13 +102,24 @@ pub struct ExporterSet {
 /// Identifies what an exporter was built from: its config, the definitions of its
 /// processors, the shared HTTP limits and the plugin's bytes. A change in any of them means a
 /// new instance.
-fn fingerprint(config: &Config, ec: &ExporterConfig, source: &PluginSource) -> u64 {
+fn fingerprint(
+    config: &Config,
+    ec: &ExporterConfig,
+    source: &PluginSource,
+    engine: &PluginEngine,
+) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let processors: Vec<_> = ec
         .processors
         .iter()
         .map(|n| config.processors.get(n))
         .collect();
+    // A Wasm processor's new build replaces the exporter like its own plugin's would.
+    for plugin in crate::processor::wasm_plugins(&ec.processors, &config.processors) {
+        if let Ok(p) = registry::find(engine.catalog(), plugin, config.plugins.dir.as_deref()) {
+            p.digest.hash(&mut h);
+        }
+    }
     // Serialised data, not `Debug` text: equal configs always hash alike, whatever their
     // types print.
     serde_json::to_vec(&(ec, &config.plugins.http, processors))
@@ -116,6 +127,16 @@ fn fingerprint(config: &Config, ec: &ExporterConfig, source: &PluginSource) -> u
         .hash(&mut h);
     source.digest.hash(&mut h);
     h.finish()
+}
+
+/// What Wasm processors of `config` are loaded with.
+pub fn wasm_env<'a>(config: &Config, engine: &'a PluginEngine) -> WasmEnv<'a> {
+    WasmEnv {
+        engine,
+        dir: config.plugins.dir.clone(),
+        sender: sender(config),
+        log: config.plugins.log.policy(),
+    }
 }
 
 fn sender(config: &Config) -> HostSender {
@@ -150,22 +171,24 @@ async fn load(
                     continue;
                 }
             };
-        let fingerprint = fingerprint(config, ec, &source);
+        let fingerprint = fingerprint(config, ec, &source, engine);
         if keep.get(name) == Some(&fingerprint) {
             unchanged.push(name.clone());
             continue;
         }
-        let chain = match Chain::build(&ec.processors, &config.processors, telemetry) {
-            Ok(c) if c.is_empty() => None,
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                errors.extend(
-                    e.into_iter()
-                        .map(|e| format!("exporters.{name}.processors: {e}")),
-                );
-                continue;
-            }
-        };
+        let env = wasm_env(config, engine);
+        let chain =
+            match Chain::build(&ec.processors, &config.processors, telemetry, Some(&env)).await {
+                Ok(c) if c.is_empty() => None,
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    errors.extend(
+                        e.into_iter()
+                            .map(|e| format!("exporters.{name}.processors: {e}")),
+                    );
+                    continue;
+                }
+            };
         let log = config.plugins.log.policy();
         match PluginExporter::load(
             engine,
@@ -236,6 +259,11 @@ impl ExporterSet {
             running: BTreeMap::new(),
             retiring: Vec::new(),
         }
+    }
+
+    /// The plugin engine exporters and Wasm processors are loaded with.
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
     }
 
     /// Names of the running exporters.

@@ -19,17 +19,33 @@ use crate::telemetry::Telemetry;
 use exporters::ExporterSet;
 use reload::Reloader;
 
-/// Loads every exporter in `config`, reporting all failures at once (for `ferry validate`).
+/// Loads every exporter in `config` and the processors of every chain, reporting all failures
+/// at once (for `ferry validate`).
 pub async fn load_exporters(
     config: &Config,
     engine: &PluginEngine,
     telemetry: &Telemetry,
 ) -> Result<Vec<(String, Arc<PluginExporter>)>, crate::config::ConfigErrors> {
-    Ok(exporters::load_all(config, engine, telemetry)
-        .await?
-        .into_iter()
-        .map(|(name, l)| (name, l.exporter().clone()))
-        .collect())
+    let env = exporters::wasm_env(config, engine);
+    let (names, defs) = (&config.pipeline.processors, &config.processors);
+    let ingest = crate::processor::Chain::build(names, defs, telemetry, Some(&env)).await;
+    let loaded = exporters::load_all(config, engine, telemetry).await;
+    match (ingest, loaded) {
+        (Ok(_), Ok(loaded)) => Ok(loaded
+            .into_iter()
+            .map(|(name, l)| (name, l.exporter().clone()))
+            .collect()),
+        (ingest, loaded) => {
+            let mut errors: Vec<String> = ingest
+                .err()
+                .into_iter()
+                .flatten()
+                .map(|e| format!("pipeline.processors: {e}"))
+                .collect();
+            errors.extend(loaded.err().into_iter().flat_map(|e| e.0));
+            Err(crate::config::ConfigErrors(errors))
+        }
+    }
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -79,9 +95,15 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         telemetry.on_render(move || queued.set(p.buffered_bytes(signal) as i64));
     }
 
-    let chain =
-        crate::processor::Chain::build(&config.pipeline.processors, &config.processors, &telemetry)
-            .map_err(crate::config::ConfigErrors)?;
+    let env = exporters::wasm_env(&config, exporters.engine());
+    let chain = crate::processor::Chain::build(
+        &config.pipeline.processors,
+        &config.processors,
+        &telemetry,
+        Some(&env),
+    )
+    .await
+    .map_err(crate::config::ConfigErrors)?;
     let chain = crate::processor::IngestChain::new(chain);
     let mut servers = tokio::task::JoinSet::new();
     config

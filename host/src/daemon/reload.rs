@@ -98,28 +98,40 @@ impl Reloader {
                 return;
             }
         };
-        // The chain is rebuilt when its list or one of its processors' definitions changed.
+        // The chain is rebuilt when its list or one of its processors' definitions changed,
+        // or when it runs a Wasm processor (whose plugin may have changed).
         let (old, new) = (&self.current, &config);
         let changed = new.pipeline.processors != old.pipeline.processors
             || new
                 .pipeline
                 .processors
                 .iter()
-                .any(|n| new.processors.get(n) != old.processors.get(n));
-        let new_chain = match changed
-            .then(|| Chain::build(&new.pipeline.processors, &new.processors, &self.telemetry))
-            .transpose()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(
-                    "reload rejected, the running config stays: {}",
-                    e.join("; ")
-                );
-                self.invalid.inc();
-                self.last_ok.set(0);
-                return;
+                .any(|n| new.processors.get(n) != old.processors.get(n))
+            || !crate::processor::wasm_plugins(&new.pipeline.processors, &new.processors)
+                .is_empty();
+        let new_chain = if changed {
+            let env = super::exporters::wasm_env(new, set.engine());
+            match Chain::build(
+                &new.pipeline.processors,
+                &new.processors,
+                &self.telemetry,
+                Some(&env),
+            )
+            .await
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(
+                        "reload rejected, the running config stays: {}",
+                        e.join("; ")
+                    );
+                    self.load_failed.inc();
+                    self.last_ok.set(0);
+                    return;
+                }
             }
+        } else {
+            None
         };
         *self.plugin_dir.lock().expect("plugin dir lock") = config.plugins.dir.clone();
         self.current.exporters = config.exporters;

@@ -65,11 +65,15 @@ pub trait Export: Send + Sync {
     fn export(&self, signal: Signal, items: u32, attempt: u32, payload: Bytes) -> ExportFuture<'_>;
 }
 
+/// Boxed future returned by [`Process::process`].
+pub type ProcessFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Batch>, String>> + Send + 'a>>;
+
 /// Reshapes batches before one exporter sees them (its processors).
 pub trait Process: Send + Sync {
     /// What to export instead of `batch`: `None` for `batch` as it is, a batch of no items
     /// for nothing at all; or why it cannot be processed now (retried like a failed attempt).
-    fn process(&self, batch: &Batch) -> Result<Option<Batch>, String>;
+    fn process<'a>(&'a self, batch: &'a Batch) -> ProcessFuture<'a>;
 }
 
 /// Why a batch is not ready to export.
@@ -173,9 +177,9 @@ impl Worker {
 
     /// The batch as the exporter takes it (after its processors, in its encoding) and its
     /// items; `None` when the processors left nothing to export.
-    fn prepare(&self, batch: &Batch) -> Result<Option<(Bytes, u32)>, Unready> {
+    async fn prepare(&self, batch: &Batch) -> Result<Option<(Bytes, u32)>, Unready> {
         let processed = match &self.processors {
-            Some(p) => p.process(batch).map_err(Unready::Processor)?,
+            Some(p) => p.process(batch).await.map_err(Unready::Processor)?,
             None => None,
         };
         let batch = processed.as_ref().unwrap_or(batch);
@@ -256,7 +260,7 @@ impl Worker {
         loop {
             let prepared = match ready.clone() {
                 Some(r) => Ok(Some(r)),
-                None => self.prepare(batch),
+                None => self.prepare(batch).await,
             };
             let items = ready.as_ref().map_or(batch.items, |r| r.1);
             let (delay, why) = match prepared {

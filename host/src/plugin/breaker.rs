@@ -14,7 +14,7 @@ use crate::telemetry::{Counter, Gauge, Telemetry};
 use crate::units::de_duration;
 
 /// Circuit breaker of one exporter.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Consecutive faults (traps, timeouts, limits) that open the circuit.

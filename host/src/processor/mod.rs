@@ -5,7 +5,8 @@
 //! A chain with nothing for a signal costs nothing for it: the request is never decoded. A
 //! run of native processors decodes a request once, lets each edit it in place, and encodes
 //! it once, only if one of them changed something. Each built-in kind is one module here plus
-//! one entry in [`KINDS`].
+//! one entry in [`KINDS`]; `kind = "wasm"` runs a plugin of the `processor-plugin` world
+//! ([`wasm`]).
 
 pub mod attributes;
 pub mod condition;
@@ -14,6 +15,7 @@ pub mod limit;
 pub mod otlp;
 pub mod redact;
 pub mod sample;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -25,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Histogram, Telemetry};
 pub use otlp::Decoded;
+pub use wasm::{WasmConfig, WasmEnv};
+use wasm::{WasmOutput, WasmProcessor};
 
 /// A native processor: edits a decoded request in place.
 pub trait Native: Send + Sync {
@@ -145,11 +149,31 @@ pub struct ProcessorConfig {
 /// `[processors]`: every processor defined, by name.
 pub type Processors = BTreeMap<String, ProcessorConfig>;
 
+/// The kind that runs a Wasm plugin.
+pub const WASM: &str = "wasm";
+
 impl ProcessorConfig {
+    /// The settings of a `kind = "wasm"` processor, checked; `None` for a built-in kind.
+    pub fn wasm(&self, name: &str) -> Option<Result<WasmConfig, Vec<String>>> {
+        (self.kind == WASM).then(|| {
+            let path = format!("processors.{name}");
+            let c: WasmConfig =
+                crate::units::at_path(&path, &toml::Value::Table(self.settings.clone()))
+                    .map_err(|e| vec![e])?;
+            let mut errors = Vec::new();
+            c.check(&path, &mut errors);
+            if errors.is_empty() {
+                Ok(c)
+            } else {
+                Err(errors)
+            }
+        })
+    }
+
     fn build(&self, name: &str, telemetry: &Telemetry) -> Result<Box<dyn Native>, Vec<String>> {
         let path = format!("processors.{name}");
         let kind = KINDS.iter().find(|k| k.name == self.kind).ok_or_else(|| {
-            let names: Vec<_> = KINDS.iter().map(|k| k.name).collect();
+            let names: Vec<_> = KINDS.iter().map(|k| k.name).chain([WASM]).collect();
             vec![format!(
                 "{path}.kind: unknown processor kind {:?} (expected one of {})",
                 self.kind,
@@ -169,10 +193,24 @@ impl ProcessorConfig {
 pub fn check(processors: &Processors, errors: &mut Vec<String>) {
     let scratch = Telemetry::default();
     for (name, p) in processors {
-        if let Err(e) = p.build(name, &scratch) {
+        let checked = match p.wasm(name) {
+            Some(wasm) => wasm.map(drop),
+            None => p.build(name, &scratch).map(drop),
+        };
+        if let Err(e) = checked {
             errors.extend(e);
         }
     }
+}
+
+/// The plugins the Wasm processors of a chain run, in order.
+pub fn wasm_plugins<'a>(names: &[String], processors: &'a Processors) -> Vec<&'a str> {
+    names
+        .iter()
+        .filter_map(|n| processors.get(n))
+        .filter(|p| p.kind == WASM)
+        .filter_map(|p| p.settings.get("plugin")?.as_str())
+        .collect()
 }
 
 /// Adds to `errors` each name in the chain at `path` that `processors` does not define.
@@ -222,15 +260,53 @@ struct Counts {
     faults: Counter,
 }
 
+enum Stage {
+    Native(Box<dyn Native>),
+    Wasm(Box<WasmProcessor>),
+}
+
 struct Link {
     name: String,
     on_error: OnError,
-    native: Box<dyn Native>,
+    stage: Stage,
     counts: [Counts; 3],
     duration: Histogram,
 }
 
 impl Link {
+    fn handles(&self, signal: Signal) -> bool {
+        match &self.stage {
+            Stage::Native(n) => n.handles(signal),
+            Stage::Wasm(w) => w.handles(signal),
+        }
+    }
+
+    /// Counts a failure on a request of `items` items, logs it, and says what the policy
+    /// makes of it: `Err` to refuse, `Ok(true)` to drop it, `Ok(false)` to pass it on as it
+    /// was.
+    fn failed(&self, signal: Signal, items: u64, message: String) -> Result<bool, Fault> {
+        self.counts[signal.index()].faults.inc();
+        tracing::warn!(processor = self.name.as_str(), on_error = ?self.on_error, %signal, "{message}");
+        match self.on_error {
+            OnError::Refuse => Err(Fault {
+                processor: self.name.clone(),
+                message,
+            }),
+            OnError::Pass => Ok(false),
+            OnError::Drop => {
+                self.count(
+                    signal,
+                    items,
+                    Tally {
+                        dropped: items,
+                        modified: 0,
+                    },
+                );
+                Ok(true)
+            }
+        }
+    }
+
     fn count(&self, signal: Signal, items: u64, t: Tally) {
         let c = &self.counts[signal.index()];
         c.dropped.add(t.dropped);
@@ -255,11 +331,13 @@ impl std::fmt::Debug for Chain {
 
 impl Chain {
     /// The chain of the processors named `names`, all defined in `processors` (the config
-    /// was checked).
-    pub fn build(
+    /// was checked). Wasm processors are loaded with `wasm`; without it, a chain naming one
+    /// fails.
+    pub async fn build(
         names: &[String],
         processors: &Processors,
         telemetry: &Telemetry,
+        wasm: Option<&WasmEnv<'_>>,
     ) -> Result<Chain, Vec<String>> {
         let mut links = Vec::new();
         let mut errors = Vec::new();
@@ -268,11 +346,22 @@ impl Chain {
                 errors.push(format!("no processor named {name:?} is defined"));
                 continue;
             };
-            match p.build(name, telemetry) {
-                Ok(native) => links.push(Link {
+            let stage = match (p.wasm(name), wasm) {
+                (None, _) => p.build(name, telemetry).map(Stage::Native),
+                (Some(Err(e)), _) => Err(e),
+                (Some(Ok(_)), None) => Err(vec![format!(
+                    "processors.{name}: Wasm processors need the plugin engine"
+                )]),
+                (Some(Ok(c)), Some(env)) => WasmProcessor::load(name, &c, env, telemetry)
+                    .await
+                    .map(|w| Stage::Wasm(Box::new(w)))
+                    .map_err(|e| vec![e]),
+            };
+            match stage {
+                Ok(stage) => links.push(Link {
                     name: name.clone(),
                     on_error: p.on_error,
-                    native,
+                    stage,
                     counts: Signal::ALL.map(|s| {
                         let l = [("processor", name.as_str()), ("signal", s.as_str())];
                         let items = |outcome| {
@@ -316,64 +405,105 @@ impl Chain {
 
     /// Whether any processor of the chain acts on `signal`.
     pub fn handles(&self, signal: Signal) -> bool {
-        self.links.iter().any(|l| l.native.handles(signal))
+        self.links.iter().any(|l| l.handles(signal))
     }
 
     /// Runs the chain over one request of `signal` holding `items` items.
-    pub fn run(&self, signal: Signal, payload: &Bytes, items: u32) -> Result<Output, Fault> {
+    pub async fn run(&self, signal: Signal, payload: &Bytes, items: u32) -> Result<Output, Fault> {
+        // The request as the next processor sees it: bytes (the original, or a Wasm
+        // processor's replacement) and, across a run of native processors, one decoding of
+        // them, `dirty` once edited.
+        let mut bytes: Option<Bytes> = None;
         let mut decoded: Option<Decoded> = None;
+        let mut dirty = false;
         let mut items = u64::from(items);
-        let mut changed = false;
-        for link in self.links.iter().filter(|l| l.native.handles(signal)) {
+        for link in self.links.iter().filter(|l| l.handles(signal)) {
             let started = Instant::now();
-            let data = match &mut decoded {
-                Some(d) => d,
-                None => match Decoded::decode(signal, payload) {
-                    Ok(d) => decoded.insert(d),
-                    Err(e) => {
-                        // The request cannot be decoded by any later processor either.
-                        link.counts[signal.index()].faults.inc();
-                        let message = format!("the {signal} request does not decode: {e}");
-                        tracing::warn!(processor = link.name.as_str(), on_error = ?link.on_error, "{message}");
-                        return match link.on_error {
-                            OnError::Refuse => Err(Fault {
-                                processor: link.name.clone(),
-                                message,
-                            }),
-                            OnError::Pass => Ok(Output::Unchanged),
-                            OnError::Drop => {
-                                link.count(
-                                    signal,
-                                    items,
-                                    Tally {
-                                        dropped: items,
-                                        modified: 0,
-                                    },
-                                );
-                                Ok(Output::Replaced {
-                                    payload: Bytes::new(),
-                                    items: 0,
-                                })
+            match &link.stage {
+                Stage::Native(native) => {
+                    let data = match &mut decoded {
+                        Some(d) => d,
+                        None => match Decoded::decode(signal, bytes.as_ref().unwrap_or(payload)) {
+                            Ok(d) => decoded.insert(d),
+                            Err(e) => {
+                                let why = format!("the {signal} request does not decode: {e}");
+                                if link.failed(signal, items, why)? {
+                                    return Ok(Output::nothing());
+                                }
+                                continue;
                             }
-                        };
+                        },
+                    };
+                    let tally = native.process(data);
+                    link.count(signal, items, tally);
+                    items = items.saturating_sub(tally.dropped);
+                    dirty |= tally.dropped > 0 || tally.modified > 0;
+                }
+                Stage::Wasm(wasm) => {
+                    if let Some(mut d) = decoded.take()
+                        && dirty
+                    {
+                        d.prune();
+                        bytes = Some(d.encode());
+                        dirty = false;
                     }
-                },
-            };
-            let tally = link.native.process(data);
-            link.duration.observe(started.elapsed());
-            link.count(signal, items, tally);
-            items = items.saturating_sub(tally.dropped);
-            changed |= tally.dropped > 0 || tally.modified > 0;
-        }
-        match decoded {
-            Some(mut d) if changed => {
-                d.prune();
-                Ok(Output::Replaced {
-                    payload: d.encode(),
-                    items: u32::try_from(items).unwrap_or(u32::MAX),
-                })
+                    if items == 0 {
+                        return Ok(Output::nothing());
+                    }
+                    let input = bytes.as_ref().unwrap_or(payload);
+                    let n = u32::try_from(items).unwrap_or(u32::MAX);
+                    match wasm.process(signal, input, n).await {
+                        Ok(WasmOutput::Keep) => link.count(signal, items, Tally::default()),
+                        Ok(WasmOutput::Replace(new, kept)) => {
+                            let kept = u64::from(kept);
+                            let t = Tally {
+                                dropped: items.saturating_sub(kept),
+                                modified: kept.min(items),
+                            };
+                            link.count(signal, items, t);
+                            (bytes, items) = (Some(new), kept);
+                        }
+                        Ok(WasmOutput::Drop) => {
+                            link.count(
+                                signal,
+                                items,
+                                Tally {
+                                    dropped: items,
+                                    modified: 0,
+                                },
+                            );
+                            return Ok(Output::nothing());
+                        }
+                        Err(why) => {
+                            if link.failed(signal, items, why)? {
+                                return Ok(Output::nothing());
+                            }
+                        }
+                    }
+                }
             }
-            _ => Ok(Output::Unchanged),
+            link.duration.observe(started.elapsed());
+        }
+        let items = u32::try_from(items).unwrap_or(u32::MAX);
+        Ok(match (decoded, bytes) {
+            (Some(mut d), _) if dirty => {
+                d.prune();
+                Output::Replaced {
+                    payload: d.encode(),
+                    items,
+                }
+            }
+            (_, Some(payload)) => Output::Replaced { payload, items },
+            _ => Output::Unchanged,
+        })
+    }
+}
+
+impl Output {
+    fn nothing() -> Output {
+        Output::Replaced {
+            payload: Bytes::new(),
+            items: 0,
         }
     }
 }
@@ -402,19 +532,21 @@ impl IngestChain {
 
 /// An exporter chain runs on each batch read for its exporter.
 impl crate::pipeline::router::Process for Chain {
-    fn process(
-        &self,
-        batch: &crate::pipeline::Batch,
-    ) -> Result<Option<crate::pipeline::Batch>, String> {
-        match self.run(batch.signal, &batch.payload, batch.items) {
-            Ok(Output::Unchanged) => Ok(None),
-            Ok(Output::Replaced { payload, items }) => Ok(Some(crate::pipeline::Batch::new(
-                batch.signal,
-                items,
-                payload,
-            ))),
-            Err(fault) => Err(fault.to_string()),
-        }
+    fn process<'a>(
+        &'a self,
+        batch: &'a crate::pipeline::Batch,
+    ) -> crate::pipeline::router::ProcessFuture<'a> {
+        Box::pin(async move {
+            match self.run(batch.signal, &batch.payload, batch.items).await {
+                Ok(Output::Unchanged) => Ok(None),
+                Ok(Output::Replaced { payload, items }) => Ok(Some(crate::pipeline::Batch::new(
+                    batch.signal,
+                    items,
+                    payload,
+                ))),
+                Err(fault) => Err(fault.to_string()),
+            }
+        })
     }
 }
 

@@ -42,6 +42,25 @@ impl Decoded {
         .into()
     }
 
+    /// Parses an OTLP/JSON export request of `signal`.
+    pub fn from_json(signal: Signal, json: &[u8]) -> Result<Self, serde_json::Error> {
+        Ok(match signal {
+            Signal::Traces => Decoded::Traces(serde_json::from_slice(json)?),
+            Signal::Metrics => Decoded::Metrics(serde_json::from_slice(json)?),
+            Signal::Logs => Decoded::Logs(serde_json::from_slice(json)?),
+        })
+    }
+
+    /// The request in the OTLP/JSON mapping.
+    pub fn to_json(&self) -> Vec<u8> {
+        match self {
+            Decoded::Traces(r) => serde_json::to_vec(r),
+            Decoded::Metrics(r) => serde_json::to_vec(r),
+            Decoded::Logs(r) => serde_json::to_vec(r),
+        }
+        .expect("OTLP messages serialise")
+    }
+
     /// Its signal.
     pub fn signal(&self) -> Signal {
         match self {
@@ -102,24 +121,6 @@ impl Decoded {
                 }
                 r.resource_logs.retain(|r| !r.scope_logs.is_empty());
             }
-        }
-    }
-
-    /// Calls `f` with the attributes of every resource.
-    pub fn each_resource(&mut self, mut f: impl FnMut(&mut Vec<KeyValue>)) {
-        let mut on = |r: &mut Option<ferry_proto::resource::Resource>| {
-            f(&mut r.get_or_insert_with(Default::default).attributes)
-        };
-        match self {
-            Decoded::Traces(r) => r
-                .resource_spans
-                .iter_mut()
-                .for_each(|x| on(&mut x.resource)),
-            Decoded::Metrics(r) => r
-                .resource_metrics
-                .iter_mut()
-                .for_each(|x| on(&mut x.resource)),
-            Decoded::Logs(r) => r.resource_logs.iter_mut().for_each(|x| on(&mut x.resource)),
         }
     }
 }

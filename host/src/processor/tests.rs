@@ -127,17 +127,23 @@ fn chain(processors: &str, names: &[&str]) -> (Chain, Arc<Telemetry>) {
         .map(|(k, v)| (k, v.try_into().unwrap()))
         .collect();
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    (Chain::build(&names, &defs, &t).unwrap(), t)
+    let chain = futures::executor::block_on(Chain::build(&names, &defs, &t, None)).unwrap();
+    (chain, t)
 }
 
 fn run(c: &Chain, d: &Decoded) -> (Decoded, u32) {
     let bytes = d.encode();
-    match c.run(d.signal(), &bytes, d.items() as u32).unwrap() {
+    match run_bytes(c, d.signal(), &bytes, d.items() as u32).unwrap() {
         Output::Unchanged => (d.clone(), d.items() as u32),
         Output::Replaced { payload, items } => {
             (Decoded::decode(d.signal(), &payload).unwrap(), items)
         }
     }
+}
+
+/// A chain of built-ins runs without awaiting anything.
+fn run_bytes(c: &Chain, signal: Signal, bytes: &Bytes, items: u32) -> Result<Output, Fault> {
+    futures::executor::block_on(c.run(signal, bytes, items))
 }
 
 fn metric_value(t: &Telemetry, name: &str, labels: &[&str]) -> u64 {
@@ -341,7 +347,7 @@ fn filter_drops_by_condition_counts_why_and_notices_orphans() {
         &["all"],
     );
     let req = Decoded::Traces(traces("api", vec![span(1, 0, "a", vec![])]));
-    let out = c.run(Signal::Traces, &req.encode(), 1).unwrap();
+    let out = run_bytes(&c, Signal::Traces, &req.encode(), 1).unwrap();
     assert_eq!(
         out,
         Output::Replaced {
@@ -454,12 +460,12 @@ fn a_chain_with_nothing_for_a_signal_never_decodes_it_and_failures_follow_on_err
         &["f"],
     );
     assert_eq!(
-        c.run(Signal::Metrics, &garbage, 1).unwrap(),
+        run_bytes(&c, Signal::Metrics, &garbage, 1).unwrap(),
         Output::Unchanged,
         "metrics pass undecoded"
     );
     assert!(
-        c.run(Signal::Traces, &garbage, 1).is_err(),
+        run_bytes(&c, Signal::Traces, &garbage, 1).is_err(),
         "refuse by default"
     );
     let (c, t) = chain(
@@ -467,7 +473,7 @@ fn a_chain_with_nothing_for_a_signal_never_decodes_it_and_failures_follow_on_err
         &["f"],
     );
     assert_eq!(
-        c.run(Signal::Traces, &garbage, 4).unwrap(),
+        run_bytes(&c, Signal::Traces, &garbage, 4).unwrap(),
         Output::Replaced {
             payload: Bytes::new(),
             items: 0
@@ -479,19 +485,17 @@ fn a_chain_with_nothing_for_a_signal_never_decodes_it_and_failures_follow_on_err
         &["f"],
     );
     assert_eq!(
-        c.run(Signal::Traces, &garbage, 1).unwrap(),
+        run_bytes(&c, Signal::Traces, &garbage, 1).unwrap(),
         Output::Unchanged
     );
     // Nothing changed: the original bytes go on, not a re-encoding.
     let req = Decoded::Traces(traces("api", vec![span(1, 0, "a", vec![])])).encode();
+    let (c, _) = chain(
+        "[f]\nkind = \"filter\"\nspans = { any = [{ name = \"x\" }] }",
+        &["f"],
+    );
     assert_eq!(
-        chain(
-            "[f]\nkind = \"filter\"\nspans = { any = [{ name = \"x\" }] }",
-            &["f"]
-        )
-        .0
-        .run(Signal::Traces, &req, 1)
-        .unwrap(),
+        run_bytes(&c, Signal::Traces, &req, 1).unwrap(),
         Output::Unchanged
     );
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use super::wire;
 use crate::pipeline::{Pipeline, Refusal};
 use crate::processor::{IngestChain, Output};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
+use crate::wire;
 
 /// What a receiver needs to start: the pipeline it feeds and where its server tasks run.
 pub struct Launch<'a> {
@@ -271,7 +271,7 @@ impl Ingest {
             if let Output::Replaced {
                 payload,
                 items: kept,
-            } = chain.run(signal, &body, items)?
+            } = chain.run(signal, &body, items).await?
             {
                 (body, items) = (payload, kept);
             }

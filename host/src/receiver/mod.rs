@@ -16,7 +16,6 @@ pub mod opencensus;
 pub mod otlp;
 #[cfg(any(feature = "zipkin", feature = "jaeger", feature = "opencensus"))]
 pub(crate) mod otlp_build;
-pub mod wire;
 #[cfg(feature = "zipkin")]
 pub mod zipkin;
 

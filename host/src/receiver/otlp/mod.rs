@@ -51,13 +51,13 @@ impl super::Receiver for OtlpReceiverConfig {
 pub fn decoders() -> Vec<(&'static str, Decoder)> {
     vec![
         ("otlp_traces", |b| {
-            let _ = crate::receiver::wire::inspect(Signal::Traces, b);
+            let _ = crate::wire::inspect(Signal::Traces, b);
         }),
         ("otlp_metrics", |b| {
-            let _ = crate::receiver::wire::inspect(Signal::Metrics, b);
+            let _ = crate::wire::inspect(Signal::Metrics, b);
         }),
         ("otlp_logs", |b| {
-            let _ = crate::receiver::wire::inspect(Signal::Logs, b);
+            let _ = crate::wire::inspect(Signal::Logs, b);
         }),
     ]
 }
