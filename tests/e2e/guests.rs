@@ -76,6 +76,23 @@ pub fn python_webhook() -> PathBuf {
         .clone()
 }
 
+/// `examples/python-hasher` (a processor), built with its own `build.sh`.
+pub fn python_hasher() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = out_dir().join("python-hasher.wasm");
+            let py = componentize_py_bin();
+            run(
+                Command::new(workspace().join("examples/python-hasher/build.sh"))
+                    .arg(&out)
+                    .env("PATH", path_with(&[&py])),
+            );
+            out
+        })
+        .clone()
+}
+
 /// `examples/js-hec`, built with its own `npm run build`.
 pub fn js_hec() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

@@ -20,6 +20,7 @@ mod otel_sdk;
 mod plugin_cli;
 mod processors;
 mod processors_under_load;
+mod processors_wasm;
 mod reliability;
 mod sandbox;
 mod sandbox_limits;

@@ -237,7 +237,7 @@ pub(crate) async fn assert_sdk_runs_arrived(sink: &Sink, runs: &[(&Value, &str)]
     }
 }
 
-fn check_logs(sink: &Sink, sent: &Value) {
+pub(crate) fn check_logs(sink: &Sink, sent: &Value) {
     let service = &sent["service"];
     let mut got = Vec::new();
     for body in sink.bodies("/v1/logs") {

@@ -51,7 +51,7 @@ fn sdk(endpoint: &str, run: &str, traces: usize) -> Value {
 }
 
 /// Every log record at `sink` with its resource attributes.
-fn logs_at(sink: &Sink) -> Vec<(LogRecord, BTreeMap<String, Value>)> {
+pub(crate) fn logs_at(sink: &Sink) -> Vec<(LogRecord, BTreeMap<String, Value>)> {
     let mut out = Vec::new();
     for b in sink.bodies("/v1/logs") {
         for rl in ExportLogsServiceRequest::decode(b).unwrap().resource_logs {

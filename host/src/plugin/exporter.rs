@@ -455,7 +455,10 @@ impl PluginExporter {
                 }
                 None => {
                     let reason = trap_reason(name, &trap);
-                    let kind = if reason.contains("growing memory") {
+                    // An epoch interrupt is the CPU side of the call's deadline.
+                    let kind = if trap.downcast_ref() == Some(&wasmtime::Trap::Interrupt) {
+                        Fault::Timeout
+                    } else if reason.contains("growing memory") {
                         Fault::Memory
                     } else {
                         Fault::Trap

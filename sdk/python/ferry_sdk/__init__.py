@@ -181,7 +181,12 @@ def _config_dict(text: str) -> Dict[str, Any]:
     return value
 
 
-class Exporter(exports.Exporter):
+# A component implements one world: built for ``processor-plugin`` there is no exporter
+# interface to implement (``ferry_sdk.processor`` has the processor's base class).
+_ExporterBase = getattr(exports, "Exporter", object)
+
+
+class Exporter(_ExporterBase):
     """Base class of a Python plugin: subclass it as ``Exporter`` in your app module.
 
     componentize-py makes a new ``Exporter()`` for every call from the host; the plugin's

@@ -14,6 +14,9 @@ __all__ = [
     "spans",
     "data_points",
     "log_records",
+    "any_value",
+    "get_attribute",
+    "set_attribute",
     "nanos",
     "duration_ms",
     "STATUS_CODES",
@@ -94,3 +97,50 @@ def log_records(doc: Dict[str, Any]) -> Iterator[Tuple[Dict, Dict, Dict]]:
             scope = sl.get("scope", {})
             for record in sl.get("logRecords", []):
                 yield resource, scope, record
+
+
+def any_value(v: Any) -> Dict[str, Any]:
+    """A Python value as an OTLP/JSON ``AnyValue`` (str, bool, int, float, bytes, list, dict)."""
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, bytes):
+        return {"bytesValue": base64.b64encode(v).decode()}
+    if isinstance(v, (list, tuple)):
+        return {"arrayValue": {"values": [any_value(x) for x in v]}}
+    if isinstance(v, dict):
+        return {"kvlistValue": {"values": [{"key": k, "value": any_value(x)} for k, x in v.items()]}}
+    return {"stringValue": str(v)}
+
+
+def get_attribute(item: Dict[str, Any], key: str) -> Any:
+    """The value of attribute ``key`` of a span, log record, data point or resource (a dict
+    with an ``attributes`` list), or ``None``."""
+    for kv in item.get("attributes", []) or []:
+        if kv.get("key") == key:
+            return value(kv.get("value", {}))
+    return None
+
+
+def set_attribute(item: Dict[str, Any], key: str, v: Any) -> bool:
+    """Sets attribute ``key`` of ``item`` to ``v`` (``None`` removes it); returns whether
+    anything changed."""
+    attrs = item.setdefault("attributes", [])
+    for i, kv in enumerate(attrs):
+        if kv.get("key") == key:
+            if v is None:
+                del attrs[i]
+                return True
+            new = any_value(v)
+            if kv.get("value") == new:
+                return False
+            kv["value"] = new
+            return True
+    if v is None:
+        return False
+    attrs.append({"key": key, "value": any_value(v)})
+    return True
+
