@@ -170,6 +170,8 @@ const SDK_FILES: &[&str] = &[
     "Cargo.toml",
     "sdk/Cargo.toml",
     "sdk/src",
+    "sdk/processor/Cargo.toml",
+    "sdk/processor/src",
     "proto/Cargo.toml",
     "proto/src",
     "sdk/python/ferry_sdk",

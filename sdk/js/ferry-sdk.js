@@ -14,6 +14,14 @@
 //
 // HTTP is `fetch` (the host checks every request against the exporter's allowed_hosts);
 // `export` may be async: componentize-js runs the event loop until its promise settles.
+//
+// A processor exports `processor` instead, built for the world processor-plugin:
+//
+//   export const processor = defineProcessor({
+//     describe: () => manifest('my-processor', '0.1.0', { signals: ['traces'] }),
+//     init(config) { ... },
+//     process(meta, doc) { ... return doc; },    // or KEEP, or DROP; throw to fail the batch
+//   });
 
 import { log as hostLog } from 'ferry:plugin/host@0.3.0';
 
@@ -158,6 +166,49 @@ export function defineExporter({ describe, init = () => {}, export: send, shutdo
   };
 }
 
+/** `process` returns this to forward the batch unchanged. */
+export const KEEP = Symbol('keep');
+/** `process` returns this to forward nothing. */
+export const DROP = Symbol('drop');
+
+/**
+ * The `processor` export from plain functions: `init` gets the config as an object, `process`
+ * gets `{signal, items}` and the batch parsed from OTLP/JSON, and returns KEEP (or nothing),
+ * DROP, or the document to forward instead. A throw fails the batch (the host applies the
+ * processor's `on_error`).
+ */
+export function defineProcessor({ describe, init = () => {}, process }) {
+  return {
+    describe,
+    init(config) {
+      let parsed;
+      try {
+        parsed = config ? JSON.parse(config) : {};
+      } catch (e) {
+        throw fail(`config is not JSON: ${e.message}`);
+      }
+      try {
+        init(parsed);
+      } catch (e) {
+        throw fail(e instanceof ConfigError ? e.message : describeError(e));
+      }
+    },
+    process(meta, batch) {
+      let result;
+      try {
+        const doc = new Batch(batch).json();
+        result = process({ signal: meta.signal, items: meta.items }, doc);
+      } catch (e) {
+        log('error', `process threw ${describeError(e)}${e && e.stack ? `\n${e.stack}` : ''}`);
+        throw fail(describeError(e));
+      }
+      if (result === undefined || result === null || result === KEEP) return { tag: 'keep' };
+      if (result === DROP) return { tag: 'drop' };
+      return { tag: 'replace', val: new TextEncoder().encode(JSON.stringify(result)) };
+    },
+  };
+}
+
 /**
  * The usual reading of an HTTP answer for an exporter: 2xx is success; 429 and 503 with a
  * `Retry-After` are Throttled; 408, 429 and 5xx are Retryable; anything else is Permanent.
@@ -212,6 +263,40 @@ export const otlp = {
     if ('arrayValue' in v) return (v.arrayValue.values || []).map((x) => otlp.value(x));
     if ('kvlistValue' in v) return otlp.attributes(v.kvlistValue.values || []);
     return null;
+  },
+
+  /** A JS value as an OTLP/JSON AnyValue. */
+  anyValue(v) {
+    if (typeof v === 'boolean') return { boolValue: v };
+    if (typeof v === 'bigint') return { intValue: v.toString() };
+    if (typeof v === 'number') return Number.isInteger(v) ? { intValue: String(v) } : { doubleValue: v };
+    if (Array.isArray(v)) return { arrayValue: { values: v.map((x) => otlp.anyValue(x)) } };
+    return { stringValue: String(v) };
+  },
+
+  /** The value of attribute `key` of an item (span, log record, data point), or null. */
+  getAttribute(item, key) {
+    const kv = (item.attributes || []).find((a) => a.key === key);
+    return kv ? otlp.value(kv.value) : null;
+  },
+
+  /** Sets attribute `key` of an item to `v` (null removes it); returns whether it changed. */
+  setAttribute(item, key, v) {
+    const attrs = (item.attributes = item.attributes || []);
+    const i = attrs.findIndex((a) => a.key === key);
+    if (v === null || v === undefined) {
+      if (i < 0) return false;
+      attrs.splice(i, 1);
+      return true;
+    }
+    const value = otlp.anyValue(v);
+    if (i >= 0) {
+      if (JSON.stringify(attrs[i].value) === JSON.stringify(value)) return false;
+      attrs[i].value = value;
+      return true;
+    }
+    attrs.push({ key, value });
+    return true;
   },
 
   /** A list of KeyValue as an object. */

@@ -475,6 +475,63 @@ fn plugin_new_projects_build_and_pass_plugin_test_unchanged() {
 }
 
 #[test]
+fn plugin_new_processor_projects_build_and_plugin_test_shows_before_and_after() {
+    let root = tempfile::tempdir().unwrap();
+    for (lang, signals) in [
+        ("rust", &["traces", "metrics", "logs"][..]),
+        ("python", &["traces", "logs"][..]),
+        ("js", &["traces", "logs"][..]),
+    ] {
+        let name = format!("my-{lang}-processor");
+        let dir = root.path().join(&name);
+        run(ferry_command()
+            .args([
+                "plugin",
+                "new",
+                &name,
+                "--lang",
+                lang,
+                "--kind",
+                "processor",
+                "--dir",
+            ])
+            .arg(&dir));
+        let wasm = build_scaffold(lang, &dir, &name);
+        let inspect = run(ferry_command().args(["plugin", "inspect"]).arg(&wasm));
+        assert!(
+            inspect.contains("(world ferry:plugin/processor-plugin@0.3.0): supported"),
+            "{inspect}"
+        );
+        // Python and JavaScript hold a large batch's JSON several times over.
+        let (ok, r, stderr) = test(&wasm, &["--memory", "256MiB"]);
+        assert!(ok, "{lang}: {r:#}\n{stderr}");
+        let calls = r["calls"].as_array().unwrap();
+        assert_eq!(calls.len(), signals.len() * 2, "{lang}: {r:#}");
+        for c in calls {
+            let signal = c["signal"].as_str().unwrap();
+            assert!(signals.contains(&signal), "{lang}: {c:#}");
+            assert_eq!(c["items_out"], c["items_in"], "{lang}: {c:#}");
+            if signal == "metrics" {
+                // The Rust template leaves data points alone.
+                assert_eq!(c["result"], "keep", "{lang}: {c:#}");
+                continue;
+            }
+            // The template marks every span and log record.
+            assert_eq!(c["result"], "replace", "{lang}: {c:#}");
+            assert_eq!(c["attributes_added"], c["items_in"], "{lang}: {c:#}");
+            assert_eq!(c["attributes_removed"], 0, "{lang}: {c:#}");
+        }
+        let text = run(ferry_command()
+            .args(["plugin", "test", "--memory", "256MiB"])
+            .arg(&wasm));
+        assert!(
+            text.contains("ATTRIBUTES") && text.ends_with("PASSED\n"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn plugin_test_reports_host_memory_per_call_and_names_a_leak() {
     let host =
         |call: &serde_json::Value, which: &str, what: &str| call[which][what].as_u64().unwrap();

@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod harness;
 pub mod inspect;
+pub mod processor_test;
 pub mod samples;
 pub mod scaffold;
 

@@ -22,6 +22,25 @@ pub enum Lang {
     Js,
 }
 
+/// What kind of plugin a project makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Kind {
+    /// An exporter (world `exporter-plugin`).
+    #[default]
+    Exporter,
+    /// A processor (world `processor-plugin`).
+    Processor,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Exporter => "exporter",
+            Kind::Processor => "processor",
+        })
+    }
+}
+
 impl fmt::Display for Lang {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -134,8 +153,12 @@ fn standalone_manifest(member: &str) -> anyhow::Result<String> {
 }
 
 /// Every file of a new project: (path in the project, contents).
-fn project_files(name: &str, lang: Lang) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = embedded_under(&format!("sdk/templates/{lang}"))
+fn project_files(name: &str, lang: Lang, kind: Kind) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+    let template = match kind {
+        Kind::Exporter => format!("sdk/templates/{lang}"),
+        Kind::Processor => format!("sdk/templates/{lang}-processor"),
+    };
+    let mut files: Vec<(PathBuf, Vec<u8>)> = embedded_under(&template)
         .map(|(p, b)| (PathBuf::from(p), fill(b, name)))
         .collect();
     let wit_dir = match lang {
@@ -145,16 +168,21 @@ fn project_files(name: &str, lang: Lang) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
     files.extend(wit_files().map(|(p, b)| (Path::new(wit_dir).join(p), b.to_vec())));
     match lang {
         Lang::Rust => {
-            for (krate, src) in [("ferry-sdk", "sdk"), ("ferry-proto", "proto")] {
+            let sdk = match kind {
+                Kind::Exporter => ("ferry-sdk", "sdk"),
+                Kind::Processor => ("ferry-processor-sdk", "sdk/processor"),
+            };
+            for (krate, src) in [sdk, ("ferry-proto", "proto")] {
                 let dir = Path::new("vendor").join(krate);
                 files.push((
                     dir.join("Cargo.toml"),
                     standalone_manifest(&format!("{src}/Cargo.toml"))?.into_bytes(),
                 ));
-                files.extend(
-                    embedded_under(&format!("{src}/src"))
-                        .map(|(p, b)| (dir.join("src").join(p), b.to_vec())),
-                );
+                // Vendored, every SDK sits one folder below `vendor/wit`.
+                files.extend(embedded_under(&format!("{src}/src")).map(|(p, b)| {
+                    let b = String::from_utf8_lossy(b).replace("\"../../wit\"", "\"../wit\"");
+                    (dir.join("src").join(p), b.into_bytes())
+                }));
             }
         }
         Lang::Python => files.extend(
@@ -171,7 +199,7 @@ fn project_files(name: &str, lang: Lang) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
 
 /// Writes a new `lang` plugin project called `name` into `dir` (which must not exist or be
 /// empty) and returns what to do next.
-pub fn create(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<String> {
+pub fn create(name: &str, lang: Lang, kind: Kind, dir: &Path) -> anyhow::Result<String> {
     if !crate::plugin::registry::valid_name(name) {
         bail!("invalid plugin name {name:?}: use letters, digits, '-' and '_'");
     }
@@ -186,7 +214,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<String> {
             dir.display()
         );
     }
-    for (path, contents) in project_files(name, lang)? {
+    for (path, contents) in project_files(name, lang, kind)? {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -239,7 +267,7 @@ mod tests {
     #[test]
     fn every_language_gets_its_sdk_the_wit_and_a_filled_template() {
         for lang in [Lang::Rust, Lang::Python, Lang::Js] {
-            let files = project_files("my-plugin", lang).unwrap();
+            let files = project_files("my-plugin", lang, Kind::Exporter).unwrap();
             let has = |p: &str| files.iter().any(|(f, _)| f == Path::new(p));
             let wit = if lang == Lang::Rust {
                 "vendor/wit"
@@ -264,9 +292,15 @@ mod tests {
     fn a_project_is_not_written_over_another() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
-        let err = create("x", Lang::Python, dir.path()).unwrap_err();
+        let err = create("x", Lang::Python, Kind::Exporter, dir.path()).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
-        let err = create("../x", Lang::Python, &dir.path().join("new")).unwrap_err();
+        let err = create(
+            "../x",
+            Lang::Python,
+            Kind::Exporter,
+            &dir.path().join("new"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("invalid plugin name"), "{err}");
     }
 }

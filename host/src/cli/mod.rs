@@ -128,6 +128,9 @@ pub enum PluginCommand {
         /// Language of the project.
         #[arg(long, value_enum)]
         lang: crate::author::scaffold::Lang,
+        /// What the plugin is.
+        #[arg(long, value_enum, default_value_t)]
+        kind: crate::author::scaffold::Kind,
         /// Directory to create the project in (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,

@@ -141,6 +141,24 @@ impl WasmProcessor {
     ) -> Result<WasmProcessor, String> {
         let source = registry::find(env.engine.catalog(), &c.plugin, env.dir.as_deref())
             .map_err(|e| format!("processors.{name}.plugin: {e}"))?;
+        Self::from_source(name, &source, c, env, telemetry)
+            .await
+            .map_err(|e| {
+                format!(
+                    "processors.{name} (plugin {} from {}): {e}",
+                    source.name, source.origin
+                )
+            })
+    }
+
+    /// Loads and initialises processor `name` from `source` (`c.plugin` is not looked up).
+    pub async fn from_source(
+        name: &str,
+        source: &registry::PluginSource,
+        c: &WasmConfig,
+        env: &WasmEnv<'_>,
+        telemetry: &Telemetry,
+    ) -> Result<WasmProcessor, crate::plugin::LoadError> {
         let spec = ExporterSpec {
             settings: &c.config,
             allowed_hosts: Some(c.allowed_hosts.as_deref().unwrap_or(&[])),
@@ -160,23 +178,22 @@ impl WasmProcessor {
         let plugin = PluginExporter::load_processor(
             env.engine,
             name,
-            &source,
+            source,
             &spec,
             env.sender.clone(),
             env.log,
             telemetry,
         )
-        .await
-        .map_err(|e| {
-            format!(
-                "processors.{name} (plugin {} from {}): {e}",
-                source.name, source.origin
-            )
-        })?;
+        .await?;
         Ok(WasmProcessor {
             plugin,
             max_growth: c.max_growth,
         })
+    }
+
+    /// The plugin's pool (its manifest, memory peak).
+    pub fn plugin(&self) -> &PluginExporter {
+        &self.plugin
     }
 
     /// Whether the plugin takes `signal`.
