@@ -30,7 +30,7 @@ async fn plugins_built_for_contracts_0_1_0_and_0_2_0_still_load_and_export() {
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    // NAME VERSION SIGNALS ENCODING CONTRACT SOURCE
+    // NAME VERSION SIGNALS ENCODING CONTRACT KIND SOURCE
     let contract = |name: &str| {
         listing
             .lines()

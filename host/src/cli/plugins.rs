@@ -11,13 +11,13 @@ use crate::plugin::registry;
 pub async fn list(dir: Option<PathBuf>, running: &Running) -> anyhow::Result<ExitCode> {
     let engine = super::engine(running, crate::plugin::engine::default_cache_dir())?;
     println!(
-        "{:<20} {:<10} {:<24} {:<14} {:<9} SOURCE",
-        "NAME", "VERSION", "SIGNALS", "ENCODING", "CONTRACT"
+        "{:<20} {:<10} {:<24} {:<14} {:<9} {:<10} SOURCE",
+        "NAME", "VERSION", "SIGNALS", "ENCODING", "CONTRACT", "KIND"
     );
     for source in registry::list(engine.catalog(), dir.as_deref())? {
         match crate::plugin::exporter::describe(&engine, &source).await {
             Ok(m) => println!(
-                "{:<20} {:<10} {:<24} {:<14} {:<9} {}",
+                "{:<20} {:<10} {:<24} {:<14} {:<9} {:<10} {}",
                 source.name,
                 m.version,
                 m.signals
@@ -27,6 +27,10 @@ pub async fn list(dir: Option<PathBuf>, running: &Running) -> anyhow::Result<Exi
                     .join(","),
                 format!("{:?}", m.encoding),
                 m.contract,
+                match m.world {
+                    crate::plugin::contract::World::Exporter => "exporter",
+                    crate::plugin::contract::World::Processor => "processor",
+                },
                 source.origin
             ),
             Err(e) => println!("{:<20} error: {e} ({})", source.name, source.origin),
