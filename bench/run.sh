@@ -5,6 +5,7 @@
 #   DURATION=5 bench/run.sh grpc_blackhole
 #   RATE=80000 bench/run.sh grpc_otlp_http   # both daemons at the same offered load
 #   FERRY=$PWD/my-bundle DAEMONS=ferry bench/run.sh grpc_otlp_http   # another ferry (a bundle)
+#   DAEMONS=ferry bench/run.sh grpc_chain grpc_chain_wasm   # processors (Ferry only)
 #
 # Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
 # OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
@@ -84,6 +85,34 @@ start_daemon() {
       case $scenario in
         grpc_blackhole)
           printf '[exporters.a]\nplugin = "blackhole"\n' ;;
+        grpc_chain)
+          # resource upsert + attributes delete + filter (2 of 16 span names) + sample 50%
+          cat <<'TOML'
+[pipeline]
+processors = ["env", "scrub", "drop", "half"]
+[processors.env]
+kind = "resource"
+actions = [{ key = "deployment.environment", action = "upsert", value = "bench" }]
+[processors.scrub]
+kind = "attributes"
+apply_to = ["spans"]
+actions = [{ key = "bench.attr.9", action = "delete" }]
+[processors.drop]
+kind = "filter"
+spans = { any = [{ name = "bench-op-3" }, { name = "bench-op-7" }] }
+[processors.half]
+kind = "sample"
+percentage = 50
+[exporters.a]
+plugin = "blackhole"
+TOML
+          ;;
+        grpc_chain_wasm)
+          mkdir -p "$dir/plugins"
+          cp "$ROOT/target/plugins/wasm32-wasip2/plugin/ferry_test_bench_chain.wasm" "$dir/plugins/bench-chain.wasm"
+          printf '[plugins]\ndir = "%s"\n[pipeline]\nprocessors = ["chain"]\n' "$dir/plugins"
+          printf '[processors.chain]\nkind = "wasm"\nplugin = "bench-chain"\n'
+          printf '[exporters.a]\nplugin = "blackhole"\n' ;;
         grpc_otlp_http|http_otlp_http)
           printf '[exporters.a]\nplugin = "otlp-http"\nconfig = { endpoint = "http://127.0.0.1:%s" }\n' "$SINK_A" ;;
         grpc_fanout)
@@ -95,7 +124,8 @@ start_daemon() {
   else
     local args=(start --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP")
     case $scenario in
-      grpc_blackhole)
+      grpc_blackhole|grpc_chain|grpc_chain_wasm)
+        # Rotel has no equivalent chain: its row is its pass-through.
         args+=(--exporter blackhole) ;;
       grpc_otlp_http|http_otlp_http)
         args+=(--exporter otlp --otlp-exporter-endpoint "http://127.0.0.1:$SINK_A"
@@ -148,9 +178,13 @@ for scenario in $SCENARIOS; do
     delivered=0
     for _ in $(seq 1 300); do
       case $scenario in
-        grpc_blackhole)
+        grpc_blackhole|grpc_chain|grpc_chain_wasm)
           if [ "$daemon" = ferry ]; then
-            delivered=$(http_get "$ADMIN" /metrics | awk '/^ferry_exporter_sent_items_total\{exporter="a",signal="traces"\}/ {print $2}')
+            # Exported, or dropped by a processor (filtered, sampled out): every span accounted.
+            delivered=$(http_get "$ADMIN" /metrics | awk '
+              /^ferry_exporter_sent_items_total\{exporter="a",signal="traces"\}/ {n += $2}
+              /^ferry_processor_items_total\{.*outcome="dropped"/ {n += $2}
+              END {print n + 0}')
           else
             delivered=$acked   # Rotel's blackhole cannot be counted from outside
           fi ;;
@@ -163,7 +197,7 @@ for scenario in $SCENARIOS; do
     cpu1=$(cpu_ticks "$DPID")
     rss=$(peak_rss_kib "$DPID")
     lost=$((expected * copies - ${delivered:-0}))
-    [ "$scenario" = grpc_blackhole ] && [ "$daemon" = rotel ] && lost="n/a"
+    case $scenario in grpc_blackhole|grpc_chain*) [ "$daemon" = rotel ] && lost="n/a" ;; esac
     row=$(python3 - "$summary" "$cpu0" "$cpu1" "$TICKS" "$rss" "$acked" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1]); cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])

@@ -45,6 +45,14 @@ impl Signal {
     }
 }
 
+/// splitmix64's finaliser: spreads consecutive numbers over all 64 bits.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn attrs(n: usize, seed: u64) -> Vec<KeyValue> {
     (0..n)
         .map(|i| {
@@ -93,8 +101,10 @@ pub fn request(signal: Signal, items: usize, attributes: usize, seed: u64) -> Ve
             let spans = (0..items as u64)
                 .map(|i| {
                     let id = seed * 1_000_003 + i + 1;
+                    // Trace ids as random as an SDK's (a sampler reads their low 56 bits).
+                    let trace = mix(seed.wrapping_mul(0x9e37_79b9) ^ (i / 10));
                     Span {
-                        trace_id: [&seed.to_be_bytes()[..], &(i / 10).to_be_bytes()[..]].concat(),
+                        trace_id: [seed.to_be_bytes(), trace.to_be_bytes()].concat(),
                         span_id: id.to_be_bytes().to_vec(),
                         parent_span_id: if i % 10 == 0 {
                             Vec::new()

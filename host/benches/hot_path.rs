@@ -176,8 +176,63 @@ fn plugin_export(c: &mut Criterion) {
     g.finish();
 }
 
+/// The benchmark chain (resource upsert, attribute delete, filter, sample 50%) on one request
+/// of 100 spans, beside what it is made of: a decode and an encode.
+fn processor_chain(c: &mut Criterion) {
+    use ferry::processor::{Chain, Decoded, Processors};
+    let one = Bytes::from(request(ferry_bench::Signal::Traces, 100, 10, 1));
+    let defs: toml::Table = toml::from_str(
+        r#"
+        [env]
+        kind = "resource"
+        actions = [{ key = "deployment.environment", action = "upsert", value = "bench" }]
+        [scrub]
+        kind = "attributes"
+        apply_to = ["spans"]
+        actions = [{ key = "bench.attr.9", action = "delete" }]
+        [drop]
+        kind = "filter"
+        spans = { any = [{ name = "bench-op-3" }, { name = "bench-op-7" }] }
+        [half]
+        kind = "sample"
+        percentage = 50
+        "#,
+    )
+    .unwrap();
+    let defs: Processors = defs
+        .into_iter()
+        .map(|(k, v)| (k, v.try_into().unwrap()))
+        .collect();
+    let t = Telemetry::default();
+    let chain = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        futures::executor::block_on(Chain::build(&names, &defs, &t, None)).unwrap()
+    };
+    let mut g = c.benchmark_group("processor_chain");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("decode/100_spans", |b| {
+        b.iter(|| Decoded::decode(Signal::Traces, std::hint::black_box(&one)).unwrap())
+    });
+    let decoded = Decoded::decode(Signal::Traces, &one).unwrap();
+    g.bench_function("encode/100_spans", |b| b.iter(|| decoded.encode()));
+    for names in [
+        &["env", "scrub", "drop", "half"][..],
+        &["env"],
+        &["scrub"],
+        &["drop"],
+        &["half"],
+    ] {
+        let c = chain(names);
+        g.bench_function(format!("{}/100_spans", names.join("+")), |b| {
+            b.iter(|| futures::executor::block_on(c.run(Signal::Traces, &one, 100)).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    processor_chain,
     wire_walk,
     concatenation,
     json_encoding,

@@ -32,8 +32,7 @@ pub struct WasmConfig {
     /// The plugin's own settings, handed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
-    /// Destinations the plugin may reach; none unless granted (or named by an `*endpoint`
-    /// setting in `config`).
+    /// Destinations the plugin may reach (as for exporters); none unless granted here.
     pub allowed_hosts: Option<Vec<String>>,
     /// CPU deadline and wall-clock limit of one call.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
