@@ -118,6 +118,21 @@ function fail(payload) {
   });
 }
 
+// Runs a plugin's `init` on its JSON config; a refusal becomes the `err` of `init`.
+function initWith(init, config) {
+  let parsed;
+  try {
+    parsed = config ? JSON.parse(config) : {};
+  } catch (e) {
+    throw fail(`config is not JSON: ${e.message}`);
+  }
+  try {
+    init(parsed);
+  } catch (e) {
+    throw fail(e instanceof ConfigError ? e.message : describeError(e));
+  }
+}
+
 function describeError(e) {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
@@ -130,17 +145,7 @@ export function defineExporter({ describe, init = () => {}, export: send, shutdo
   return {
     describe,
     init(config) {
-      let parsed;
-      try {
-        parsed = config ? JSON.parse(config) : {};
-      } catch (e) {
-        throw fail(`config is not JSON: ${e.message}`);
-      }
-      try {
-        init(parsed);
-      } catch (e) {
-        throw fail(e instanceof ConfigError ? e.message : describeError(e));
-      }
+      initWith(init, config);
     },
     async export(meta, batch) {
       try {
@@ -181,17 +186,7 @@ export function defineProcessor({ describe, init = () => {}, process }) {
   return {
     describe,
     init(config) {
-      let parsed;
-      try {
-        parsed = config ? JSON.parse(config) : {};
-      } catch (e) {
-        throw fail(`config is not JSON: ${e.message}`);
-      }
-      try {
-        init(parsed);
-      } catch (e) {
-        throw fail(e instanceof ConfigError ? e.message : describeError(e));
-      }
+      initWith(init, config);
     },
     process(meta, batch) {
       let result;

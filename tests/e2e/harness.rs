@@ -777,6 +777,15 @@ pub fn spans_by_id(
     out
 }
 
+/// Replaces `ferry`'s config file in one step (write aside, rename), as an editor or a deploy
+/// would.
+pub fn rewrite(ferry: &Ferry, toml: &str) {
+    let path = ferry.config_path();
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, toml).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
 /// The `ferry` binary, sharing the tests' compiled-plugin cache.
 pub fn ferry_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_proto::common::KeyValue;
 
-use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, spans_by_id};
+use crate::harness::{Ferry, PREAMBLE, Script, Sink, eventually, rewrite, spans_by_id};
 use crate::load::{Load, delivery};
 
 fn text(attrs: &[KeyValue], key: &str) -> Option<String> {
@@ -41,13 +41,6 @@ fn stamped(sink: &Sink, generation: u32, queue: &str) -> String {
         "#,
         sink.url()
     )
-}
-
-fn rewrite(ferry: &Ferry, toml: &str) {
-    let path = ferry.config_path();
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, toml).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

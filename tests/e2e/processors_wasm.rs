@@ -320,7 +320,7 @@ async fn a_refusing_ingest_chain_loses_nothing_and_delivers_once_a_reload_fixes_
         crate::harness::span_names(&sink).is_empty(),
         "nothing leaks past a refusal"
     );
-    std::fs::write(ferry.config_path(), config("tag")).unwrap();
+    crate::harness::rewrite(&ferry, &config("tag"));
     ferry.logged("the ingest chain is swapped").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tally = load.stop().await;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{
-    Ferry, PREAMBLE, Script, Sink, eventually, post_traces, spans_by_id, traces_request,
+    Ferry, PREAMBLE, Script, Sink, eventually, post_traces, rewrite, spans_by_id, traces_request,
 };
 use crate::load::{Load, delivery};
 
@@ -340,14 +340,6 @@ async fn memory_budget_exceeded_pushes_the_sdk_back_and_its_retries_deliver_ever
         got.len(),
         counts.values().map(|c| c - 1).sum::<usize>()
     );
-}
-
-/// Replaces the config file in one step (write aside, rename), as an editor or a deploy would.
-fn rewrite(ferry: &Ferry, toml: &str) {
-    let path = ferry.config_path();
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, toml).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,7 @@ use super::{millis, size_text};
 use crate::config::{ExporterConfig, substitute_env};
 use crate::pipeline::queue::Batch;
 use crate::pipeline::router::{Export, Outcome};
+use crate::plugin::contract::World;
 use crate::plugin::engine::CodeOrigin;
 use crate::plugin::exporter::PluginExporter;
 use crate::plugin::registry;
@@ -161,8 +162,38 @@ fn exporter_config(
     ExporterConfig::deserialize(toml::Value::Table(table)).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Runs the plugin in `path` through every sample batch it can take.
-pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyhow::Result<Report> {
+/// What `ferry plugin test` found: an exporter's calls, or a processor's.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Tested {
+    /// An exporter.
+    Exporter(Report),
+    /// A processor.
+    Processor(super::processor_test::ProcessorReport),
+}
+
+impl Tested {
+    /// True when the plugin loaded and every call went as the daemon needs.
+    pub fn passed(&self) -> bool {
+        match self {
+            Tested::Exporter(r) => r.passed(),
+            Tested::Processor(r) => r.passed(),
+        }
+    }
+}
+
+impl fmt::Display for Tested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tested::Exporter(r) => r.fmt(f),
+            Tested::Processor(r) => r.fmt(f),
+        }
+    }
+}
+
+/// Runs the plugin in `path` through every sample batch it can take: as an exporter, or, when
+/// it turns out to be a processor, through the processor harness.
+pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyhow::Result<Tested> {
     let source = registry::read_file(path)?;
     let status = StatusCode::from_u16(options.status)
         .with_context(|| format!("--status {} is not an HTTP status", options.status))?;
@@ -209,7 +240,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
         }
         Err(problem) => {
             report.problems.push(problem);
-            return Ok(report);
+            return Ok(Tested::Exporter(report));
         }
     }
     let telemetry = Telemetry::new();
@@ -226,6 +257,20 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
     .await
     {
         Ok(e) => e,
+        Err(LoadError::World {
+            found: World::Processor,
+            ..
+        }) => {
+            // A processor has no backend: without a config of its own, it gets none.
+            let config = if options.config == DEFAULT_CONFIG {
+                "{}"
+            } else {
+                &report.config
+            };
+            let (memory, timeout) = (options.memory.as_deref(), options.timeout.as_deref());
+            let r = super::processor_test::run(engine, path, config, memory, timeout).await?;
+            return Ok(Tested::Processor(r));
+        }
         Err(e) => {
             let hint = match e {
                 LoadError::Contract(_) | LoadError::Engine(_) => format!(
@@ -235,7 +280,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
                 _ => String::new(),
             };
             report.problems.push(format!("{e}{hint}"));
-            return Ok(report);
+            return Ok(Tested::Exporter(report));
         }
     };
     report.init_ms = Some(millis(started.elapsed()));
@@ -295,7 +340,7 @@ pub async fn run(engine: &PluginEngine, path: &Path, options: &Options) -> anyho
             &[("exporter", &name)],
         )
         .get();
-    Ok(report)
+    Ok(Tested::Exporter(report))
 }
 
 /// `host: peak 1.3 MiB in 9 resources, 0 B in 2 held after`.

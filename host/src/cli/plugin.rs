@@ -17,17 +17,6 @@ fn print_report(report: &(impl std::fmt::Display + serde::Serialize), json: bool
     }
 }
 
-/// Whether the component in `file` is a processor (anything else goes to the exporter
-/// harness, which reports what is wrong with it).
-async fn is_processor(engine: &crate::plugin::PluginEngine, file: &std::path::Path) -> bool {
-    let Ok(source) = crate::plugin::registry::read_file(file) else {
-        return false;
-    };
-    crate::plugin::exporter::describe(engine, &source)
-        .await
-        .is_ok_and(|m| m.world == crate::plugin::contract::World::Processor)
-}
-
 /// Runs one of the author tools.
 pub async fn plugin(action: PluginCommand, running: &Running) -> anyhow::Result<ExitCode> {
     match action {
@@ -48,25 +37,6 @@ pub async fn plugin(action: PluginCommand, running: &Running) -> anyhow::Result<
             // The plugin's own log lines are what an author wants to see next to the report.
             super::init_logging("warn,ferry::plugin::ctx=debug");
             let engine = super::engine(running, crate::plugin::engine::default_cache_dir())?;
-            if is_processor(&engine, &file).await {
-                // A processor has no backend: its default config is empty.
-                let config = if config == crate::author::harness::DEFAULT_CONFIG {
-                    "{}".to_string()
-                } else {
-                    crate::config::substitute_env(&config, |k| std::env::var(k).ok())
-                        .map_err(|e| anyhow::anyhow!("--config: {}", e.join("; ")))?
-                };
-                let report = crate::author::processor_test::run(
-                    &engine,
-                    &file,
-                    &config,
-                    memory.as_deref(),
-                    timeout.as_deref(),
-                )
-                .await?;
-                print_report(&report, json);
-                return Ok(code(report.passed()));
-            }
             let options = crate::author::harness::Options {
                 config,
                 status,

@@ -16,7 +16,7 @@ use super::instance::{CallError, Instance, Shared, stderr_suffix, trap_reason};
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::registry::PluginSource;
 use super::resources::{HostUsage, IDLE_ALLOWANCE};
-use super::role::{EXPORTER, PROCESSOR, Role};
+use super::role::{EXPORTER, Role};
 use super::sender::HostSender;
 use super::text::{LogGate, LogPolicy, escape};
 use crate::pipeline::Encoding;
@@ -123,25 +123,10 @@ impl PluginExporter {
         .await
     }
 
-    /// [`PluginExporter::load`] for a processor plugin (the `processor-plugin` world), whose
-    /// self-metrics are labelled `processor`.
-    pub async fn load_processor(
-        engine: &PluginEngine,
-        name: &str,
-        source: &PluginSource,
-        spec: &ExporterSpec<'_>,
-        sender: HostSender,
-        log: LogPolicy,
-        telemetry: &Telemetry,
-    ) -> Result<PluginExporter, LoadError> {
-        Self::load_as(
-            &PROCESSOR, engine, name, source, spec, sender, log, telemetry,
-        )
-        .await
-    }
-
+    /// [`PluginExporter::load`] in `role`: the world the plugin must implement and the names
+    /// of its self-metrics ([`super::role::PROCESSOR`] for a Wasm processor).
     #[allow(clippy::too_many_arguments)]
-    async fn load_as(
+    pub async fn load_as(
         role: &'static Role,
         engine: &PluginEngine,
         name: &str,

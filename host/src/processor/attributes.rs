@@ -275,7 +275,8 @@ impl ApplyTo {
     }
 }
 
-fn every_target() -> Vec<ApplyTo> {
+/// Every kind of item: the default of `apply_to`.
+pub(super) fn every_target() -> Vec<ApplyTo> {
     vec![
         ApplyTo::Spans,
         ApplyTo::SpanEvents,

@@ -10,7 +10,7 @@ use ferry_proto::common::{AnyValue, KeyValue, any_value};
 use regex::Regex;
 use serde::Deserialize;
 
-use super::attributes::ApplyTo;
+use super::attributes::{ApplyTo, every_target};
 use super::condition::regex;
 use super::{Decoded, Native, Setup, Tally, otlp};
 use crate::signal::Signal;
@@ -51,15 +51,6 @@ struct RedactConfig {
 
 fn yes() -> bool {
     true
-}
-
-fn every_target() -> Vec<ApplyTo> {
-    vec![
-        ApplyTo::Spans,
-        ApplyTo::SpanEvents,
-        ApplyTo::LogRecords,
-        ApplyTo::DataPoints,
-    ]
 }
 
 /// What replaces a masked match.

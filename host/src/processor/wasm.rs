@@ -174,7 +174,8 @@ impl WasmProcessor {
             signals: None,
             breaker: &c.circuit_breaker,
         };
-        let plugin = PluginExporter::load_processor(
+        let plugin = PluginExporter::load_as(
+            &crate::plugin::role::PROCESSOR,
             env.engine,
             name,
             source,
