@@ -58,7 +58,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 fn default_memory() -> usize {
-    64 << 20
+    crate::plugin::exporter::DEFAULT_MEMORY
 }
 fn default_host_memory() -> usize {
     crate::plugin::resources::DEFAULT_HOST_MEMORY

@@ -146,6 +146,23 @@ pub trait Guest: Send + Sync {
     }
 }
 
+/// Lends `payload` to the plugin as a batch handle for the length of `call` (0.2.0 on): the
+/// bytes stay in the host's memory, and the loan ends with the call.
+pub(crate) async fn with_batch<T>(
+    store: &mut Store<PluginCtx>,
+    payload: Bytes,
+    call: impl AsyncFnOnce(
+        &mut Store<PluginCtx>,
+        wasmtime::component::Resource<super::ctx::HostBatch>,
+    ) -> wasmtime::Result<T>,
+) -> wasmtime::Result<T> {
+    let batch = store.data_mut().lend_batch(payload)?;
+    let handle = wasmtime::component::Resource::new_borrow(batch.rep());
+    let result = call(&mut *store, handle).await;
+    store.data_mut().take_batch(batch);
+    result
+}
+
 /// Picks the contract version from what `component` exports and pre-instantiates it.
 pub fn pre(engine: &PluginEngine, component: &Component) -> Result<Box<dyn GuestPre>, LoadError> {
     let exports: Vec<String> = component

@@ -45,14 +45,13 @@ async fn export(
     meta: types::BatchMeta,
     payload: Bytes,
 ) -> wasmtime::Result<Result<(), types::ExportError>> {
-    let batch = store.data_mut().lend_batch(payload)?;
-    let handle = Resource::new_borrow(batch.rep());
-    let result = plugin
-        .ferry_plugin0_2_0_exporter()
-        .call_export(&mut *store, meta, handle)
-        .await;
-    store.data_mut().take_batch(batch);
-    result
+    super::with_batch(store, payload, async |store, handle| {
+        plugin
+            .ferry_plugin0_2_0_exporter()
+            .call_export(store, meta, handle)
+            .await
+    })
+    .await
 }
 
 impl batches::Host for PluginCtx {}

@@ -7,7 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::p2::DynOutputStream;
 
-use crate::plugin::contract::{Guest, GuestPre, Processed};
+use crate::plugin::contract::{Guest, GuestPre, Processed, with_batch};
 use crate::plugin::ctx::HostBatch;
 
 mod bindings {
@@ -53,19 +53,6 @@ super::common!("0.3.0", ferry_plugin0_3_0_exporter, Some(processor_pre));
 fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
     host::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
     batches::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)
-}
-
-/// Lends `payload` to the plugin as a batch handle for the length of `call`.
-async fn with_batch<T>(
-    store: &mut Store<PluginCtx>,
-    payload: Bytes,
-    call: impl AsyncFnOnce(&mut Store<PluginCtx>, Resource<HostBatch>) -> wasmtime::Result<T>,
-) -> wasmtime::Result<T> {
-    let batch = store.data_mut().lend_batch(payload)?;
-    let handle = Resource::new_borrow(batch.rep());
-    let result = call(&mut *store, handle).await;
-    store.data_mut().take_batch(batch);
-    result
 }
 
 /// One `export` call: the plugin is lent the batch, not a copy.
