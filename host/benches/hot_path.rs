@@ -22,6 +22,10 @@ use ferry::telemetry::Telemetry;
 use ferry::wire;
 use ferry_bench::request;
 
+// The daemon's allocator (host/src/main.rs), so that these figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `spans` spans of 10 attributes, as requests of 100 spans concatenated (a batch).
 fn batch(spans: usize) -> Bytes {
     let parts: Vec<Bytes> = (0..spans / 100)
