@@ -219,6 +219,9 @@ fn processor_chain(c: &mut Criterion) {
     });
     let decoded = Decoded::decode(Signal::Traces, &one).unwrap();
     g.bench_function("encode/100_spans", |b| b.iter(|| decoded.encode()));
+    g.bench_function("validate/100_spans", |b| {
+        b.iter(|| ferry::processor::schema::validate(Signal::Traces, std::hint::black_box(&one)))
+    });
     for names in [
         &["env", "scrub", "drop", "half"][..],
         &["env"],

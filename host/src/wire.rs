@@ -47,6 +47,16 @@ pub enum WireError {
     /// Nesting deeper than any valid OTLP request.
     #[error("message nesting too deep")]
     TooDeep,
+    /// A string field that is not UTF-8.
+    #[error("{message}.{field} is not valid UTF-8 (at byte {at})")]
+    NotUtf8 {
+        /// Enclosing message.
+        message: &'static str,
+        /// Field name.
+        field: &'static str,
+        /// Offset in the request.
+        at: usize,
+    },
 }
 
 /// What the walk found.
@@ -60,14 +70,19 @@ pub struct Summary {
     pub invalid_reason: Option<String>,
 }
 
-const WIRE_VARINT: u8 = 0;
-const WIRE_I64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_I32: u8 = 5;
+/// Wire type of varints.
+pub(crate) const WIRE_VARINT: u8 = 0;
+/// Wire type of 8-byte fixed-width fields.
+pub(crate) const WIRE_I64: u8 = 1;
+/// Wire type of length-delimited fields.
+pub(crate) const WIRE_LEN: u8 = 2;
+/// Wire type of 4-byte fixed-width fields.
+pub(crate) const WIRE_I32: u8 = 5;
 
-/// Tags and most lengths are one byte: that case is inlined, the rest takes the loop.
+/// Reads the varint at `pos` (`base` = offset of `buf` in the request, for errors). Tags and
+/// most lengths are one byte: that case is inlined, the rest takes the loop.
 #[inline(always)]
-fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
+pub(crate) fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
     if let Some(&b) = buf.get(*pos)
         && b < 0x80
     {
@@ -98,17 +113,21 @@ fn varint_long(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireErro
 }
 
 /// One field of a message.
-struct Field<'a> {
-    number: u64,
-    wire_type: u8,
+pub(crate) struct Field<'a> {
+    /// Field number.
+    pub number: u64,
+    /// Wire type.
+    pub wire_type: u8,
     /// The payload of a length-delimited field.
-    bytes: &'a [u8],
+    pub bytes: &'a [u8],
     /// Offset of `bytes` in the request.
-    offset: usize,
+    pub offset: usize,
+    /// The value of a varint or fixed-width field.
+    pub value: u64,
 }
 
 /// Calls `f` for every field of the message in `buf` (`base` = offset of `buf` in the request).
-fn fields<'a>(
+pub(crate) fn fields<'a>(
     buf: &'a [u8],
     base: usize,
     mut f: impl FnMut(Field<'a>) -> Result<(), WireError>,
@@ -126,11 +145,8 @@ fn fields<'a>(
                 at: base + tag_at,
             });
         }
-        let (bytes, offset) = match wire_type {
-            WIRE_VARINT => {
-                varint(buf, &mut pos, base)?;
-                (&buf[..0], 0)
-            }
+        let (bytes, offset, value) = match wire_type {
+            WIRE_VARINT => (&buf[..0], 0, varint(buf, &mut pos, base)?),
             WIRE_I64 | WIRE_I32 => {
                 let n = if wire_type == WIRE_I64 { 8 } else { 4 };
                 if buf.len() - pos < n {
@@ -139,8 +155,10 @@ fn fields<'a>(
                         at: base + pos,
                     });
                 }
+                let mut le = [0u8; 8];
+                le[..n].copy_from_slice(&buf[pos..pos + n]);
                 pos += n;
-                (&buf[..0], 0)
+                (&buf[..0], 0, u64::from_le_bytes(le))
             }
             WIRE_LEN => {
                 let len = varint(buf, &mut pos, base)?;
@@ -152,7 +170,7 @@ fn fields<'a>(
                 }
                 let start = pos;
                 pos += len as usize;
-                (&buf[start..pos], base + start)
+                (&buf[start..pos], base + start, 0)
             }
             _ => {
                 return Err(WireError::BadTag {
@@ -167,6 +185,7 @@ fn fields<'a>(
             wire_type,
             bytes,
             offset,
+            value,
         })?;
     }
     Ok(())

@@ -2,13 +2,16 @@
 //! resource attributes): insert, update, upsert, delete, hash and rename, by exact key or
 //! regex, with optional include / exclude conditions.
 
-use ferry_proto::common::{AnyValue, ArrayValue, KeyValue, any_value};
+use bytes::Bytes;
+use ferry_proto::common::{AnyValue, ArrayValue, any_value};
+use prost::Message;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::condition::{Item, ItemView, Match, MatchConfig, Target, regex};
-use super::{Decoded, Native, Setup, Tally, otlp};
+use super::items::{self, Any, RESOURCE_ATTRS, edit_attrs, kv, log, span};
+use super::msg::{Edit, Msg};
+use super::{Native, Setup, Tally};
 use crate::signal::Signal;
 
 /// What an action does.
@@ -64,7 +67,8 @@ impl Keys {
 
 #[derive(Debug, Clone)]
 enum Source {
-    Value(AnyValue),
+    /// `AnyValue` bytes.
+    Value(Bytes),
     From(String),
 }
 
@@ -121,7 +125,7 @@ impl ActionConfig {
                 }
                 let source = match (&a.value, &a.from_attribute) {
                     (Some(v), None) => match any_value(v) {
-                        Some(v) => Source::Value(v),
+                        Some(v) => Source::Value(v.encode_to_vec().into()),
                         None => {
                             return fail(
                                 errors,
@@ -165,14 +169,9 @@ impl ActionConfig {
     }
 }
 
-fn hash(v: &any_value::Value) -> any_value::Value {
-    let digest = Sha256::digest(otlp::text(v).as_bytes());
-    any_value::Value::StringValue(otlp::hex(&digest))
-}
-
 impl Action {
-    /// Applies the action to one attribute list; says whether it changed.
-    fn apply(&self, attrs: &mut Vec<KeyValue>) -> bool {
+    /// Applies the action to attributes field `num` of `item`; says whether it changed.
+    fn apply(&self, item: &mut Msg, num: u32) -> bool {
         match self {
             Action::Set {
                 key,
@@ -182,61 +181,64 @@ impl Action {
             } => {
                 let value = match source {
                     Source::Value(v) => v.clone(),
-                    Source::From(f) => match attrs
-                        .iter()
-                        .find(|kv| &kv.key == f)
-                        .and_then(|kv| kv.value.clone())
-                    {
-                        Some(v) => v,
+                    Source::From(f) => match items::attr(item.view(), num, f) {
+                        Some(v) => Bytes::copy_from_slice(v),
                         None => return false,
                     },
                 };
-                match attrs.iter_mut().find(|kv| &kv.key == key) {
-                    Some(kv) if *update => {
-                        let changed = kv.value.as_ref() != Some(&value);
-                        kv.value = Some(value);
-                        changed
+                let mut found = false;
+                let changed = edit_attrs(item, num, |k, v| {
+                    if found || k != key {
+                        return Edit::Keep;
                     }
-                    None if *insert => {
-                        attrs.push(otlp::kv(key.clone(), Some(value)));
-                        true
+                    found = true;
+                    if *update && v != &value[..] {
+                        Edit::Replace(kv(key, &value))
+                    } else {
+                        Edit::Keep
                     }
-                    _ => false,
-                }
-            }
-            Action::Delete(keys) => {
-                let before = attrs.len();
-                attrs.retain(|kv| !keys.matches(&kv.key));
-                attrs.len() != before
-            }
-            Action::Hash(keys) => {
-                let mut changed = false;
-                for kv in attrs.iter_mut().filter(|kv| keys.matches(&kv.key)) {
-                    if let Some(v) = kv.value.as_mut().and_then(|v| v.value.as_mut()) {
-                        *v = hash(v);
-                        changed = true;
-                    }
+                });
+                if !found && *insert {
+                    item.push(num, kv(key, &value));
+                    return true;
                 }
                 changed
             }
+            Action::Delete(keys) => edit_attrs(item, num, |k, _| {
+                if keys.matches(k) {
+                    Edit::Remove
+                } else {
+                    Edit::Keep
+                }
+            }),
+            Action::Hash(keys) => edit_attrs(item, num, |k, v| match Any::of(v) {
+                Some(any) if keys.matches(k) => Edit::Replace(kv(k, &items::hashed(any))),
+                _ => Edit::Keep,
+            }),
             Action::Rename { from, to } => {
-                let Some(i) = attrs.iter().position(|kv| &kv.key == from) else {
+                let Some(value) = items::attr(item.view(), num, from).map(Bytes::copy_from_slice)
+                else {
                     return false;
                 };
-                let mut kv = attrs.remove(i);
-                attrs.retain(|x| &x.key != to);
-                kv.key = to.clone();
-                attrs.push(kv);
+                let mut first = true;
+                edit_attrs(item, num, |k, _| {
+                    if k == from && std::mem::take(&mut first) || k == to {
+                        Edit::Remove
+                    } else {
+                        Edit::Keep
+                    }
+                });
+                item.push(num, kv(to, &value));
                 true
             }
         }
     }
 }
 
-fn apply_all(actions: &[Action], attrs: &mut Vec<KeyValue>) -> bool {
+fn apply_all(actions: &[Action], item: &mut Msg, num: u32) -> bool {
     actions
         .iter()
-        .fold(false, |changed, a| a.apply(attrs) | changed)
+        .fold(false, |changed, a| a.apply(item, num) | changed)
 }
 
 fn compile_actions(path: &str, actions: &[ActionConfig], errors: &mut Vec<String>) -> Vec<Action> {
@@ -360,55 +362,58 @@ impl Native for Attributes {
         }
     }
 
-    fn process(&self, data: &mut Decoded) -> Tally {
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
         let mut modified = 0;
         let [spans, events, logs, points] = &self.scopes;
-        match data {
-            Decoded::Traces(r) => otlp::each_span(r, |resource, scope, span| {
+        match signal {
+            Signal::Traces => items::each_item(req, |resource, scope, s| {
                 let mut changed = false;
                 if let Some(sc) = spans
                     && sc.applies(&ItemView {
                         resource,
                         scope,
-                        item: Item::Span(span),
+                        item: Item::Span(s),
                     })
                 {
-                    changed |= apply_all(&self.actions, &mut span.attributes);
+                    changed |= apply_all(&self.actions, s, span::ATTRS);
                 }
-                if let Some(sc) = events {
-                    for e in &mut span.events {
+                if let Some(sc) = events
+                    && s.view().count(span::EVENTS) > 0
+                {
+                    s.with_children(0, span::EVENTS, |_, e| {
                         if sc.applies(&ItemView {
                             resource,
                             scope,
                             item: Item::SpanEvent(e),
                         }) {
-                            changed |= apply_all(&self.actions, &mut e.attributes);
+                            changed |= apply_all(&self.actions, e, span::EVENT_ATTRS);
                         }
-                    }
+                    });
                 }
                 modified += u64::from(changed);
             }),
-            Decoded::Logs(r) => otlp::each_log(r, |resource, scope, log| {
+            Signal::Logs => items::each_item(req, |resource, scope, l| {
                 if let Some(sc) = logs
                     && sc.applies(&ItemView {
                         resource,
                         scope,
-                        item: Item::LogRecord(log),
+                        item: Item::LogRecord(l),
                     })
                 {
-                    modified += u64::from(apply_all(&self.actions, &mut log.attributes));
+                    modified += u64::from(apply_all(&self.actions, l, log::ATTRS));
                 }
             }),
-            Decoded::Metrics(r) => otlp::each_metric(r, |resource, scope, m| {
+            Signal::Metrics => items::each_item(req, |resource, scope, m| {
                 if let Some(sc) = points {
-                    otlp::each_point_attrs(m, |metric, attrs| {
+                    items::points(m, |name, p, num| {
                         if sc.applies(&ItemView {
                             resource,
                             scope,
-                            item: Item::DataPoint(metric, attrs),
+                            item: Item::DataPoint(name, p, num),
                         }) {
-                            modified += u64::from(apply_all(&self.actions, attrs));
+                            modified += u64::from(apply_all(&self.actions, p, num));
                         }
+                        true
                     });
                 }
             }),
@@ -448,49 +453,14 @@ impl Native for Resource {
         true
     }
 
-    fn process(&self, data: &mut Decoded) -> Tally {
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
         // A changed resource changes every item under it.
         let mut modified = 0;
-        let mut each = |attrs: &mut Vec<KeyValue>, items: u64| {
-            if apply_all(&self.actions, attrs) {
+        items::each_resource(signal, req, |resource, items| {
+            if apply_all(&self.actions, resource, RESOURCE_ATTRS) {
                 modified += items;
             }
-        };
-        let mut on = |r: &mut Option<ferry_proto::resource::Resource>, items: u64| {
-            each(
-                &mut r.get_or_insert_with(Default::default).attributes,
-                items,
-            )
-        };
-        match data {
-            Decoded::Traces(req) => {
-                for rs in &mut req.resource_spans {
-                    let n = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
-                    on(&mut rs.resource, n);
-                }
-            }
-            Decoded::Logs(req) => {
-                for rl in &mut req.resource_logs {
-                    let n = rl
-                        .scope_logs
-                        .iter()
-                        .map(|s| s.log_records.len() as u64)
-                        .sum();
-                    on(&mut rl.resource, n);
-                }
-            }
-            Decoded::Metrics(req) => {
-                for rm in &mut req.resource_metrics {
-                    let n = rm
-                        .scope_metrics
-                        .iter()
-                        .flat_map(|s| &s.metrics)
-                        .map(|m| otlp::point_count(m) as u64)
-                        .sum();
-                    on(&mut rm.resource, n);
-                }
-            }
-        }
+        });
         Tally {
             dropped: 0,
             modified,

@@ -2,14 +2,11 @@
 //! (`include` / `exclude`): parsed and checked against the kind of item they will see, then
 //! evaluated against a borrowed view of an item and its resource and scope.
 
-use ferry_proto::common::{KeyValue, any_value};
-use ferry_proto::logs::LogRecord;
-use ferry_proto::metrics::Metric;
-use ferry_proto::trace::Span;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::otlp;
+use super::items::{self, Any, METRIC_NAME, RESOURCE_ATTRS, SCOPE_ATTRS, log, span};
+use super::msg::Msg;
 
 /// What a condition looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +37,10 @@ impl Target {
 
 /// One item, borrowed, with where it sits.
 pub struct ItemView<'a> {
-    /// Attributes of its resource.
-    pub resource: &'a [KeyValue],
-    /// Attributes of its instrumentation scope.
-    pub scope: &'a [KeyValue],
+    /// Its resource.
+    pub resource: &'a Msg,
+    /// Its instrumentation scope.
+    pub scope: &'a Msg,
     /// The item itself.
     pub item: Item<'a>,
 }
@@ -51,15 +48,15 @@ pub struct ItemView<'a> {
 /// The item a condition is evaluated on.
 pub enum Item<'a> {
     /// A span.
-    Span(&'a Span),
+    Span(&'a Msg),
     /// An event of a span.
-    SpanEvent(&'a ferry_proto::trace::span::Event),
+    SpanEvent(&'a Msg),
     /// A log record.
-    LogRecord(&'a LogRecord),
-    /// A metric (its data may have been taken out while its points are walked).
-    Metric(&'a Metric),
-    /// A data point: its metric and its attributes.
-    DataPoint(&'a Metric, &'a [KeyValue]),
+    LogRecord(&'a Msg),
+    /// A metric.
+    Metric(&'a Msg),
+    /// A data point: its metric's name, the point and the number of its attributes field.
+    DataPoint(&'a str, &'a Msg, u32),
 }
 
 /// `{ any = [...] }` or `{ all = [...] }`: conditions and how they combine.
@@ -436,64 +433,64 @@ impl Match {
     }
 }
 
-fn equals(want: &toml::Value, have: &any_value::Value) -> bool {
-    use any_value::Value as V;
+fn equals(want: &toml::Value, have: Any<'_>) -> bool {
     match (want, have) {
-        (toml::Value::String(w), V::StringValue(h)) => w == h,
-        (toml::Value::Integer(w), V::IntValue(h)) => w == h,
-        (toml::Value::Integer(w), V::DoubleValue(h)) => (*w as f64) == *h,
-        (toml::Value::Float(w), V::DoubleValue(h)) => w == h,
-        (toml::Value::Float(w), V::IntValue(h)) => *w == (*h as f64),
-        (toml::Value::Boolean(w), V::BoolValue(h)) => w == h,
+        (toml::Value::String(w), Any::Str(h)) => w == h,
+        (toml::Value::Integer(w), Any::Int(h)) => *w == h,
+        (toml::Value::Integer(w), Any::Double(h)) => (*w as f64) == h,
+        (toml::Value::Float(w), Any::Double(h)) => *w == h,
+        (toml::Value::Float(w), Any::Int(h)) => *w == (h as f64),
+        (toml::Value::Boolean(w), Any::Bool(h)) => *w == h,
         _ => false,
     }
 }
 
 impl Condition {
     fn holds(&self, v: &ItemView<'_>) -> bool {
-        match self {
-            Condition::Service(t) => t.matches(otlp::service(v.resource)),
-            Condition::Name(t) => match &v.item {
-                Item::Span(s) => t.matches(&s.name),
-                Item::SpanEvent(e) => t.matches(&e.name),
-                Item::Metric(m) | Item::DataPoint(m, _) => t.matches(&m.name),
-                Item::LogRecord(_) => false,
-            },
-            Condition::SpanKind(k) => matches!(v.item, Item::Span(s) if s.kind == *k),
-            Condition::Status(c) => {
-                matches!(v.item, Item::Span(s) if s.status.as_ref().map_or(0, |s| s.code) == *c)
+        match (self, &v.item) {
+            (Condition::Service(t), _) => t.matches(items::service(v.resource)),
+            (Condition::Name(t), Item::Span(s)) => t.matches(s.view().str(span::NAME)),
+            (Condition::Name(t), Item::SpanEvent(e)) => t.matches(e.view().str(span::EVENT_NAME)),
+            (Condition::Name(t), Item::Metric(m)) => t.matches(m.view().str(METRIC_NAME)),
+            (Condition::Name(t), Item::DataPoint(name, _, _)) => t.matches(name),
+            (Condition::SpanKind(k), Item::Span(s)) => s.view().uint(span::KIND) as i32 == *k,
+            (Condition::Status(c), Item::Span(s)) => {
+                let status = s.view().get(span::STATUS);
+                status.map_or(0, |st| st.uint(span::STATUS_CODE)) as i32 == *c
             }
-            Condition::DurationAbove(n) => matches!(v.item, Item::Span(s) if duration(s) > *n),
-            Condition::DurationBelow(n) => matches!(v.item, Item::Span(s) if duration(s) < *n),
-            Condition::SeverityBelow(n) => {
-                matches!(v.item, Item::LogRecord(l) if l.severity_number < *n)
+            (Condition::DurationAbove(n), Item::Span(s)) => duration(s) > *n,
+            (Condition::DurationBelow(n), Item::Span(s)) => duration(s) < *n,
+            (Condition::SeverityBelow(n), Item::LogRecord(l)) => {
+                (l.view().uint(log::SEVERITY) as i32) < *n
             }
-            Condition::SeverityAtLeast(n) => {
-                matches!(v.item, Item::LogRecord(l) if l.severity_number >= *n)
+            (Condition::SeverityAtLeast(n), Item::LogRecord(l)) => {
+                l.view().uint(log::SEVERITY) as i32 >= *n
             }
-            Condition::Attribute(level, key, test) => {
-                let attrs: &[KeyValue] = match level {
-                    Level::Resource => v.resource,
-                    Level::Scope => v.scope,
-                    Level::Item => match &v.item {
-                        Item::Span(s) => &s.attributes,
-                        Item::SpanEvent(e) => &e.attributes,
-                        Item::LogRecord(l) => &l.attributes,
-                        Item::DataPoint(_, a) => a,
-                        Item::Metric(_) => &[],
-                    },
+            (Condition::Attribute(level, key, test), item) => {
+                let (msg, num) = match (level, item) {
+                    (Level::Resource, _) => (v.resource, RESOURCE_ATTRS),
+                    (Level::Scope, _) => (v.scope, SCOPE_ATTRS),
+                    (Level::Item, Item::Span(s)) => (*s, span::ATTRS),
+                    (Level::Item, Item::SpanEvent(e)) => (*e, span::EVENT_ATTRS),
+                    (Level::Item, Item::LogRecord(l)) => (*l, log::ATTRS),
+                    (Level::Item, Item::DataPoint(_, p, n)) => (*p, *n),
+                    (Level::Item, Item::Metric(_)) => {
+                        return matches!(test, AttrTest::Exists(false));
+                    }
                 };
-                let value = otlp::get(attrs, key);
+                let value = items::attr(msg.view(), num, key).and_then(Any::of);
                 match test {
                     AttrTest::Exists(e) => value.is_some() == *e,
                     AttrTest::Equals(w) => value.is_some_and(|h| equals(w, h)),
-                    AttrTest::Regex(r) => value.is_some_and(|h| r.is_match(&otlp::text(h))),
+                    AttrTest::Regex(r) => value.is_some_and(|h| r.is_match(&h.text())),
                 }
             }
+            _ => false,
         }
     }
 }
 
-fn duration(s: &Span) -> u64 {
-    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano)
+fn duration(s: &Msg) -> u64 {
+    let v = s.view();
+    v.uint(span::END).saturating_sub(v.uint(span::START))
 }

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::condition::{Item, ItemView, Match, MatchConfig, Target};
-use super::{Decoded, Native, Setup, Tally, otlp};
+use super::items::{self, span};
+use super::msg::Msg;
+use super::{Native, Setup, Tally};
 use crate::signal::Signal;
 use crate::telemetry::Counter;
 
@@ -128,91 +130,83 @@ impl Native for Filter {
         }
     }
 
-    fn process(&self, data: &mut Decoded) -> Tally {
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
         let mut t = Tally::default();
-        match data {
-            Decoded::Traces(r) => {
+        match signal {
+            Signal::Traces => {
                 // Spans first, so a dropped span's events are not also counted as edited.
                 if let Some(rule) = &self.spans {
                     let mut gone = HashSet::new();
-                    t.dropped = otlp::retain_spans(r, |resource, scope, span| {
+                    t.dropped = items::retain_items(req, |resource, scope, s| {
                         let drop = rule.drops(&ItemView {
                             resource,
                             scope,
-                            item: Item::Span(span),
+                            item: Item::Span(s),
                         });
                         if drop {
-                            gone.insert(span.span_id.clone());
+                            gone.insert(s.view().raw(span::SPAN_ID).to_vec());
                         }
                         !drop
                     });
                     if !gone.is_empty() {
                         let mut orphans = 0;
-                        otlp::each_span(r, |_, _, s| {
-                            orphans += u64::from(gone.contains(&s.parent_span_id))
+                        items::each_item(req, |_, _, s| {
+                            orphans += u64::from(gone.contains(s.view().raw(span::PARENT)))
                         });
                         self.orphans.add(orphans);
                     }
                 }
                 if let Some(rule) = &self.span_events {
-                    otlp::each_span(r, |resource, scope, span| {
-                        let before = span.events.len();
-                        span.events.retain(|e| {
+                    items::each_item(req, |resource, scope, s| {
+                        if s.view().count(span::EVENTS) == 0 {
+                            return;
+                        }
+                        let removed = s.retain_children(0, span::EVENTS, |_, e| {
                             !rule.drops(&ItemView {
                                 resource,
                                 scope,
                                 item: Item::SpanEvent(e),
                             })
                         });
-                        t.modified += u64::from(span.events.len() != before);
+                        t.modified += u64::from(removed > 0);
                     });
                 }
             }
-            Decoded::Logs(r) => {
+            Signal::Logs => {
                 if let Some(rule) = &self.log_records {
-                    t.dropped = otlp::retain_logs(r, |resource, scope, log| {
+                    t.dropped = items::retain_items(req, |resource, scope, l| {
                         !rule.drops(&ItemView {
                             resource,
                             scope,
-                            item: Item::LogRecord(log),
+                            item: Item::LogRecord(l),
                         })
                     });
                 }
             }
-            Decoded::Metrics(r) => {
-                for rm in &mut r.resource_metrics {
-                    let resource = rm
-                        .resource
-                        .as_ref()
-                        .map(|r| &r.attributes[..])
-                        .unwrap_or(&[]);
-                    for sm in &mut rm.scope_metrics {
-                        let scope = sm.scope.as_ref().map(|s| &s.attributes[..]).unwrap_or(&[]);
-                        if let Some(rule) = &self.metrics {
-                            sm.metrics.retain(|m| {
-                                let drop = rule.drops(&ItemView {
-                                    resource,
-                                    scope,
-                                    item: Item::Metric(m),
-                                });
-                                if drop {
-                                    t.dropped += otlp::point_count(m) as u64;
-                                }
-                                !drop
-                            });
+            Signal::Metrics => {
+                if let Some(rule) = &self.metrics {
+                    items::retain_items(req, |resource, scope, m| {
+                        let drop = rule.drops(&ItemView {
+                            resource,
+                            scope,
+                            item: Item::Metric(m),
+                        });
+                        if drop {
+                            t.dropped += items::point_count(m.view()) as u64;
                         }
-                        if let Some(rule) = &self.data_points {
-                            for m in &mut sm.metrics {
-                                t.dropped += otlp::retain_points(m, |metric, attrs| {
-                                    !rule.drops(&ItemView {
-                                        resource,
-                                        scope,
-                                        item: Item::DataPoint(metric, attrs),
-                                    })
-                                }) as u64;
-                            }
-                        }
-                    }
+                        !drop
+                    });
+                }
+                if let Some(rule) = &self.data_points {
+                    items::each_item(req, |resource, scope, m| {
+                        t.dropped += items::points(m, |name, p, num| {
+                            !rule.drops(&ItemView {
+                                resource,
+                                scope,
+                                item: Item::DataPoint(name, p, num),
+                            })
+                        }) as u64;
+                    });
                 }
             }
         }

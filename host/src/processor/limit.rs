@@ -2,10 +2,14 @@
 //! recording what was cut in the OTLP `dropped_*_count` fields. Data point attributes are
 //! never removed (they identify the series); their string values are truncated like others.
 
-use ferry_proto::common::{AnyValue, KeyValue, any_value};
+use bytes::Bytes;
+use ferry_proto::common::{AnyValue, any_value};
+use prost::Message;
 use serde::Deserialize;
 
-use super::{Decoded, Native, Setup, Tally, otlp};
+use super::items::{self, Any, edit_attrs, kv, log, span, string_any};
+use super::msg::{Edit, Msg};
+use super::{Native, Setup, Tally};
 use crate::signal::Signal;
 
 /// `kind = "limit"`.
@@ -55,11 +59,7 @@ impl Limit {
     fn truncate(&self, v: &mut Option<AnyValue>) -> bool {
         match v.as_mut().and_then(|v| v.value.as_mut()) {
             Some(any_value::Value::StringValue(s)) if s.len() > self.value => {
-                let mut end = self.value;
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
-                s.truncate(end);
+                s.truncate(cut(s, self.value).len());
                 true
             }
             Some(any_value::Value::ArrayValue(a)) => a.values.iter_mut().fold(false, |c, v| {
@@ -72,31 +72,60 @@ impl Limit {
         }
     }
 
-    /// Caps and truncates one attribute list, adding what it removed to `dropped`.
-    fn attrs(&self, attrs: &mut Vec<KeyValue>, dropped: Option<&mut u32>) -> bool {
+    /// The `AnyValue` bytes `any` truncated, if it needs it.
+    fn truncated(&self, any: &[u8]) -> Option<Bytes> {
+        match Any::of(any)? {
+            Any::Str(s) if s.len() > self.value => Some(string_any(cut(s, self.value))),
+            // Arrays are rare in attributes: they take the decoded path.
+            Any::Other(_) => {
+                let mut v = AnyValue::decode(any).ok().map(Some)?;
+                self.truncate(&mut v)
+                    .then(|| v.unwrap_or_default().encode_to_vec().into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Caps and truncates attributes field `num` of `item`, adding what it removed to its
+    /// field `dropped` (if it has one; data points do not).
+    fn attrs(&self, item: &mut Msg, num: u32, dropped: Option<u32>) -> bool {
         let mut changed = false;
-        if let Some(dropped) = dropped
-            && attrs.len() > self.attributes
-        {
-            *dropped += (attrs.len() - self.attributes) as u32;
-            attrs.truncate(self.attributes);
-            changed = true;
+        if let Some(dropped) = dropped {
+            changed |= cap(item, num, self.attributes, dropped);
         }
         if self.value != usize::MAX {
-            for kv in attrs.iter_mut() {
-                changed |= self.truncate(&mut kv.value);
-            }
+            changed |= edit_attrs(item, num, |k, v| match self.truncated(v) {
+                Some(t) => Edit::Replace(kv(k, &t)),
+                None => Edit::Keep,
+            });
         }
         changed
     }
 }
 
-fn cap<T>(list: &mut Vec<T>, max: usize, dropped: &mut u32) -> bool {
-    if list.len() <= max {
+/// The longest start of `s` of at most `max` bytes that ends at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Keeps the first `max` of repeated field `num`, adding how many it removed to field
+/// `dropped`.
+fn cap(item: &mut Msg, num: u32, max: usize, dropped: u32) -> bool {
+    let n = item.view().count(num);
+    if n <= max {
         return false;
     }
-    *dropped += (list.len() - max) as u32;
-    list.truncate(max);
+    let mut seen = 0;
+    item.edit(num, |_| {
+        seen += 1;
+        if seen > max { Edit::Remove } else { Edit::Keep }
+    });
+    let before = item.view().uint(dropped);
+    item.set_uint(dropped, before + (n - max) as u64);
     true
 }
 
@@ -106,30 +135,39 @@ impl Native for Limit {
         signal != Signal::Metrics || self.value != usize::MAX
     }
 
-    fn process(&self, data: &mut Decoded) -> Tally {
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
         let mut modified = 0;
-        match data {
-            Decoded::Traces(r) => otlp::each_span(r, |_, _, s| {
-                let mut changed =
-                    self.attrs(&mut s.attributes, Some(&mut s.dropped_attributes_count));
-                changed |= cap(&mut s.events, self.events, &mut s.dropped_events_count);
-                changed |= cap(&mut s.links, self.links, &mut s.dropped_links_count);
-                for e in &mut s.events {
-                    changed |= self.attrs(&mut e.attributes, Some(&mut e.dropped_attributes_count));
-                }
-                for l in &mut s.links {
-                    changed |= self.attrs(&mut l.attributes, Some(&mut l.dropped_attributes_count));
+        match signal {
+            Signal::Traces => items::each_item(req, |_, _, s| {
+                let mut changed = self.attrs(s, span::ATTRS, Some(span::DROPPED_ATTRS));
+                changed |= cap(s, span::EVENTS, self.events, span::DROPPED_EVENTS);
+                changed |= cap(s, span::LINKS, self.links, span::DROPPED_LINKS);
+                for (list, attrs, dropped) in [
+                    (span::EVENTS, span::EVENT_ATTRS, span::EVENT_DROPPED_ATTRS),
+                    (span::LINKS, span::LINK_ATTRS, span::LINK_DROPPED_ATTRS),
+                ] {
+                    if s.view().count(list) > 0 {
+                        s.with_children(0, list, |_, e| {
+                            changed |= self.attrs(e, attrs, Some(dropped));
+                        });
+                    }
                 }
                 modified += u64::from(changed);
             }),
-            Decoded::Logs(r) => otlp::each_log(r, |_, _, l| {
-                let changed = self.attrs(&mut l.attributes, Some(&mut l.dropped_attributes_count))
-                    | (self.value != usize::MAX && self.truncate(&mut l.body));
+            Signal::Logs => items::each_item(req, |_, _, l| {
+                let mut changed = self.attrs(l, log::ATTRS, Some(log::DROPPED_ATTRS));
+                if self.value != usize::MAX
+                    && let Some(t) = self.truncated(l.view().raw(log::BODY))
+                {
+                    l.set_bytes(log::BODY, t);
+                    changed = true;
+                }
                 modified += u64::from(changed);
             }),
-            Decoded::Metrics(r) => otlp::each_metric(r, |_, _, m| {
-                otlp::each_point_attrs(m, |_, attrs| {
-                    modified += u64::from(self.attrs(attrs, None))
+            Signal::Metrics => items::each_item(req, |_, _, m| {
+                items::points(m, |_, p, num| {
+                    modified += u64::from(self.attrs(p, num, None));
+                    true
                 });
             }),
         }

@@ -11,10 +11,13 @@
 pub mod attributes;
 pub mod condition;
 pub mod filter;
+pub mod items;
 pub mod limit;
+pub mod msg;
 pub mod otlp;
 pub mod redact;
 pub mod sample;
+pub mod schema;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -26,16 +29,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Histogram, Telemetry};
+use msg::Msg;
 pub use otlp::Decoded;
 pub use wasm::{WasmConfig, WasmEnv};
 use wasm::{WasmOutput, WasmProcessor};
 
-/// A native processor: edits a decoded request in place.
+/// A native processor: edits a request of a signal it handles, in its wire form.
 pub trait Native: Send + Sync {
-    /// Whether it acts on `signal`; other signals pass it untouched (and undecoded).
+    /// Whether it acts on `signal`; other signals pass it untouched (and unread).
     fn handles(&self, signal: Signal) -> bool;
-    /// Edits `data`; says how many items it dropped and how many of the rest it changed.
-    fn process(&self, data: &mut Decoded) -> Tally;
+    /// Edits `req`, a validated export request of `signal`; says how many items it dropped
+    /// and how many of the rest it changed.
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally;
 }
 
 /// What one processor did to one request, in items of its signal.
@@ -411,40 +416,43 @@ impl Chain {
     /// Runs the chain over one request of `signal` holding `items` items.
     pub async fn run(&self, signal: Signal, payload: &Bytes, items: u32) -> Result<Output, Fault> {
         // The request as the next processor sees it: bytes (the original, or a Wasm
-        // processor's replacement) and, across a run of native processors, one decoding of
-        // them, `dirty` once edited.
+        // processor's replacement) and, across a run of native processors, one validated
+        // wire form of them, `dirty` once edited.
         let mut bytes: Option<Bytes> = None;
-        let mut decoded: Option<Decoded> = None;
+        let mut wire: Option<Msg> = None;
         let mut dirty = false;
         let mut items = u64::from(items);
         for link in self.links.iter().filter(|l| l.handles(signal)) {
             let started = Instant::now();
             match &link.stage {
                 Stage::Native(native) => {
-                    let data = match &mut decoded {
-                        Some(d) => d,
-                        None => match Decoded::decode(signal, bytes.as_ref().unwrap_or(payload)) {
-                            Ok(d) => decoded.insert(d),
-                            Err(e) => {
-                                let why = format!("the {signal} request does not decode: {e}");
-                                if link.failed(signal, items, why)? {
-                                    return Ok(Output::nothing());
+                    let req = match &mut wire {
+                        Some(m) => m,
+                        None => {
+                            let input = bytes.clone().unwrap_or_else(|| payload.clone());
+                            match schema::validate(signal, &input) {
+                                Ok(()) => wire.insert(Msg::new(input)),
+                                Err(e) => {
+                                    let why = format!("the {signal} request does not decode: {e}");
+                                    if link.failed(signal, items, why)? {
+                                        return Ok(Output::nothing());
+                                    }
+                                    continue;
                                 }
-                                continue;
                             }
-                        },
+                        }
                     };
-                    let tally = native.process(data);
+                    let tally = native.process(signal, req);
                     link.count(signal, items, tally);
                     items = items.saturating_sub(tally.dropped);
                     dirty |= tally.dropped > 0 || tally.modified > 0;
                 }
                 Stage::Wasm(wasm) => {
-                    if let Some(mut d) = decoded.take()
+                    if let Some(mut m) = wire.take()
                         && dirty
                     {
-                        d.prune();
-                        bytes = Some(d.encode());
+                        items::prune(signal, &mut m);
+                        bytes = Some(m.encode());
                         dirty = false;
                     }
                     if items == 0 {
@@ -485,11 +493,11 @@ impl Chain {
             link.duration.observe(started.elapsed());
         }
         let items = u32::try_from(items).unwrap_or(u32::MAX);
-        Ok(match (decoded, bytes) {
-            (Some(mut d), _) if dirty => {
-                d.prune();
+        Ok(match (wire, bytes) {
+            (Some(mut m), _) if dirty => {
+                items::prune(signal, &mut m);
                 Output::Replaced {
-                    payload: d.encode(),
+                    payload: m.encode(),
                     items,
                 }
             }

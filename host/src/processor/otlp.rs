@@ -1,5 +1,7 @@
-//! A batch decoded once for a run of native processors, and the walks they share over its
-//! items: spans (and their events), log records, metrics and their data points.
+//! An OTLP request decoded into structs, where a processor needs it whole: a Wasm
+//! processor's replacement is checked this way, its JSON form converted, and `ferry plugin
+//! test` compares a batch before and after. (Native processors read and edit the wire form
+//! instead, `msg`.)
 
 use bytes::Bytes;
 use ferry_proto::common::{AnyValue, KeyValue, any_value};
@@ -95,38 +97,10 @@ impl Decoded {
         };
         n as u64
     }
-
-    /// Removes resource and scope groups left without items, so that what is forwarded has
-    /// no empty shells.
-    pub fn prune(&mut self) {
-        match self {
-            Decoded::Traces(r) => {
-                for rs in &mut r.resource_spans {
-                    rs.scope_spans.retain(|s| !s.spans.is_empty());
-                }
-                r.resource_spans.retain(|r| !r.scope_spans.is_empty());
-            }
-            Decoded::Metrics(r) => {
-                for rm in &mut r.resource_metrics {
-                    for sm in &mut rm.scope_metrics {
-                        sm.metrics.retain(|m| point_count(m) > 0);
-                    }
-                    rm.scope_metrics.retain(|s| !s.metrics.is_empty());
-                }
-                r.resource_metrics.retain(|r| !r.scope_metrics.is_empty());
-            }
-            Decoded::Logs(r) => {
-                for rl in &mut r.resource_logs {
-                    rl.scope_logs.retain(|s| !s.log_records.is_empty());
-                }
-                r.resource_logs.retain(|r| !r.scope_logs.is_empty());
-            }
-        }
-    }
 }
 
 /// Data points of a metric, whatever its type.
-pub fn point_count(m: &Metric) -> usize {
+fn point_count(m: &Metric) -> usize {
     match &m.data {
         Some(metric::Data::Gauge(g)) => g.data_points.len(),
         Some(metric::Data::Sum(s)) => s.data_points.len(),
@@ -135,27 +109,6 @@ pub fn point_count(m: &Metric) -> usize {
         Some(metric::Data::Summary(s)) => s.data_points.len(),
         None => 0,
     }
-}
-
-/// Keeps the data points of `m` for which `keep` (given their attributes) is true; returns how
-/// many were removed.
-pub fn retain_points(m: &mut Metric, mut keep: impl FnMut(&Metric, &[KeyValue]) -> bool) -> usize {
-    let before = point_count(m);
-    let Some(mut data) = m.data.take() else {
-        return 0;
-    };
-    let view = &*m;
-    match &mut data {
-        metric::Data::Gauge(g) => g.data_points.retain(|p| keep(view, &p.attributes)),
-        metric::Data::Sum(s) => s.data_points.retain(|p| keep(view, &p.attributes)),
-        metric::Data::Histogram(h) => h.data_points.retain(|p| keep(view, &p.attributes)),
-        metric::Data::ExponentialHistogram(h) => {
-            h.data_points.retain(|p| keep(view, &p.attributes))
-        }
-        metric::Data::Summary(s) => s.data_points.retain(|p| keep(view, &p.attributes)),
-    }
-    m.data = Some(data);
-    before - point_count(m)
 }
 
 /// Calls `f` with the metric (without its data) and the attributes of each of its data points.
@@ -189,23 +142,6 @@ pub fn each_point_attrs(m: &mut Metric, mut f: impl FnMut(&Metric, &mut Vec<KeyV
     m.data = Some(data);
 }
 
-/// The value of attribute `key`, if present.
-pub fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-}
-
-/// The resource's `service.name`, or "" without one.
-pub fn service(resource: &[KeyValue]) -> &str {
-    match get(resource, "service.name") {
-        Some(any_value::Value::StringValue(s)) => s,
-        _ => "",
-    }
-}
-
 /// An attribute value as text, the form that regexes, hashes and masks act on: strings as
 /// they are, numbers and booleans as they print, anything else as its protobuf bytes in hex.
 pub fn text(v: &any_value::Value) -> std::borrow::Cow<'_, str> {
@@ -235,13 +171,6 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// A string attribute value.
-pub fn string(s: impl Into<String>) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(any_value::Value::StringValue(s.into())),
-    })
-}
-
 fn attrs_of<T>(r: &Option<T>, f: impl Fn(&T) -> &[KeyValue]) -> &[KeyValue] {
     r.as_ref().map(f).unwrap_or(&[])
 }
@@ -260,24 +189,6 @@ pub fn each_span(
     }
 }
 
-/// Keeps the spans for which `keep` is true; returns how many were removed.
-pub fn retain_spans(
-    req: &mut ExportTraceServiceRequest,
-    mut keep: impl FnMut(&[KeyValue], &[KeyValue], &ferry_proto::trace::Span) -> bool,
-) -> u64 {
-    let mut dropped = 0;
-    for rs in &mut req.resource_spans {
-        let res = attrs_of(&rs.resource, |r| &r.attributes);
-        for ss in &mut rs.scope_spans {
-            let scope = attrs_of(&ss.scope, |s| &s.attributes);
-            let before = ss.spans.len();
-            ss.spans.retain(|s| keep(res, scope, s));
-            dropped += (before - ss.spans.len()) as u64;
-        }
-    }
-    dropped
-}
-
 /// Calls `f` with each log record and the attributes of its resource and scope.
 pub fn each_log(
     req: &mut ExportLogsServiceRequest,
@@ -292,24 +203,6 @@ pub fn each_log(
     }
 }
 
-/// Keeps the log records for which `keep` is true; returns how many were removed.
-pub fn retain_logs(
-    req: &mut ExportLogsServiceRequest,
-    mut keep: impl FnMut(&[KeyValue], &[KeyValue], &ferry_proto::logs::LogRecord) -> bool,
-) -> u64 {
-    let mut dropped = 0;
-    for rl in &mut req.resource_logs {
-        let res = attrs_of(&rl.resource, |r| &r.attributes);
-        for sl in &mut rl.scope_logs {
-            let scope = attrs_of(&sl.scope, |s| &s.attributes);
-            let before = sl.log_records.len();
-            sl.log_records.retain(|l| keep(res, scope, l));
-            dropped += (before - sl.log_records.len()) as u64;
-        }
-    }
-    dropped
-}
-
 /// Calls `f` with each metric and the attributes of its resource and scope.
 pub fn each_metric(
     req: &mut ExportMetricsServiceRequest,
@@ -322,6 +215,22 @@ pub fn each_metric(
             sm.metrics.iter_mut().for_each(|m| f(res, scope, m));
         }
     }
+}
+
+/// The value of attribute `key`, if present.
+pub fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// A string attribute value.
+pub fn string(s: impl Into<String>) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s.into())),
+    })
 }
 
 /// An attribute.

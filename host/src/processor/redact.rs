@@ -6,13 +6,14 @@
 
 use std::collections::HashSet;
 
-use ferry_proto::common::{AnyValue, KeyValue, any_value};
 use regex::Regex;
 use serde::Deserialize;
 
 use super::attributes::{ApplyTo, every_target};
 use super::condition::regex;
-use super::{Decoded, Native, Setup, Tally, otlp};
+use super::items::{self, Any, edit_attrs, int_any, kv, log, span, string_any};
+use super::msg::{Edit, Msg};
+use super::{Native, Setup, Tally};
 use crate::signal::Signal;
 use crate::telemetry::Counter;
 
@@ -177,29 +178,38 @@ impl Redact {
         out.map(|o| (o, n))
     }
 
-    fn value(&self, v: &mut Option<AnyValue>, done: &mut Done) {
-        if let Some(any_value::Value::StringValue(s)) = v.as_mut().and_then(|v| v.value.as_mut())
-            && let Some((masked, n)) = self.mask(s)
-        {
-            *s = masked;
-            done.masked += n;
-        }
+    /// The masked `AnyValue` bytes of a string value that needs masking.
+    fn value(&self, any: &[u8], done: &mut Done) -> Option<bytes::Bytes> {
+        let Some(Any::Str(s)) = Any::of(any) else {
+            return None;
+        };
+        let (masked, n) = self.mask(s)?;
+        done.masked += n;
+        Some(string_any(&masked))
     }
 
-    /// Redacts one attribute list; says whether it changed.
-    fn attrs(&self, attrs: &mut Vec<KeyValue>, signal: Signal, mut done: Done) -> bool {
+    /// Redacts attributes field `num` of `item`; says whether it changed.
+    fn attrs(&self, item: &mut Msg, num: u32, signal: Signal, mut done: Done) -> bool {
         if let Some(allowed) = &self.allowed {
-            let before = attrs.len();
-            attrs.retain(|kv| allowed.contains(&kv.key) || self.ignored.contains(&kv.key));
-            done.removed += (before - attrs.len()) as u64;
+            edit_attrs(item, num, |k, _| {
+                if allowed.contains(k) || self.ignored.contains(k) {
+                    Edit::Keep
+                } else {
+                    done.removed += 1;
+                    Edit::Remove
+                }
+            });
         }
         if !self.patterns.is_empty() {
-            for kv in attrs
-                .iter_mut()
-                .filter(|kv| !self.ignored.contains(&kv.key))
-            {
-                self.value(&mut kv.value, &mut done);
-            }
+            edit_attrs(item, num, |k, v| {
+                match (!self.ignored.contains(k))
+                    .then(|| self.value(v, &mut done))
+                    .flatten()
+                {
+                    Some(masked) => Edit::Replace(kv(k, &masked)),
+                    None => Edit::Keep,
+                }
+            });
         }
         if done.removed + done.masked == 0 {
             return false;
@@ -212,11 +222,14 @@ impl Redact {
                 ("redaction.masked.count", done.masked),
             ] {
                 if n > 0 {
-                    attrs.retain(|kv| kv.key != key);
-                    let n = AnyValue {
-                        value: Some(any_value::Value::IntValue(n as i64)),
-                    };
-                    attrs.push(otlp::kv(key, Some(n)));
+                    edit_attrs(
+                        item,
+                        num,
+                        |k, _| {
+                            if k == key { Edit::Remove } else { Edit::Keep }
+                        },
+                    );
+                    item.push(num, kv(key, &int_any(n as i64)));
                 }
             }
         }
@@ -233,31 +246,34 @@ impl Native for Redact {
         })
     }
 
-    fn process(&self, data: &mut Decoded) -> Tally {
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
         let on = |a| self.apply_to.contains(&a);
         let mut modified = 0;
-        match data {
-            Decoded::Traces(r) => otlp::each_span(r, |_, _, span| {
-                let mut changed = on(ApplyTo::Spans)
-                    && self.attrs(&mut span.attributes, Signal::Traces, Done::default());
-                if on(ApplyTo::SpanEvents) {
-                    for e in &mut span.events {
-                        changed |= self.attrs(&mut e.attributes, Signal::Traces, Done::default());
-                    }
+        match signal {
+            Signal::Traces => items::each_item(req, |_, _, s| {
+                let mut changed =
+                    on(ApplyTo::Spans) && self.attrs(s, span::ATTRS, signal, Done::default());
+                if on(ApplyTo::SpanEvents) && s.view().count(span::EVENTS) > 0 {
+                    s.with_children(0, span::EVENTS, |_, e| {
+                        changed |= self.attrs(e, span::EVENT_ATTRS, signal, Done::default());
+                    });
                 }
                 modified += u64::from(changed);
             }),
-            Decoded::Logs(r) => otlp::each_log(r, |_, _, log| {
+            Signal::Logs => items::each_item(req, |_, _, l| {
                 let mut body = Done::default();
-                if !self.patterns.is_empty() {
-                    self.value(&mut log.body, &mut body);
+                if !self.patterns.is_empty()
+                    && let Some(masked) = self.value(l.view().raw(log::BODY), &mut body)
+                {
+                    l.set_bytes(log::BODY, masked);
                 }
-                modified += u64::from(self.attrs(&mut log.attributes, Signal::Logs, body));
+                modified += u64::from(self.attrs(l, log::ATTRS, signal, body));
             }),
-            Decoded::Metrics(r) => otlp::each_metric(r, |_, _, m| {
-                otlp::each_point_attrs(m, |_, attrs| {
-                    modified += u64::from(self.attrs(attrs, Signal::Metrics, Done::default()));
-                })
+            Signal::Metrics => items::each_item(req, |_, _, m| {
+                items::points(m, |_, p, num| {
+                    modified += u64::from(self.attrs(p, num, signal, Done::default()));
+                    true
+                });
             }),
         }
         Tally {

@@ -10,7 +10,9 @@
 
 use serde::Deserialize;
 
-use super::{Decoded, Native, Setup, Tally, otlp};
+use super::items::{self, kv, log, span, string_any};
+use super::msg::{Edit, Msg};
+use super::{Native, Setup, Tally};
 use crate::signal::Signal;
 
 /// `kind = "sample"`.
@@ -102,6 +104,8 @@ pub fn with_threshold(tracestate: &str, th: &str) -> String {
 struct Sample {
     threshold: u64,
     th: String,
+    /// The `tracestate` of a span that had none: most of them.
+    fresh: bytes::Bytes,
 }
 
 /// Builds a `sample` processor.
@@ -124,9 +128,11 @@ pub fn build(s: &Setup<'_>) -> Result<Box<dyn Native>, Vec<String>> {
         return Err(errors);
     }
     let threshold = threshold(c.percentage / 100.0, c.precision);
+    let th = encode_threshold(threshold);
     Ok(Box::new(Sample {
         threshold,
-        th: encode_threshold(threshold),
+        fresh: with_threshold("", &th).into(),
+        th,
     }))
 }
 
@@ -144,12 +150,13 @@ impl Native for Sample {
         signal != Signal::Metrics
     }
 
-    fn process(&self, data: &mut Decoded) -> Tally {
+    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
         let mut t = Tally::default();
-        match data {
-            Decoded::Traces(r) => {
-                t.dropped = otlp::retain_spans(r, |_, _, span| {
-                    let fields = ot_fields(&span.trace_state);
+        match signal {
+            Signal::Traces => {
+                t.dropped = items::retain_items(req, |_, _, s| {
+                    let s = s.view();
+                    let fields = ot_fields(s.str(span::TRACE_STATE));
                     let rv = fields.iter().find(|(k, _)| *k == "rv").and_then(|(_, v)| {
                         (v.len() == 14)
                             .then(|| u64::from_str_radix(v, 16).ok())
@@ -159,37 +166,48 @@ impl Native for Sample {
                         .iter()
                         .find(|(k, _)| *k == "th")
                         .and_then(|(_, v)| decode_threshold(v));
-                    let r = rv.or_else(|| randomness(&span.trace_id)).unwrap_or(0);
+                    let r = rv
+                        .or_else(|| randomness(s.raw(span::TRACE_ID)))
+                        .unwrap_or(0);
                     self.decide(r, seen)
                 });
-                otlp::each_span(r, |_, _, span| {
-                    let seen = ot_fields(&span.trace_state)
+                items::each_item(req, |_, _, s| {
+                    let state = s.view().str(span::TRACE_STATE);
+                    let seen = ot_fields(state)
                         .iter()
                         .find(|(k, _)| *k == "th")
                         .and_then(|(_, v)| decode_threshold(v));
                     if seen.is_none_or(|s| s < self.threshold) {
-                        span.trace_state = with_threshold(&span.trace_state, &self.th);
+                        let state = match state {
+                            "" => self.fresh.clone(),
+                            _ => with_threshold(state, &self.th).into(),
+                        };
+                        s.set_bytes(span::TRACE_STATE, state);
                         t.modified += 1;
                     }
                 });
             }
-            Decoded::Logs(r) => {
-                t.dropped = otlp::retain_logs(r, |_, _, log| {
-                    let r = randomness(&log.trace_id).unwrap_or_else(|| rand::random::<u64>() >> 8);
+            Signal::Logs => {
+                t.dropped = items::retain_items(req, |_, _, l| {
+                    let r = randomness(l.view().raw(log::TRACE_ID))
+                        .unwrap_or_else(|| rand::random::<u64>() >> 8);
                     r >= self.threshold
                 });
-                otlp::each_log(r, |_, _, log| {
-                    if randomness(&log.trace_id).is_some() {
-                        log.attributes.retain(|kv| kv.key != "sampling.threshold");
-                        log.attributes.push(otlp::kv(
-                            "sampling.threshold",
-                            otlp::string(self.th.clone()),
-                        ));
+                items::each_item(req, |_, _, l| {
+                    if randomness(l.view().raw(log::TRACE_ID)).is_some() {
+                        items::edit_attrs(l, log::ATTRS, |k, _| {
+                            if k == "sampling.threshold" {
+                                Edit::Remove
+                            } else {
+                                Edit::Keep
+                            }
+                        });
+                        l.push(log::ATTRS, kv("sampling.threshold", &string_any(&self.th)));
                         t.modified += 1;
                     }
                 });
             }
-            Decoded::Metrics(_) => {}
+            Signal::Metrics => {}
         }
         t
     }
@@ -225,14 +243,15 @@ mod tests {
 
     #[test]
     fn the_kept_fraction_matches_the_probability_and_resampling_agrees() {
-        let half = Sample {
-            threshold: threshold(0.5, 4),
-            th: "8".into(),
+        let sampler = |p: f64| {
+            let t = threshold(p, 4);
+            Sample {
+                threshold: t,
+                th: encode_threshold(t),
+                fresh: bytes::Bytes::new(),
+            }
         };
-        let tenth = Sample {
-            threshold: threshold(0.1, 4),
-            th: "e666".into(),
-        };
+        let (half, tenth) = (sampler(0.5), sampler(0.1));
         let mut kept = [0u32; 2];
         let mut x: u64 = 0x9e3779b97f4a7c15;
         for _ in 0..100_000 {
