@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::condition::{Item, ItemView, Match, MatchConfig, Target, regex};
-use super::items::{self, Any, RESOURCE_ATTRS, edit_attrs, kv, log, span};
+use super::items::{self, Any, Key, RESOURCE_ATTRS, edit_attrs, kv, log, span};
 use super::msg::{Edit, Msg};
 use super::{Native, Setup, Tally};
 use crate::signal::Signal;
@@ -57,10 +57,10 @@ enum Keys {
 }
 
 impl Keys {
-    fn matches(&self, k: &str) -> bool {
+    fn matches(&self, k: Key<'_>) -> bool {
         match self {
-            Keys::Exact(e) => e == k,
-            Keys::Regex(r) => r.is_match(k),
+            Keys::Exact(e) => k.is(e),
+            Keys::Regex(r) => r.is_match(k.text()),
         }
     }
 }
@@ -188,7 +188,7 @@ impl Action {
                 };
                 let mut found = false;
                 let changed = edit_attrs(item, num, |k, v| {
-                    if found || k != key {
+                    if found || !k.is(key) {
                         return Edit::Keep;
                     }
                     found = true;
@@ -212,7 +212,7 @@ impl Action {
                 }
             }),
             Action::Hash(keys) => edit_attrs(item, num, |k, v| match Any::of(v) {
-                Some(any) if keys.matches(k) => Edit::Replace(kv(k, &items::hashed(any))),
+                Some(any) if keys.matches(k) => Edit::Replace(kv(k.0, &items::hashed(any))),
                 _ => Edit::Keep,
             }),
             Action::Rename { from, to } => {
@@ -222,7 +222,7 @@ impl Action {
                 };
                 let mut first = true;
                 edit_attrs(item, num, |k, _| {
-                    if k == from && std::mem::take(&mut first) || k == to {
+                    if k.is(from) && std::mem::take(&mut first) || k.is(to) {
                         Edit::Remove
                     } else {
                         Edit::Keep

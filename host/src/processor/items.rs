@@ -229,45 +229,78 @@ pub fn int_any(i: i64) -> Bytes {
 }
 
 /// The bytes of a `KeyValue`.
-pub fn kv(key: &str, any: &[u8]) -> Bytes {
+pub fn kv(key: impl AsRef<[u8]>, any: &[u8]) -> Bytes {
+    let key = key.as_ref();
     let mut out = Vec::with_capacity(key.len() + any.len() + 6);
-    put_field(&mut out, 1, key.as_bytes());
+    put_field(&mut out, 1, key);
     put_field(&mut out, 2, any);
     out.into()
 }
 
-/// Length-delimited fields `tags` in this order and nothing else: the layout encoders write.
-fn layout<const N: usize>(buf: &[u8], tags: [u8; N]) -> Option<[&[u8]; N]> {
-    let mut pos = 0;
-    let mut out = [&buf[..0]; N];
-    for (tag, slot) in tags.into_iter().zip(&mut out) {
-        (*buf.get(pos)? == tag).then_some(())?;
-        pos += 1;
-        let len = crate::wire::varint(buf, &mut pos, 0).ok()? as usize;
-        *slot = buf.get(pos..pos.checked_add(len)?)?;
-        pos += len;
+/// Length-delimited field `tag` at the start of `b`: its bytes, and what follows.
+#[inline(always)]
+fn len_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let [t, l, rest @ ..] = b else { return None };
+    if *t != tag {
+        return None;
     }
-    (pos == buf.len()).then_some(out)
+    let (len, rest) = if *l < 0x80 {
+        (usize::from(*l), rest)
+    } else {
+        let mut pos = 1;
+        let len = crate::wire::varint(b, &mut pos, 0).ok()?;
+        (usize::try_from(len).ok()?, &b[pos..])
+    };
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
-/// A `KeyValue` written as its key, then its value: their bytes.
+/// A `KeyValue` written as its key, then its value (the layout encoders write): their bytes.
 pub fn kv_layout(kv: &[u8]) -> Option<(&[u8], &[u8])> {
-    layout(kv, [0x0a, 0x12]).map(|[k, v]| (k, v))
+    let (key, rest) = len_field(kv, 0x0a)?;
+    let (value, rest) = len_field(rest, 0x12)?;
+    rest.is_empty().then_some((key, value))
 }
 
-/// An `AnyValue` holding only a string: the string's bytes.
-pub fn string_layout(any: &[u8]) -> Option<&[u8]> {
-    layout(any, [0x0a]).map(|[s]| s)
+/// An `AnyValue` holding only a string (`Some` of its bytes) or only a boolean, integer or
+/// double (`Some(None)`): the values that need no walk to check.
+pub fn simple_layout(any: &[u8]) -> Option<Option<&[u8]>> {
+    match any.first()? {
+        0x0a => len_field(any, 0x0a).and_then(|(s, rest)| rest.is_empty().then_some(Some(s))),
+        // bool_value, int_value: one varint filling the rest.
+        0x10 | 0x18 => {
+            let mut pos = 1;
+            crate::wire::varint(any, &mut pos, 0).ok()?;
+            (pos == any.len()).then_some(None)
+        }
+        // double_value: eight bytes.
+        0x21 => (any.len() == 9).then_some(None),
+        _ => None,
+    }
 }
 
 /// A `KeyValue`'s key and `AnyValue` bytes.
-pub fn kv_parts(kv: &[u8]) -> (&str, &[u8]) {
-    match kv_layout(kv) {
-        Some((k, v)) => (std::str::from_utf8(k).unwrap_or(""), v),
-        None => {
-            let v = Value::Bytes(kv);
-            (v.str(1), v.raw(2))
-        }
+pub fn kv_parts(kv: &[u8]) -> (Key<'_>, &[u8]) {
+    let (k, v) = kv_layout(kv).unwrap_or_else(|| {
+        let v = Value::Bytes(kv);
+        (v.raw(1), v.raw(2))
+    });
+    (Key(k), v)
+}
+
+/// An attribute's key, as it is in the request: compared as bytes, read as text only when a
+/// processor needs text (a regex, a set of names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key<'a>(pub &'a [u8]);
+
+impl<'a> Key<'a> {
+    /// Whether the key is `s`.
+    pub fn is(self, s: &str) -> bool {
+        self.0 == s.as_bytes()
+    }
+
+    /// The key as text (validated UTF-8).
+    pub fn text(self) -> &'a str {
+        std::str::from_utf8(self.0).unwrap_or("")
     }
 }
 
@@ -277,7 +310,7 @@ pub fn attr<'a>(item: Value<'a>, num: u32, key: &str) -> Option<&'a [u8]> {
     item.each_of(num, |v| {
         if let (None, Value::Bytes(b)) = (found, v) {
             let (k, any) = kv_parts(b);
-            if k == key {
+            if k.is(key) {
                 found = Some(any);
             }
         }
@@ -287,7 +320,7 @@ pub fn attr<'a>(item: Value<'a>, num: u32, key: &str) -> Option<&'a [u8]> {
 
 /// Edits each attribute of attributes field `num`, given its key and value; says whether
 /// anything changed.
-pub fn edit_attrs(item: &mut Msg, num: u32, mut f: impl FnMut(&str, &[u8]) -> Edit) -> bool {
+pub fn edit_attrs(item: &mut Msg, num: u32, mut f: impl FnMut(Key<'_>, &[u8]) -> Edit) -> bool {
     item.edit(num, |b| {
         let (k, any) = kv_parts(b);
         f(k, any)
@@ -369,9 +402,8 @@ mod tests {
         let removed = retain_items(&mut req, |_, _, s| s.view().str(span::NAME) != "op-2");
         assert_eq!(removed, 1);
         each_item(&mut req, |_, _, s| {
-            edit_attrs(s, span::ATTRS, |k, _| match k {
-                "a" => Edit::Remove,
-                _ => Edit::Keep,
+            edit_attrs(s, span::ATTRS, |k, _| {
+                if k.is("a") { Edit::Remove } else { Edit::Keep }
             });
             s.push(span::ATTRS, kv("c", &int_any(3)));
             s.set_bytes(span::TRACE_STATE, "ot=th:8".into());
@@ -414,10 +446,8 @@ mod tests {
         let mut b = Vec::new();
         put_field(&mut b, 2, &string_any("v"));
         put_field(&mut b, 1, b"k");
-        assert_eq!(kv_parts(&b), ("k", &string_any("v")[..]));
-        assert_eq!(
-            kv_parts(&kv("k", &string_any("v"))),
-            ("k", &string_any("v")[..])
-        );
+        let want = (Key(b"k"), &string_any("v")[..]);
+        assert_eq!(kv_parts(&b), want);
+        assert_eq!(kv_parts(&kv("k", &string_any("v"))), want);
     }
 }

@@ -95,7 +95,7 @@ impl Limit {
         }
         if self.value != usize::MAX {
             changed |= edit_attrs(item, num, |k, v| match self.truncated(v) {
-                Some(t) => Edit::Replace(kv(k, &t)),
+                Some(t) => Edit::Replace(kv(k.0, &t)),
                 None => Edit::Keep,
             });
         }

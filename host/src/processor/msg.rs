@@ -40,8 +40,8 @@ enum Val {
     I32(u32),
     /// Length-delimited: `raw[start..end]` of the enclosing message.
     Raw(u32, u32),
-    /// Length-delimited, set by an edit.
-    New(Bytes),
+    /// Length-delimited, set by an edit (boxed: fields stay small, and most are not new).
+    New(Box<Bytes>),
     /// A nested message, opened.
     Msg(Box<Msg>),
 }
@@ -264,7 +264,7 @@ impl Msg {
                     false
                 }
                 Edit::Replace(b) => {
-                    fl.val = Val::New(b);
+                    fl.val = Val::New(Box::new(b));
                     changed = true;
                     true
                 }
@@ -278,7 +278,7 @@ impl Msg {
     pub fn push(&mut self, num: u32, bytes: Bytes) {
         self.open().push(Field {
             num,
-            val: Val::New(bytes),
+            val: Val::New(Box::new(bytes)),
         });
         self.edited = true;
     }
@@ -407,7 +407,7 @@ fn opened<'v>(v: &'v mut Val, raw: &Bytes) -> &'v mut Msg {
     if !matches!(v, Val::Msg(_)) {
         let bytes = match v {
             Val::Raw(s, e) => raw.slice(*s as usize..*e as usize),
-            Val::New(b) => b.clone(),
+            Val::New(b) => Bytes::clone(b),
             // A number where a message belongs: validation refuses such a request.
             _ => Bytes::new(),
         };

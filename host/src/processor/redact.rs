@@ -192,7 +192,7 @@ impl Redact {
     fn attrs(&self, item: &mut Msg, num: u32, signal: Signal, mut done: Done) -> bool {
         if let Some(allowed) = &self.allowed {
             edit_attrs(item, num, |k, _| {
-                if allowed.contains(k) || self.ignored.contains(k) {
+                if allowed.contains(k.text()) || self.ignored.contains(k.text()) {
                     Edit::Keep
                 } else {
                     done.removed += 1;
@@ -202,11 +202,11 @@ impl Redact {
         }
         if !self.patterns.is_empty() {
             edit_attrs(item, num, |k, v| {
-                match (!self.ignored.contains(k))
+                match (!self.ignored.contains(k.text()))
                     .then(|| self.value(v, &mut done))
                     .flatten()
                 {
-                    Some(masked) => Edit::Replace(kv(k, &masked)),
+                    Some(masked) => Edit::Replace(kv(k.0, &masked)),
                     None => Edit::Keep,
                 }
             });
@@ -226,7 +226,7 @@ impl Redact {
                         item,
                         num,
                         |k, _| {
-                            if k == key { Edit::Remove } else { Edit::Keep }
+                            if k.is(key) { Edit::Remove } else { Edit::Keep }
                         },
                     );
                     item.push(num, kv(key, &int_any(n as i64)));

@@ -154,29 +154,23 @@ impl Native for Sample {
         let mut t = Tally::default();
         match signal {
             Signal::Traces => {
+                // One walk: decide, and mark what is kept.
                 t.dropped = items::retain_items(req, |_, _, s| {
-                    let s = s.view();
-                    let fields = ot_fields(s.str(span::TRACE_STATE));
-                    let rv = fields.iter().find(|(k, _)| *k == "rv").and_then(|(_, v)| {
+                    let state = s.view().str(span::TRACE_STATE);
+                    let fields = ot_fields(state);
+                    let field = |name| fields.iter().find(|(k, _)| *k == name).map(|f| f.1);
+                    let rv = field("rv").and_then(|v| {
                         (v.len() == 14)
                             .then(|| u64::from_str_radix(v, 16).ok())
                             .flatten()
                     });
-                    let seen = fields
-                        .iter()
-                        .find(|(k, _)| *k == "th")
-                        .and_then(|(_, v)| decode_threshold(v));
+                    let seen = field("th").and_then(decode_threshold);
                     let r = rv
-                        .or_else(|| randomness(s.raw(span::TRACE_ID)))
+                        .or_else(|| randomness(s.view().raw(span::TRACE_ID)))
                         .unwrap_or(0);
-                    self.decide(r, seen)
-                });
-                items::each_item(req, |_, _, s| {
-                    let state = s.view().str(span::TRACE_STATE);
-                    let seen = ot_fields(state)
-                        .iter()
-                        .find(|(k, _)| *k == "th")
-                        .and_then(|(_, v)| decode_threshold(v));
+                    if !self.decide(r, seen) {
+                        return false;
+                    }
                     if seen.is_none_or(|s| s < self.threshold) {
                         let state = match state {
                             "" => self.fresh.clone(),
@@ -185,18 +179,18 @@ impl Native for Sample {
                         s.set_bytes(span::TRACE_STATE, state);
                         t.modified += 1;
                     }
+                    true
                 });
             }
             Signal::Logs => {
                 t.dropped = items::retain_items(req, |_, _, l| {
-                    let r = randomness(l.view().raw(log::TRACE_ID))
-                        .unwrap_or_else(|| rand::random::<u64>() >> 8);
-                    r >= self.threshold
-                });
-                items::each_item(req, |_, _, l| {
-                    if randomness(l.view().raw(log::TRACE_ID)).is_some() {
+                    let id = randomness(l.view().raw(log::TRACE_ID));
+                    if id.unwrap_or_else(|| rand::random::<u64>() >> 8) < self.threshold {
+                        return false;
+                    }
+                    if id.is_some() {
                         items::edit_attrs(l, log::ATTRS, |k, _| {
-                            if k == "sampling.threshold" {
+                            if k.is("sampling.threshold") {
                                 Edit::Remove
                             } else {
                                 Edit::Keep
@@ -205,6 +199,7 @@ impl Native for Sample {
                         l.push(log::ATTRS, kv("sampling.threshold", &string_any(&self.th)));
                         t.modified += 1;
                     }
+                    true
                 });
             }
             Signal::Metrics => {}

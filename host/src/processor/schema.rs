@@ -229,20 +229,22 @@ fn check(ty: Type, buf: &[u8], base: usize, depth: u32) -> Result<(), WireError>
         return Err(WireError::TooDeep);
     }
     let (message, fields) = ty.schema();
-    // Most attributes are a key and a string: check that layout without the general walk.
+    // Most attributes are a key and a string or number: check that layout without the
+    // general walk.
     if let Type::Kv = ty
         && let Some((key, any)) = super::items::kv_layout(buf)
-        && let Some(string) = super::items::string_layout(any)
+        && let Some(string) = super::items::simple_layout(any)
     {
-        return if utf8(key) && utf8(string) {
-            Ok(())
-        } else {
-            Err(WireError::NotUtf8 {
-                message,
-                field: if utf8(key) { "value" } else { "key" },
-                at: base,
-            })
+        let field = match (utf8(key), string.is_none_or(utf8)) {
+            (true, true) => return Ok(()),
+            (false, _) => "key",
+            (true, false) => "value",
         };
+        return Err(WireError::NotUtf8 {
+            message,
+            field,
+            at: base,
+        });
     }
     // Field numbers checked here are all below 32: one bit test skips the rest.
     let checked = fields.iter().fold(0u32, |m, (n, _, _)| m | 1 << n);
