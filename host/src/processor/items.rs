@@ -135,8 +135,8 @@ pub fn point_count(metric: Value<'_>) -> usize {
     n
 }
 
-/// Calls `f` with each data point of `metric`, its metric's name and the point's attributes
-/// field; with `keep`, removes the points for which `f` is false and says how many.
+/// Calls `f` with each data point of `metric`, its metric's name and the number of the
+/// point's attributes field; removes the points for which `f` is false and says how many.
 pub fn points(metric: &mut Msg, mut f: impl FnMut(&str, &mut Msg, u32) -> bool) -> usize {
     let name = metric.view().str(METRIC_NAME).to_string();
     let mut removed = 0;
@@ -438,6 +438,15 @@ mod tests {
         }
         assert_eq!(out, want);
         each_item(&mut req, |r, _, _| assert_eq!(service(r), "api"));
+    }
+
+    #[test]
+    fn a_message_that_does_not_split_is_written_as_it_came() {
+        // Unreachable after the check; if it ever happened, edits are lost, never content.
+        let junk = Bytes::from_static(&[0x0a, 0x05, 1]);
+        let mut m = Msg::new(junk.clone());
+        m.push(1, Bytes::from_static(b"x"));
+        assert_eq!(m.encode(), junk);
     }
 
     #[test]

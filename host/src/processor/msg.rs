@@ -22,6 +22,8 @@ pub struct Msg {
     fields: Option<Vec<Field>>,
     /// A field of this message itself was edited.
     edited: bool,
+    /// Its bytes did not split into fields: it is written as it came, whatever was edited.
+    broken: bool,
     /// Set by [`Msg::measure`]: the encoded length, and whether `raw` still holds it.
     len: Cell<usize>,
     same: Cell<bool>,
@@ -176,13 +178,13 @@ impl Msg {
 
     /// Splits the message into fields (once), for editing.
     fn open(&mut self) -> &mut Vec<Field> {
-        open(&self.raw, &mut self.fields, &mut self.edited)
+        open(&self.raw, &mut self.fields, &mut self.broken)
     }
 
     /// Calls `f` with the message in field `head` (an empty one if absent) and each message
     /// in field `num` (0 for no head).
     pub fn with_children(&mut self, head: u32, num: u32, mut f: impl FnMut(&Msg, &mut Msg)) {
-        let fields = open(&self.raw, &mut self.fields, &mut self.edited);
+        let fields = open(&self.raw, &mut self.fields, &mut self.broken);
         let raw = &self.raw;
         let mut first: Option<&Msg> = None;
         let mut rest = Vec::new();
@@ -234,7 +236,7 @@ impl Msg {
             });
             self.edited = true;
         }
-        let field = open(&self.raw, &mut self.fields, &mut self.edited)
+        let field = open(&self.raw, &mut self.fields, &mut self.broken)
             .iter_mut()
             .rev()
             .find(|f| f.num == num)
@@ -247,7 +249,7 @@ impl Msg {
     pub fn edit(&mut self, num: u32, mut f: impl FnMut(&[u8]) -> Edit) -> bool {
         let raw = &self.raw;
         let mut changed = false;
-        open(raw, &mut self.fields, &mut self.edited).retain_mut(|fl| {
+        open(raw, &mut self.fields, &mut self.broken).retain_mut(|fl| {
             if fl.num != num {
                 return true;
             }
@@ -302,7 +304,7 @@ impl Msg {
 
     /// Computes (and keeps) the encoded length of this message and every opened one in it.
     fn measure(&self) -> usize {
-        let Some(fields) = &self.fields else {
+        let Some(fields) = self.fields.as_ref().filter(|_| !self.broken) else {
             self.same.set(true);
             self.len.set(self.raw.len());
             return self.raw.len();
@@ -373,7 +375,7 @@ impl Msg {
 fn open<'f>(
     raw: &Bytes,
     fields: &'f mut Option<Vec<Field>>,
-    edited: &mut bool,
+    broken: &mut bool,
 ) -> &'f mut Vec<Field> {
     fields.get_or_insert_with(|| {
         // Enough for a span of ten attributes, whose fields average ~30 bytes: one
@@ -396,7 +398,7 @@ fn open<'f>(
         // edits of it are lost rather than its content.
         if parsed.is_err() {
             out.clear();
-            *edited = false;
+            *broken = true;
         }
         out
     })
