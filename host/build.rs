@@ -66,6 +66,7 @@ fn main() {
         "tests/plugins",
         "wit",
         "proto",
+        "wire",
         "Cargo.toml",
         "Cargo.lock",
     ] {
@@ -174,6 +175,8 @@ const SDK_FILES: &[&str] = &[
     "sdk/processor/src",
     "proto/Cargo.toml",
     "proto/src",
+    "wire/Cargo.toml",
+    "wire/src",
     "sdk/python/ferry_sdk",
     "sdk/js/ferry-sdk.js",
     "sdk/templates",

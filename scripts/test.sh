@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The runtime-only daemon (no compiler, no optional receivers): the runtime of slim bundles.
 cargo clippy -p ferry --no-default-features -- -D warnings
 # Every guest crate, found by folder as the workspace and host/build.rs find them.
-guests=(-p ferry-sdk -p ferry-processor-sdk)
+guests=(-p ferry-sdk -p ferry-processor-sdk -p ferry-wire)
 for manifest in plugins/*/Cargo.toml examples/*/Cargo.toml tests/plugins/*/Cargo.toml; do
   guests+=(-p "$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -1)")
 done

@@ -12,10 +12,13 @@ pub mod pipeline;
 pub mod plugin;
 pub mod processor;
 pub mod receiver;
-pub mod signal;
 pub mod telemetry;
 pub mod units;
-pub mod wire;
+
+/// Requests in their wire form (walk, check, read, edit), shared with processor plugins.
+pub use ferry_wire as wire;
+/// The three OTLP signals.
+pub use ferry_wire::signal;
 
 #[cfg(test)]
 mod house {

@@ -21,7 +21,7 @@ use crate::otel_sdk::{
 };
 
 /// `[exporters.NAME]` sending every signal to `sink`, through `chain`.
-fn exporter(name: &str, url: &str, chain: &[&str]) -> String {
+pub(crate) fn exporter(name: &str, url: &str, chain: &[&str]) -> String {
     format!(
         r#"
         [exporters.{name}]

@@ -88,6 +88,8 @@ fn fill(template: &[u8], name: &str) -> Vec<u8> {
 fn standalone_manifest(member: &str) -> anyhow::Result<String> {
     let root: toml::Table = toml::from_str(std::str::from_utf8(embedded("Cargo.toml"))?)?;
     let mut crate_toml: toml::Table = toml::from_str(std::str::from_utf8(embedded(member))?)?;
+    // A vendored crate is built, never tested, and its test dependencies are not vendored.
+    crate_toml.remove("dev-dependencies");
     let ws = root
         .get("workspace")
         .and_then(|w| w.as_table())
@@ -168,11 +170,15 @@ fn project_files(name: &str, lang: Lang, kind: Kind) -> anyhow::Result<Vec<(Path
     files.extend(wit_files().map(|(p, b)| (Path::new(wit_dir).join(p), b.to_vec())));
     match lang {
         Lang::Rust => {
-            let sdk = match kind {
-                Kind::Exporter => ("ferry-sdk", "sdk"),
-                Kind::Processor => ("ferry-processor-sdk", "sdk/processor"),
+            let crates: &[(&str, &str)] = match kind {
+                Kind::Exporter => &[("ferry-sdk", "sdk"), ("ferry-proto", "proto")],
+                Kind::Processor => &[
+                    ("ferry-processor-sdk", "sdk/processor"),
+                    ("ferry-proto", "proto"),
+                    ("ferry-wire", "wire"),
+                ],
             };
-            for (krate, src) in [sdk, ("ferry-proto", "proto")] {
+            for &(krate, src) in crates {
                 let dir = Path::new("vendor").join(krate);
                 files.push((
                     dir.join("Cargo.toml"),

@@ -11,14 +11,13 @@
 pub mod attributes;
 pub mod condition;
 pub mod filter;
-pub mod items;
 pub mod limit;
-pub mod msg;
 pub mod otlp;
 pub mod redact;
 pub mod sample;
-pub mod schema;
 pub mod wasm;
+
+pub use crate::wire::{items, msg, schema};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

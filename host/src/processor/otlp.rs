@@ -12,6 +12,7 @@ use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::signal::Signal;
+pub use crate::wire::items::hex;
 
 /// One OTLP export request, decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,17 +159,6 @@ pub fn text(v: &any_value::Value) -> std::borrow::Cow<'_, str> {
         .encode_to_vec())
         .into(),
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn attrs_of<T>(r: &Option<T>, f: impl Fn(&T) -> &[KeyValue]) -> &[KeyValue] {

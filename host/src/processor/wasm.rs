@@ -239,8 +239,9 @@ impl WasmProcessor {
             Bytes::from(replacement)
         };
         let not_otlp = |e: String| format!("its replacement is not an OTLP {signal} request: {e}");
-        // A request of another signal fails here: item fields differ in wire type.
-        Decoded::decode(signal, &proto).map_err(|e| not_otlp(e.to_string()))?;
+        // The check the built-ins' input gets, down to every string: what passes decodes. A
+        // request of another signal fails here, as item fields differ in wire type.
+        super::schema::validate(signal, &proto).map_err(|e| not_otlp(e.to_string()))?;
         let summary = crate::wire::inspect(signal, &proto).map_err(|e| not_otlp(e.to_string()))?;
         if summary.invalid > 0 {
             return Err(not_otlp(format!(

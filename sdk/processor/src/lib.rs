@@ -68,6 +68,19 @@ pub use bindings::ferry::plugin0_3_0::types::{
     Encoding, LogLevel, Manifest, Outcome, ProcessMeta, Signal,
 };
 pub use ferry_proto as proto;
+/// Requests in their protobuf wire form, read and edited field by field without decoding:
+/// the code the host's built-in processors run. [`edit_wire`] is the way in.
+pub use ferry_wire as wire;
+
+impl From<Signal> for wire::Signal {
+    fn from(s: Signal) -> wire::Signal {
+        match s {
+            Signal::Traces => wire::Signal::Traces,
+            Signal::Metrics => wire::Signal::Metrics,
+            Signal::Logs => wire::Signal::Logs,
+        }
+    }
+}
 
 impl Manifest {
     /// A manifest for a processor named `name` at `version`, taking `signals` in `encoding`.
@@ -106,6 +119,50 @@ impl<'a> Batch<'a> {
     /// A copy of the whole batch.
     pub fn to_vec(&self) -> Vec<u8> {
         self.handle.read(0, self.handle.len())
+    }
+
+    /// A copy of the batch in its wire form, to read and edit field by field.
+    pub fn msg(&self) -> wire::msg::Msg {
+        wire::msg::Msg::new(self.to_vec().into())
+    }
+}
+
+/// Opens `batch` in its wire form, lets `edit` change it (returning whether it did), and
+/// answers [`Outcome::Replace`] with the result, [`Outcome::Drop`] when no item is left, or
+/// [`Outcome::Keep`] when nothing changed. Resources and scopes left without items are removed.
+///
+/// This is [`Request::edit`] without decoding: only the messages `edit` opens are split into
+/// fields, and whatever it did not change is copied as it came, several times cheaper than
+/// decoding and encoding the whole batch (BENCHMARKS.md). The fields are numbered as in the
+/// OTLP protobuf; [`wire::items`] names the common ones and walks items and attributes:
+///
+/// ```ignore
+/// use ferry_processor_sdk::wire::items::{self, span};
+/// ferry_processor_sdk::edit_wire(meta.signal, batch, |req| {
+///     // Drop health checks; say whether anything went.
+///     items::retain_items(req, |_resource, _scope, s| s.view().raw(span::NAME) != b"GET /health") > 0
+/// })
+/// ```
+///
+/// The batch is what the host accepted: its structure is checked down to the items, not every
+/// string in it. Reads of malformed bytes see what splits and never fail; run
+/// [`wire::schema::validate`] first if the processor must know. Whatever it answers, the host
+/// checks a replacement in full before forwarding it.
+pub fn edit_wire(
+    signal: Signal,
+    batch: Batch<'_>,
+    edit: impl FnOnce(&mut wire::msg::Msg) -> bool,
+) -> Outcome {
+    let mut req = batch.msg();
+    if !edit(&mut req) {
+        return Outcome::Keep;
+    }
+    wire::items::prune(signal.into(), &mut req);
+    let out = req.encode();
+    if out.is_empty() {
+        Outcome::Drop
+    } else {
+        Outcome::Replace(out.into())
     }
 }
 

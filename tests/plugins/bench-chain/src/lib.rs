@@ -1,15 +1,24 @@
 //! The chain `bench/run.sh` measures natively (resource upsert, attribute delete, filter by
 //! span name, consistent 50% sampling), as one Rust Wasm processor: BENCHMARKS.md compares the
 //! two. Same decisions as the built-ins: the sampler keeps a span when its trace id's low 56
-//! bits are at least 2^55 and records `ot=th:8`.
+//! bits are at least 2^55 and records `ot=th:8`. It edits the batch in its wire form, as the
+//! built-ins do.
 
-use ferry_processor_sdk::proto::common::{AnyValue, KeyValue, any_value};
+use ferry_processor_sdk::wire::bytes::Bytes;
+use ferry_processor_sdk::wire::items::{
+    RESOURCE_ATTRS, each_item, each_resource, edit_attrs, kv, retain_items, span, string_any,
+};
+use ferry_processor_sdk::wire::msg::Edit;
 use ferry_processor_sdk::{
-    Batch, Encoding, Manifest, Outcome, ProcessMeta, Processor, Request, Signal,
+    Batch, Encoding, Manifest, Outcome, ProcessMeta, Processor, Signal, edit_wire,
 };
 
-struct BenchChain;
+struct BenchChain {
+    /// The `deployment.environment = "bench"` attribute, encoded once.
+    env: Bytes,
+}
 
+const ENV: &str = "deployment.environment";
 const HALF: u64 = 1 << 55;
 
 fn randomness(trace_id: &[u8]) -> u64 {
@@ -29,43 +38,49 @@ impl Processor for BenchChain {
     }
 
     fn init(_config: &str) -> Result<Self, String> {
-        Ok(BenchChain)
+        Ok(BenchChain {
+            env: kv(ENV, &string_any("bench")),
+        })
     }
 
     fn process(&mut self, meta: ProcessMeta, batch: Batch<'_>) -> Result<Outcome, String> {
-        let Request::Traces(mut req) = Request::decode(meta.signal, &batch.to_vec())? else {
+        if meta.signal != Signal::Traces {
             return Ok(Outcome::Keep);
-        };
-        for rs in &mut req.resource_spans {
-            let resource = rs.resource.get_or_insert_with(Default::default);
-            let env = Some(AnyValue {
-                value: Some(any_value::Value::StringValue("bench".into())),
-            });
-            match resource
-                .attributes
-                .iter_mut()
-                .find(|kv| kv.key == "deployment.environment")
-            {
-                Some(kv) => kv.value = env,
-                None => resource.attributes.push(KeyValue {
-                    key: "deployment.environment".into(),
-                    value: env,
-                    ..Default::default()
-                }),
-            }
-            for ss in &mut rs.scope_spans {
-                ss.spans.retain(|s| {
-                    s.name != "bench-op-3"
-                        && s.name != "bench-op-7"
-                        && randomness(&s.trace_id) >= HALF
-                });
-                for s in &mut ss.spans {
-                    s.attributes.retain(|kv| kv.key != "bench.attr.9");
-                    s.trace_state = "ot=th:8".into();
-                }
-            }
         }
-        Ok(Outcome::Replace(Request::Traces(req).encode()))
+        Ok(edit_wire(meta.signal, batch, |req| {
+            each_resource(meta.signal.into(), req, |resource, _| {
+                let mut found = false;
+                edit_attrs(resource, RESOURCE_ATTRS, |k, _| {
+                    if k.is(ENV) {
+                        found = true;
+                        Edit::Replace(self.env.clone())
+                    } else {
+                        Edit::Keep
+                    }
+                });
+                if !found {
+                    resource.push(RESOURCE_ATTRS, self.env.clone());
+                }
+            });
+            retain_items(req, |_, _, s| {
+                let v = s.view();
+                let name = v.raw(span::NAME);
+                name != b"bench-op-3"
+                    && name != b"bench-op-7"
+                    && randomness(v.raw(span::TRACE_ID)) >= HALF
+            });
+            each_item(req, |_, _, s| {
+                edit_attrs(s, span::ATTRS, |k, _| {
+                    if k.is("bench.attr.9") {
+                        Edit::Remove
+                    } else {
+                        Edit::Keep
+                    }
+                });
+                s.set_bytes(span::TRACE_STATE, Bytes::from_static(b"ot=th:8"));
+            });
+            true
+        }))
     }
 }
 

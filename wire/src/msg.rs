@@ -1,4 +1,5 @@
-//! A request kept as its protobuf bytes and edited in place, for native processors.
+//! A request kept as its protobuf bytes and edited in place, for processors (the host's
+//! built-ins, and Rust Wasm processors through the SDK).
 //!
 //! Decoding a request into structs costs an allocation per string and attribute, and
 //! encoding it again costs about as much: far more than what the processors themselves do
@@ -6,14 +7,16 @@
 //! a processor opens it, an edit replaces, removes or appends single fields, and encoding
 //! copies every message nobody changed as it came.
 //!
-//! `schema::validate` walks a request first, down to every string and attribute value, so
-//! that the reads here never meet malformed bytes and need no error path.
+//! The host runs `schema::validate` over a request before its built-ins, so that their reads
+//! never meet malformed bytes. Reads of malformed bytes do not fail either: they see the
+//! fields that split and nothing of the rest, and a message that does not split is written
+//! as it came.
 
 use std::cell::Cell;
 
 use bytes::Bytes;
 
-use crate::wire::{self, WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
+use crate::{self as wire, WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
 
 /// A protobuf message: its bytes, split into fields once opened.
 #[derive(Debug, Clone, Default)]

@@ -8,8 +8,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::msg::{Edit, Msg, Value, put_field, put_varint};
-use super::otlp::hex;
-use crate::signal::Signal;
+use crate::Signal;
 
 /// Request → resource groups → scope groups → items: each level's field numbers.
 const GROUPS: u32 = 1;
@@ -248,7 +247,7 @@ fn len_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         (usize::from(*l), rest)
     } else {
         let mut pos = 1;
-        let len = crate::wire::varint(b, &mut pos, 0).ok()?;
+        let len = crate::varint(b, &mut pos, 0).ok()?;
         (usize::try_from(len).ok()?, &b[pos..])
     };
     (len <= rest.len()).then(|| rest.split_at(len))
@@ -269,7 +268,7 @@ pub fn simple_layout(any: &[u8]) -> Option<Option<&[u8]>> {
         // bool_value, int_value: one varint filling the rest.
         0x10 | 0x18 => {
             let mut pos = 1;
-            crate::wire::varint(any, &mut pos, 0).ok()?;
+            crate::varint(any, &mut pos, 0).ok()?;
             (pos == any.len()).then_some(None)
         }
         // double_value: eight bytes.
@@ -340,11 +339,32 @@ pub fn hashed(any: Any<'_>) -> Bytes {
     string_any(&hex(&Sha256::digest(any.text().as_bytes())))
 }
 
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ferry_proto::common::{AnyValue, KeyValue, any_value};
     use prost::Message;
+
+    fn pkv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn built_values_decode_as_prost_encodes_them() {
@@ -366,7 +386,7 @@ mod tests {
 
     fn span_request() -> ferry_proto::trace_service::ExportTraceServiceRequest {
         use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span};
-        let attr = |k: &str, v: &str| super::super::otlp::kv(k, super::super::otlp::string(v));
+        let attr = pkv;
         ferry_proto::trace_service::ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: None,
@@ -417,22 +437,20 @@ mod tests {
         let mut want = original;
         let rs = &mut want.resource_spans[0];
         rs.resource = Some(ferry_proto::resource::Resource {
-            attributes: vec![super::super::otlp::kv(
-                "service.name",
-                super::super::otlp::string("api"),
-            )],
+            attributes: vec![pkv("service.name", "api")],
             ..Default::default()
         });
         let spans = &mut rs.scope_spans[0].spans;
         spans.remove(1);
         for s in spans.iter_mut() {
             s.attributes.remove(0);
-            s.attributes.push(super::super::otlp::kv(
-                "c",
-                Some(AnyValue {
+            s.attributes.push(KeyValue {
+                key: "c".into(),
+                value: Some(AnyValue {
                     value: Some(any_value::Value::IntValue(3)),
                 }),
-            ));
+                ..Default::default()
+            });
             s.trace_state = "ot=th:8".into();
             s.dropped_attributes_count = 1;
         }

@@ -2,8 +2,7 @@
 //! its signal down to every string (UTF-8) and attribute value, as decoding it into structs
 //! would check.
 
-use crate::signal::Signal;
-use crate::wire::{self, WIRE_LEN, WireError};
+use crate::{self as wire, Signal, WIRE_LEN, WireError};
 
 /// What a validated field holds.
 #[derive(Clone, Copy)]
@@ -282,8 +281,8 @@ fn utf8(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processor::items::{kv, string_any};
-    use crate::processor::msg::put_field;
+    use crate::items::{kv, string_any};
+    use crate::msg::put_field;
 
     /// A trace request of one span with these attribute bytes.
     fn with_attr(attr: &[u8]) -> Vec<u8> {

@@ -5,7 +5,14 @@
 //! (protobuf concatenation of two requests is their merge). Items whose ids have the wrong
 //! length are reported so the receiver can reject them with an OTLP partial success.
 
-use crate::signal::Signal;
+pub use bytes;
+
+pub mod items;
+pub mod msg;
+pub mod schema;
+pub mod signal;
+
+pub use signal::Signal;
 
 /// Why a request is not a well-formed OTLP export request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,18 +78,18 @@ pub struct Summary {
 }
 
 /// Wire type of varints.
-pub(crate) const WIRE_VARINT: u8 = 0;
+pub const WIRE_VARINT: u8 = 0;
 /// Wire type of 8-byte fixed-width fields.
-pub(crate) const WIRE_I64: u8 = 1;
+pub const WIRE_I64: u8 = 1;
 /// Wire type of length-delimited fields.
-pub(crate) const WIRE_LEN: u8 = 2;
+pub const WIRE_LEN: u8 = 2;
 /// Wire type of 4-byte fixed-width fields.
-pub(crate) const WIRE_I32: u8 = 5;
+pub const WIRE_I32: u8 = 5;
 
 /// Reads the varint at `pos` (`base` = offset of `buf` in the request, for errors). Tags and
 /// most lengths are one byte: that case is inlined, the rest takes the loop.
 #[inline(always)]
-pub(crate) fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
+pub fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireError> {
     if let Some(&b) = buf.get(*pos)
         && b < 0x80
     {
@@ -113,7 +120,7 @@ fn varint_long(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireErro
 }
 
 /// One field of a message.
-pub(crate) struct Field<'a> {
+pub struct Field<'a> {
     /// Field number.
     pub number: u64,
     /// Wire type.
@@ -127,7 +134,7 @@ pub(crate) struct Field<'a> {
 }
 
 /// Calls `f` for every field of the message in `buf` (`base` = offset of `buf` in the request).
-pub(crate) fn fields<'a>(
+pub fn fields<'a>(
     buf: &'a [u8],
     base: usize,
     mut f: impl FnMut(Field<'a>) -> Result<(), WireError>,
