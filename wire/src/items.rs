@@ -254,6 +254,7 @@ fn len_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 }
 
 /// A `KeyValue` written as its key, then its value (the layout encoders write): their bytes.
+#[inline]
 pub fn kv_layout(kv: &[u8]) -> Option<(&[u8], &[u8])> {
     let (key, rest) = len_field(kv, 0x0a)?;
     let (value, rest) = len_field(rest, 0x12)?;
@@ -262,6 +263,7 @@ pub fn kv_layout(kv: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// An `AnyValue` holding only a string (`Some` of its bytes) or only a boolean, integer or
 /// double (`Some(None)`): the values that need no walk to check.
+#[inline]
 pub fn simple_layout(any: &[u8]) -> Option<Option<&[u8]>> {
     match any.first()? {
         0x0a => len_field(any, 0x0a).and_then(|(s, rest)| rest.is_empty().then_some(Some(s))),
@@ -278,6 +280,7 @@ pub fn simple_layout(any: &[u8]) -> Option<Option<&[u8]>> {
 }
 
 /// A `KeyValue`'s key and `AnyValue` bytes.
+#[inline]
 pub fn kv_parts(kv: &[u8]) -> (Key<'_>, &[u8]) {
     let (k, v) = kv_layout(kv).unwrap_or_else(|| {
         let v = Value::Bytes(kv);
@@ -293,6 +296,7 @@ pub struct Key<'a>(pub &'a [u8]);
 
 impl<'a> Key<'a> {
     /// Whether the key is `s`.
+    #[inline]
     pub fn is(self, s: &str) -> bool {
         self.0 == s.as_bytes()
     }

@@ -94,6 +94,7 @@ impl<'a> Value<'a> {
     }
 
     /// The last value of field `num` (protobuf's rule for a repeated scalar).
+    #[inline]
     pub fn get(self, num: u32) -> Option<Value<'a>> {
         if let Value::Msg(m) = self
             && let Some(fields) = &m.fields
@@ -111,6 +112,7 @@ impl<'a> Value<'a> {
     }
 
     /// Field `num` as a number (0 when absent).
+    #[inline]
     pub fn uint(self, num: u32) -> u64 {
         match self.get(num) {
             Some(Value::Int(v)) => v,
@@ -119,6 +121,7 @@ impl<'a> Value<'a> {
     }
 
     /// Field `num` as bytes (empty when absent or an opened message).
+    #[inline]
     pub fn raw(self, num: u32) -> &'a [u8] {
         match self.get(num) {
             Some(Value::Bytes(b)) => b,
@@ -127,6 +130,7 @@ impl<'a> Value<'a> {
     }
 
     /// Field `num` as text ("" when absent).
+    #[inline]
     pub fn str(self, num: u32) -> &'a str {
         std::str::from_utf8(self.raw(num)).unwrap_or("")
     }
@@ -158,6 +162,7 @@ impl Msg {
     }
 
     /// The message, for reading.
+    #[inline]
     pub fn view(&self) -> Value<'_> {
         Value::Msg(self)
     }
