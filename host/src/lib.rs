@@ -50,13 +50,20 @@ mod house {
         }
     }
 
+    /// Every source file of the daemon, and of `ferry-wire` (its layer `wire`, a crate of its
+    /// own so that guests can build it) as `wire/...`: (path, top-level module, code).
     fn sources() -> Vec<(String, String, String)> {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let src = manifest.join("src");
         let mut all = Vec::new();
         files(&src, &mut all);
+        files(&manifest.join("../wire/src"), &mut all);
         all.into_iter()
             .map(|p| {
-                let rel = p.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+                let rel = match p.strip_prefix(&src) {
+                    Ok(rel) => rel.to_string_lossy().into_owned(),
+                    Err(_) => format!("wire/{}", p.file_name().unwrap().to_string_lossy()),
+                };
                 let top = rel.split('/').next().unwrap().trim_end_matches(".rs");
                 let text = std::fs::read_to_string(&p).unwrap();
                 // Tests may reach anywhere; the rules are for the code they test.
