@@ -1,9 +1,16 @@
-//! A protobuf wire-format walk over OTLP export requests.
+//! `ferry-wire`: OTLP export requests in their protobuf wire form, walked, checked, read and
+//! edited without decoding them into structs. The Ferry daemon and Rust processor plugins
+//! (through `ferry-processor-sdk`) run the same code, so it needs no OS and builds for
+//! `wasm32-wasip2`.
 //!
-//! It checks the structure down to the items (spans, metric data points, log records) and
-//! counts them, without decoding into structs: the request bytes themselves become the batch
-//! (protobuf concatenation of two requests is their merge). Items whose ids have the wrong
-//! length are reported so the receiver can reject them with an OTLP partial success.
+//! - here: the field walk (`fields`, `varint`) and `inspect`, the receivers' check: the
+//!   structure down to the items (spans, metric data points, log records), counted, without
+//!   decoding, so that the request bytes themselves become the batch (protobuf concatenation of
+//!   two requests is their merge). Items whose ids have the wrong length are reported so the
+//!   receiver can reject them with an OTLP partial success.
+//! - [`schema`]: the deep check before processors read a request (every string UTF-8).
+//! - [`msg`]: a request kept as its bytes and edited in place.
+//! - [`items`]: field numbers and the walks over items, resources and attributes.
 
 pub use bytes;
 
