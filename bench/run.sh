@@ -120,6 +120,14 @@ TOML
           printf '[exporters.b]\nplugin = "otlp-http"\nconfig = { endpoint = "http://127.0.0.1:%s" }\n' "$SINK_B" ;;
       esac
     } > "$dir/ferry.toml"
+    # The first start after a build compiles the plugins into the compiled-code cache, and
+    # the compiler's memory would count in the peak RSS: start once to fill the cache (plugins
+    # load before the receivers listen), then start the daemon that is measured.
+    FERRY_LOG=warn "$FERRY" run --config "$dir/ferry.toml" 2>"$dir/ferry-warm.log" &
+    local warm=$!
+    wait_port "$GRPC" || true
+    kill "$warm" 2>/dev/null || true
+    wait "$warm" 2>/dev/null || true
     FERRY_LOG=warn "$FERRY" run --config "$dir/ferry.toml" 2>"$dir/ferry.log" &
   else
     local args=(start --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP")
