@@ -184,7 +184,7 @@ fn plugin_export(c: &mut Criterion) {
 /// of 100 spans, each processor alone, and the check a chain runs first; beside them, what
 /// decoding the request into structs and encoding it again would cost.
 fn processor_chain(c: &mut Criterion) {
-    use ferry::processor::{Chain, Decoded, Processors};
+    use ferry::processor::{Chain, Checked, Decoded, Processors};
     let one = Bytes::from(request(ferry_bench::Signal::Traces, 100, 10, 1));
     let defs: toml::Table = toml::from_str(
         r#"
@@ -220,9 +220,7 @@ fn processor_chain(c: &mut Criterion) {
     });
     let decoded = Decoded::decode(Signal::Traces, &one).unwrap();
     g.bench_function("encode/100_spans", |b| b.iter(|| decoded.encode()));
-    g.bench_function("validate/100_spans", |b| {
-        b.iter(|| ferry::processor::schema::validate(Signal::Traces, std::hint::black_box(&one)))
-    });
+    // As the ingest chain runs: on a request the receiver has checked (`wire_walk`).
     for names in [
         &["env", "scrub", "drop", "half"][..],
         &["env"],
@@ -232,7 +230,9 @@ fn processor_chain(c: &mut Criterion) {
     ] {
         let c = chain(names);
         g.bench_function(format!("{}/100_spans", names.join("+")), |b| {
-            b.iter(|| futures::executor::block_on(c.run(Signal::Traces, &one, 100)).unwrap())
+            b.iter(|| {
+                futures::executor::block_on(c.run(Signal::Traces, &one, 100, Checked::Yes)).unwrap()
+            })
         });
     }
     g.finish();

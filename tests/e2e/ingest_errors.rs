@@ -266,3 +266,111 @@ async fn spans_with_bad_ids_get_a_partial_success() {
         4
     );
 }
+
+/// `bytes` as field `number` of a message (length-delimited).
+fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![number << 3 | 2];
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A trace request of one span made of these field bytes.
+fn one_span(span: &[u8]) -> Vec<u8> {
+    field(1, &field(2, &field(2, span)))
+}
+
+/// `request` with the first `from` bytes replaced by `to`.
+fn replace(request: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = request
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the bytes to replace");
+    [&request[..at], to, &request[at + from.len()..]].concat()
+}
+
+/// A request that the receiver's walk once let through but that does not decode into OTLP
+/// structs (a string that is not UTF-8, a number with the wrong wire type) is refused at the
+/// door. Accepted, it would have been merged into a batch with good requests, and an exporter
+/// that decodes its batches (here `debug`) would have dropped them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_would_not_decode_are_refused_and_spare_the_good_ones() {
+    let ferry = start();
+    let ids = [field(1, &[7; 16]), field(2, &[1; 8])].concat();
+    let cases = [
+        (
+            replace(
+                traces_request(1, "caf\u{e9}", 1),
+                &[0xc3, 0xa9],
+                &[0xc3, 0x28],
+            ),
+            "Span.name is not valid UTF-8",
+        ),
+        (
+            one_span(
+                &[
+                    &ids[..],
+                    &field(
+                        9,
+                        &replace(
+                            ferry_proto::common::KeyValue {
+                                key: "user".into(),
+                                value: Some(ferry_proto::common::AnyValue {
+                                    value: Some(
+                                        ferry_proto::common::any_value::Value::StringValue(
+                                            "jos\u{e9}".into(),
+                                        ),
+                                    ),
+                                }),
+                                ..Default::default()
+                            }
+                            .encode_to_vec(),
+                            &[0xc3, 0xa9],
+                            &[0xc3, 0xff],
+                        ),
+                    ),
+                ]
+                .concat(),
+            ),
+            "KeyValue.value is not valid UTF-8",
+        ),
+        (
+            // start_time_unix_nano (fixed64) sent as a varint.
+            one_span(&[&ids[..], &[7 << 3, 0xe8, 0x07]].concat()),
+            "Span.start_time_unix_nano has wire type 0",
+        ),
+    ];
+    for (body, needle) in &cases {
+        let (status, _, answer) = post_traces(&ferry, body.clone()).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 400, "{needle}: {text}");
+        assert!(text.contains(needle), "{needle}: {text}");
+        let (code, msg, _) = grpc_unary(ferry.grpc.unwrap(), grpc_path::TRACES, body).await;
+        assert_eq!(code, 3, "INVALID_ARGUMENT: {msg}");
+        assert!(msg.contains(needle), "{msg}");
+    }
+    let (status, _, _) = post_traces(&ferry, traces_request(4, "good", 1)).await;
+    assert_eq!(status, 200);
+    crate::harness::eventually("the good spans are exported", async || {
+        ferry
+            .metric("ferry_exporter_sent_items_total", &["signal=\"traces\""])
+            .await
+            == 4
+    })
+    .await;
+    assert_eq!(
+        ferry
+            .metric(
+                "ferry_receiver_refused_requests_total",
+                &["reason=\"invalid\""]
+            )
+            .await,
+        2 * cases.len() as u64
+    );
+    assert_eq!(
+        ferry
+            .metric("ferry_exporter_dropped_items_total", &[])
+            .await,
+        0
+    );
+}

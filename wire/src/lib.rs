@@ -3,12 +3,12 @@
 //! (through `ferry-processor-sdk`) run the same code, so it needs no OS and builds for
 //! `wasm32-wasip2`.
 //!
-//! - here: the field walk (`fields`, `varint`) and `inspect`, the receivers' check: the
-//!   structure down to the items (spans, metric data points, log records), counted, without
-//!   decoding, so that the request bytes themselves become the batch (protobuf concatenation of
-//!   two requests is their merge). Items whose ids have the wrong length are reported so the
-//!   receiver can reject them with an OTLP partial success.
-//! - [`schema`]: the deep check before processors read a request (every string UTF-8).
+//! - here: the field walk (`fields`, `varint`).
+//! - [`schema`]: [`inspect`], the receivers' check of a request, as deep as decoding it
+//!   (every known field's wire type, every string UTF-8), which also counts its items (spans,
+//!   metric data points, log records), so that the request bytes themselves become the batch
+//!   (protobuf concatenation of two requests is their merge). Spans whose ids have the wrong
+//!   length are reported so the receiver can reject them with an OTLP partial success.
 //! - [`msg`]: a request kept as its bytes and edited in place.
 //! - [`items`]: field numbers and the walks over items, resources and attributes.
 
@@ -19,6 +19,7 @@ pub mod msg;
 pub mod schema;
 pub mod signal;
 
+pub use schema::inspect;
 pub use signal::Signal;
 
 /// Why a request is not a well-formed OTLP export request.
@@ -49,7 +50,7 @@ pub enum WireError {
         at: usize,
     },
     /// A known field with the wrong wire type.
-    #[error("{message}.{field} has wire type {wire_type}, expected a length-delimited message")]
+    #[error("{message}.{field} has wire type {wire_type}, expected {expected}")]
     WrongType {
         /// Enclosing message.
         message: &'static str,
@@ -57,6 +58,8 @@ pub enum WireError {
         field: &'static str,
         /// Wire type found.
         wire_type: u8,
+        /// What the field's type allows.
+        expected: &'static str,
     },
     /// Nesting deeper than any valid OTLP request.
     #[error("message nesting too deep")]
@@ -118,6 +121,10 @@ fn varint_long(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, WireErro
             });
         };
         *pos += 1;
+        // The tenth byte holds the 64th bit only: more would overflow, which decoding refuses.
+        if i == 9 && b > 1 {
+            break;
+        }
         v |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
             return Ok(v);
@@ -203,175 +210,6 @@ pub fn fields<'a>(
         })?;
     }
     Ok(())
-}
-
-/// A level of the OTLP request tree: which fields hold nested messages we descend into.
-struct Level {
-    name: &'static str,
-    children: &'static [(u64, &'static str, &'static Level)],
-    /// This level is an item; `ids` lists (field, name, required length) to check.
-    item: Option<&'static [(u64, &'static str, usize)]>,
-}
-
-const LEAF: Level = Level {
-    name: "message",
-    children: &[],
-    item: None,
-};
-
-const SPAN: Level = Level {
-    name: "Span",
-    children: &[],
-    item: Some(&[(1, "trace_id", 16), (2, "span_id", 8)]),
-};
-const SCOPE_SPANS: Level = Level {
-    name: "ScopeSpans",
-    children: &[(1, "scope", &LEAF), (2, "spans", &SPAN)],
-    item: None,
-};
-const RESOURCE_SPANS: Level = Level {
-    name: "ResourceSpans",
-    children: &[(1, "resource", &LEAF), (2, "scope_spans", &SCOPE_SPANS)],
-    item: None,
-};
-const TRACES: Level = Level {
-    name: "ExportTraceServiceRequest",
-    children: &[(1, "resource_spans", &RESOURCE_SPANS)],
-    item: None,
-};
-
-const DATA_POINT: Level = Level {
-    name: "DataPoint",
-    children: &[],
-    item: Some(&[]),
-};
-const POINTS: Level = Level {
-    name: "MetricData",
-    children: &[(1, "data_points", &DATA_POINT)],
-    item: None,
-};
-const METRIC: Level = Level {
-    name: "Metric",
-    children: &[
-        (5, "gauge", &POINTS),
-        (7, "sum", &POINTS),
-        (9, "histogram", &POINTS),
-        (10, "exponential_histogram", &POINTS),
-        (11, "summary", &POINTS),
-    ],
-    item: None,
-};
-const SCOPE_METRICS: Level = Level {
-    name: "ScopeMetrics",
-    children: &[(1, "scope", &LEAF), (2, "metrics", &METRIC)],
-    item: None,
-};
-const RESOURCE_METRICS: Level = Level {
-    name: "ResourceMetrics",
-    children: &[(1, "resource", &LEAF), (2, "scope_metrics", &SCOPE_METRICS)],
-    item: None,
-};
-const METRICS: Level = Level {
-    name: "ExportMetricsServiceRequest",
-    children: &[(1, "resource_metrics", &RESOURCE_METRICS)],
-    item: None,
-};
-
-const LOG_RECORD: Level = Level {
-    name: "LogRecord",
-    children: &[],
-    item: Some(&[]),
-};
-const SCOPE_LOGS: Level = Level {
-    name: "ScopeLogs",
-    children: &[(1, "scope", &LEAF), (2, "log_records", &LOG_RECORD)],
-    item: None,
-};
-const RESOURCE_LOGS: Level = Level {
-    name: "ResourceLogs",
-    children: &[(1, "resource", &LEAF), (2, "scope_logs", &SCOPE_LOGS)],
-    item: None,
-};
-const LOGS: Level = Level {
-    name: "ExportLogsServiceRequest",
-    children: &[(1, "resource_logs", &RESOURCE_LOGS)],
-    item: None,
-};
-
-fn walk(
-    buf: &[u8],
-    base: usize,
-    level: &Level,
-    depth: u8,
-    out: &mut Summary,
-) -> Result<(), WireError> {
-    if depth > 8 {
-        return Err(WireError::TooDeep);
-    }
-    let mut bad_id: Option<String> = None;
-    // Bit i set = the i-th id field of an item was present.
-    let mut seen_ids = 0u8;
-    fields(buf, base, |f| {
-        if let Some(ids) = level.item {
-            for (i, &(number, name, len)) in ids.iter().enumerate() {
-                if f.number != number {
-                    continue;
-                }
-                seen_ids |= 1 << i;
-                if f.wire_type == WIRE_LEN && f.bytes.len() != len {
-                    bad_id.get_or_insert_with(|| {
-                        format!(
-                            "{}.{name} must be {len} bytes, got {}",
-                            level.name,
-                            f.bytes.len()
-                        )
-                    });
-                }
-            }
-            return Ok(());
-        }
-        let Some(&(_, name, child)) = level.children.iter().find(|c| c.0 == f.number) else {
-            return Ok(());
-        };
-        if f.wire_type != WIRE_LEN {
-            return Err(WireError::WrongType {
-                message: level.name,
-                field: name,
-                wire_type: f.wire_type,
-            });
-        }
-        walk(f.bytes, f.offset, child, depth + 1, out)
-    })?;
-    if let Some(ids) = level.item {
-        out.items = out.items.saturating_add(1);
-        // An item with no id at all is as invalid as one with a short id.
-        if let Some((_, &(_, name, len))) = ids
-            .iter()
-            .enumerate()
-            .find(|(i, _)| seen_ids & (1 << i) == 0)
-        {
-            bad_id.get_or_insert_with(|| {
-                format!("{}.{name} is missing (must be {len} bytes)", level.name)
-            });
-        }
-        if let Some(reason) = bad_id {
-            out.invalid += 1;
-            out.invalid_reason.get_or_insert(reason);
-        }
-    }
-    Ok(())
-}
-
-/// Validates an OTLP export request of `signal` and counts its items.
-pub fn inspect(signal: Signal, buf: &[u8]) -> Result<Summary, WireError> {
-    let root = match signal {
-        Signal::Traces => &TRACES,
-        Signal::Metrics => &METRICS,
-        Signal::Logs => &LOGS,
-    };
-    let mut out = Summary::default();
-    walk(buf, 0, root, 0, &mut out)?;
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -519,6 +357,14 @@ mod tests {
         // Overlong varint.
         assert!(matches!(
             inspect(Signal::Traces, &[0xff; 11]),
+            Err(WireError::BadVarint { .. })
+        ));
+        // A ten-byte varint past 64 bits, which decoding refuses too.
+        let mut overflow = vec![0x0a];
+        overflow.extend([0xff; 9]);
+        overflow.push(0x02);
+        assert!(matches!(
+            inspect(Signal::Traces, &overflow),
             Err(WireError::BadVarint { .. })
         ));
         assert_eq!(inspect(Signal::Traces, &[]).unwrap().items, 0);

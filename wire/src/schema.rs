@@ -1,238 +1,54 @@
-//! What a request must be before native processors read it in place: an export request of
-//! its signal down to every string (UTF-8) and attribute value, as decoding it into structs
-//! would check.
+//! The shape of an OTLP export request, and the one walk that checks a request against it:
+//! every known field has its wire type, every string is UTF-8, packed numbers are whole and
+//! nesting is bounded, as decoding it into structs would check. The same walk counts the
+//! items (spans, metric data points, log records) and flags spans whose ids have the wrong
+//! length, so that a receiver checks a request once and processors read it in place without
+//! checking it again.
 
-use crate::{self as wire, Signal, WIRE_LEN, WireError};
+#[cfg(test)]
+mod decodes;
+mod shape;
 
-/// What a validated field holds.
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Msg(Type),
-}
-
-/// The message types validation descends into.
-#[derive(Clone, Copy)]
-enum Type {
-    Any,
-    Array,
-    KvList,
-    Kv,
-    Resource,
-    Scope,
-    Status,
-    Event,
-    Link,
-    Span,
-    ScopeSpans,
-    ResourceSpans,
-    Traces,
-    Log,
-    ScopeLogs,
-    ResourceLogs,
-    Logs,
-    Exemplar,
-    NumberPoint,
-    HistogramPoint,
-    ExpPoint,
-    SummaryPoint,
-    Gauge,
-    Histogram,
-    ExpHistogram,
-    Summary,
-    Metric,
-    ScopeMetrics,
-    ResourceMetrics,
-    Metrics,
-}
-
-type Fields = &'static [(u32, &'static str, Kind)];
-
-impl Type {
-    /// Its name and its string and message fields (others are not checked).
-    fn schema(self) -> (&'static str, Fields) {
-        use Kind::{Msg as M, Str as S};
-        use Type as T;
-        match self {
-            T::Any => (
-                "AnyValue",
-                &[
-                    (1, "string_value", S),
-                    (5, "array_value", M(T::Array)),
-                    (6, "kvlist_value", M(T::KvList)),
-                ],
-            ),
-            T::Array => ("ArrayValue", &[(1, "values", M(T::Any))]),
-            T::KvList => ("KeyValueList", &[(1, "values", M(T::Kv))]),
-            T::Kv => ("KeyValue", &[(1, "key", S), (2, "value", M(T::Any))]),
-            T::Resource => ("Resource", &[(1, "attributes", M(T::Kv))]),
-            T::Scope => (
-                "InstrumentationScope",
-                &[
-                    (1, "name", S),
-                    (2, "version", S),
-                    (3, "attributes", M(T::Kv)),
-                ],
-            ),
-            T::Status => ("Status", &[(2, "message", S)]),
-            T::Event => ("Span.Event", &[(2, "name", S), (3, "attributes", M(T::Kv))]),
-            T::Link => (
-                "Span.Link",
-                &[(3, "trace_state", S), (4, "attributes", M(T::Kv))],
-            ),
-            T::Span => (
-                "Span",
-                &[
-                    (3, "trace_state", S),
-                    (5, "name", S),
-                    (9, "attributes", M(T::Kv)),
-                    (11, "events", M(T::Event)),
-                    (13, "links", M(T::Link)),
-                    (15, "status", M(T::Status)),
-                ],
-            ),
-            T::ScopeSpans => (
-                "ScopeSpans",
-                &[
-                    (1, "scope", M(T::Scope)),
-                    (2, "spans", M(T::Span)),
-                    (3, "schema_url", S),
-                ],
-            ),
-            T::ResourceSpans => (
-                "ResourceSpans",
-                &[
-                    (1, "resource", M(T::Resource)),
-                    (2, "scope_spans", M(T::ScopeSpans)),
-                    (3, "schema_url", S),
-                ],
-            ),
-            T::Traces => (
-                "ExportTraceServiceRequest",
-                &[(1, "resource_spans", M(T::ResourceSpans))],
-            ),
-            T::Log => (
-                "LogRecord",
-                &[
-                    (3, "severity_text", S),
-                    (5, "body", M(T::Any)),
-                    (6, "attributes", M(T::Kv)),
-                    (12, "event_name", S),
-                ],
-            ),
-            T::ScopeLogs => (
-                "ScopeLogs",
-                &[
-                    (1, "scope", M(T::Scope)),
-                    (2, "log_records", M(T::Log)),
-                    (3, "schema_url", S),
-                ],
-            ),
-            T::ResourceLogs => (
-                "ResourceLogs",
-                &[
-                    (1, "resource", M(T::Resource)),
-                    (2, "scope_logs", M(T::ScopeLogs)),
-                    (3, "schema_url", S),
-                ],
-            ),
-            T::Logs => (
-                "ExportLogsServiceRequest",
-                &[(1, "resource_logs", M(T::ResourceLogs))],
-            ),
-            T::Exemplar => ("Exemplar", &[(7, "filtered_attributes", M(T::Kv))]),
-            T::NumberPoint => (
-                "NumberDataPoint",
-                &[
-                    (7, "attributes", M(T::Kv)),
-                    (5, "exemplars", M(T::Exemplar)),
-                ],
-            ),
-            T::HistogramPoint => (
-                "HistogramDataPoint",
-                &[
-                    (9, "attributes", M(T::Kv)),
-                    (8, "exemplars", M(T::Exemplar)),
-                ],
-            ),
-            T::ExpPoint => (
-                "ExponentialHistogramDataPoint",
-                &[
-                    (1, "attributes", M(T::Kv)),
-                    (11, "exemplars", M(T::Exemplar)),
-                ],
-            ),
-            T::SummaryPoint => ("SummaryDataPoint", &[(7, "attributes", M(T::Kv))]),
-            T::Gauge => ("Gauge", &[(1, "data_points", M(T::NumberPoint))]),
-            T::Histogram => ("Histogram", &[(1, "data_points", M(T::HistogramPoint))]),
-            T::ExpHistogram => (
-                "ExponentialHistogram",
-                &[(1, "data_points", M(T::ExpPoint))],
-            ),
-            T::Summary => ("Summary", &[(1, "data_points", M(T::SummaryPoint))]),
-            T::Metric => (
-                "Metric",
-                &[
-                    (1, "name", S),
-                    (2, "description", S),
-                    (3, "unit", S),
-                    (5, "gauge", M(T::Gauge)),
-                    (7, "sum", M(T::Gauge)),
-                    (9, "histogram", M(T::Histogram)),
-                    (10, "exponential_histogram", M(T::ExpHistogram)),
-                    (11, "summary", M(T::Summary)),
-                    (12, "metadata", M(T::Kv)),
-                ],
-            ),
-            T::ScopeMetrics => (
-                "ScopeMetrics",
-                &[
-                    (1, "scope", M(T::Scope)),
-                    (2, "metrics", M(T::Metric)),
-                    (3, "schema_url", S),
-                ],
-            ),
-            T::ResourceMetrics => (
-                "ResourceMetrics",
-                &[
-                    (1, "resource", M(T::Resource)),
-                    (2, "scope_metrics", M(T::ScopeMetrics)),
-                    (3, "schema_url", S),
-                ],
-            ),
-            T::Metrics => (
-                "ExportMetricsServiceRequest",
-                &[(1, "resource_metrics", M(T::ResourceMetrics))],
-            ),
-        }
-    }
-}
+use crate::{self as wire, Signal, Summary, WIRE_LEN, WireError};
+use shape::{Item, Kind, Schema, Type};
 
 /// Deeper than OTLP nests, bar attribute values nested in each other (prost's own limit is
 /// 100).
 const MAX_DEPTH: u32 = 64;
 
-/// Checks that `bytes` is an export request of `signal` down to every string (UTF-8) and
-/// attribute value: what decoding it into structs would check.
-pub fn validate(signal: Signal, bytes: &[u8]) -> Result<(), WireError> {
+/// Checks that `buf` is an export request of `signal`, as decoding it into structs would,
+/// and counts its items; spans with ids of the wrong length are counted as invalid (the
+/// receiver rejects those alone, with an OTLP partial success).
+pub fn inspect(signal: Signal, buf: &[u8]) -> Result<Summary, WireError> {
     let root = match signal {
         Signal::Traces => Type::Traces,
         Signal::Metrics => Type::Metrics,
         Signal::Logs => Type::Logs,
     };
-    check(root, bytes, 0, 0)
+    let mut out = Summary::default();
+    walk(root, buf, 0, 0, &mut out)?;
+    Ok(out)
 }
 
-fn check(ty: Type, buf: &[u8], base: usize, depth: u32) -> Result<(), WireError> {
+/// Checks that `bytes` is an export request of `signal` down to every string (UTF-8) and
+/// attribute value: what decoding it into structs would check.
+pub fn validate(signal: Signal, bytes: &[u8]) -> Result<(), WireError> {
+    inspect(signal, bytes).map(drop)
+}
+
+/// The span ids and their lengths.
+const SPAN_IDS: [(&str, usize); 2] = [("trace_id", 16), ("span_id", 8)];
+
+fn walk(ty: Type, buf: &[u8], base: usize, depth: u32, out: &mut Summary) -> Result<(), WireError> {
     if depth > MAX_DEPTH {
         return Err(WireError::TooDeep);
     }
-    let (message, fields) = ty.schema();
+    let s = ty.schema();
     // Most attributes are a key and a string or number: check that layout without the
     // general walk.
     if let Type::Kv = ty
-        && let Some((key, any)) = super::items::kv_layout(buf)
-        && let Some(string) = super::items::simple_layout(any)
+        && let Some((key, any)) = wire::items::kv_layout(buf)
+        && let Some(string) = wire::items::simple_layout(any)
     {
         let field = match (utf8(key), string.is_none_or(utf8)) {
             (true, true) => return Ok(()),
@@ -240,38 +56,90 @@ fn check(ty: Type, buf: &[u8], base: usize, depth: u32) -> Result<(), WireError>
             (true, false) => "value",
         };
         return Err(WireError::NotUtf8 {
-            message,
+            message: s.name,
             field,
             at: base,
         });
     }
-    // Field numbers checked here are all below 32: one bit test skips the rest.
-    let checked = fields.iter().fold(0u32, |m, (n, _, _)| m | 1 << n);
+    // Bit i: the i-th span id was present.
+    let mut ids_seen = 0u8;
+    let mut bad_id: Option<String> = None;
     wire::fields(buf, base, |fl| {
-        if fl.number >= 32 || checked & (1 << fl.number) == 0 {
+        if fl.number >= 32 || s.known & 1 << fl.number == 0 {
             return Ok(());
         }
-        let Some((_, name, kind)) = fields.iter().find(|(n, _, _)| u64::from(*n) == fl.number)
-        else {
-            return Ok(());
-        };
-        if fl.wire_type != WIRE_LEN {
+        let bit = 1u32 << fl.number;
+        if s.by_wire_type[usize::from(fl.wire_type)] & bit == 0 {
+            let (name, kind) = s.field(fl.number);
             return Err(WireError::WrongType {
-                message,
+                message: s.name,
                 field: name,
                 wire_type: fl.wire_type,
+                expected: kind.expected(),
             });
         }
+        if s.item == Item::Span && fl.number <= 2 {
+            let (name, len) = SPAN_IDS[fl.number as usize - 1];
+            ids_seen |= 1 << (fl.number - 1);
+            if fl.bytes.len() != len {
+                bad_id.get_or_insert_with(|| {
+                    format!("Span.{name} must be {len} bytes, got {}", fl.bytes.len())
+                });
+            }
+        }
+        if fl.wire_type != WIRE_LEN || s.deep & bit == 0 {
+            return Ok(());
+        }
+        let (name, kind) = s.field(fl.number);
         match kind {
             Kind::Str if utf8(fl.bytes) => Ok(()),
             Kind::Str => Err(WireError::NotUtf8 {
-                message,
+                message: s.name,
                 field: name,
                 at: fl.offset,
             }),
-            Kind::Msg(t) => check(*t, fl.bytes, fl.offset, depth + 1),
+            Kind::Msg(t) => walk(t, fl.bytes, fl.offset, depth + 1, out),
+            Kind::PackedI64 if fl.bytes.len() % 8 == 0 => Ok(()),
+            Kind::PackedI64 => Err(WireError::Truncated {
+                what: "packed 64-bit values",
+                at: fl.offset + fl.bytes.len() / 8 * 8,
+            }),
+            Kind::PackedVarint => {
+                let mut pos = 0;
+                while pos < fl.bytes.len() {
+                    wire::varint(fl.bytes, &mut pos, fl.offset)?;
+                }
+                Ok(())
+            }
+            Kind::Bytes | Kind::Varint | Kind::I64 | Kind::I32 => Ok(()),
         }
-    })
+    })?;
+    if s.item != Item::No {
+        out.items = out.items.saturating_add(1);
+    }
+    if s.item == Item::Span {
+        // A span with no id at all is as invalid as one with a short id.
+        if let Some((name, len)) = (0..SPAN_IDS.len())
+            .find(|i| ids_seen & 1 << i == 0)
+            .map(|i| SPAN_IDS[i])
+        {
+            bad_id.get_or_insert_with(|| format!("Span.{name} is missing (must be {len} bytes)"));
+        }
+        if let Some(reason) = bad_id {
+            out.invalid += 1;
+            out.invalid_reason.get_or_insert(reason);
+        }
+    }
+    Ok(())
+}
+
+impl Schema {
+    /// The name and kind of field `number`, which the schema knows.
+    #[inline]
+    fn field(&self, number: u64) -> (&'static str, Kind) {
+        let (_, name, kind) = self.fields[usize::from(self.slot[number as usize])];
+        (name, kind)
+    }
 }
 
 fn utf8(b: &[u8]) -> bool {

@@ -243,6 +243,16 @@ pub struct Fault {
     pub message: String,
 }
 
+/// Whether a request a chain runs on has passed [`crate::wire::inspect`] already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// A request the receiver just checked: the chain reads it as it is.
+    Yes,
+    /// A batch read from the queue (perhaps written by an older Ferry, whose check was
+    /// shallower): checked again before a built-in reads it.
+    No,
+}
+
 /// What a chain made of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -413,10 +423,16 @@ impl Chain {
     }
 
     /// Runs the chain over one request of `signal` holding `items` items.
-    pub async fn run(&self, signal: Signal, payload: &Bytes, items: u32) -> Result<Output, Fault> {
+    pub async fn run(
+        &self,
+        signal: Signal,
+        payload: &Bytes,
+        items: u32,
+        checked: Checked,
+    ) -> Result<Output, Fault> {
         // The request as the next processor sees it: bytes (the original, or a Wasm
-        // processor's replacement) and, across a run of native processors, one validated
-        // wire form of them, `dirty` once edited.
+        // processor's replacement, which is always checked) and, across a run of native
+        // processors, one checked wire form of them, `dirty` once edited.
         let mut bytes: Option<Bytes> = None;
         let mut wire: Option<Msg> = None;
         let mut dirty = false;
@@ -429,7 +445,11 @@ impl Chain {
                         Some(m) => m,
                         None => {
                             let input = bytes.clone().unwrap_or_else(|| payload.clone());
-                            match schema::validate(signal, &input) {
+                            let check = match (&bytes, checked) {
+                                (None, Checked::No) => schema::validate(signal, &input),
+                                _ => Ok(()),
+                            };
+                            match check {
                                 Ok(()) => wire.insert(Msg::new(input)),
                                 Err(e) => {
                                     let why = format!("the {signal} request does not decode: {e}");
@@ -544,7 +564,8 @@ impl crate::pipeline::router::Process for Chain {
         batch: &'a crate::pipeline::Batch,
     ) -> crate::pipeline::router::ProcessFuture<'a> {
         Box::pin(async move {
-            match self.run(batch.signal, &batch.payload, batch.items).await {
+            let run = self.run(batch.signal, &batch.payload, batch.items, Checked::No);
+            match run.await {
                 Ok(Output::Unchanged) => Ok(None),
                 Ok(Output::Replaced { payload, items }) => Ok(Some(crate::pipeline::Batch::new(
                     batch.signal,

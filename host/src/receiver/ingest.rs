@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::pipeline::{Pipeline, Refusal};
-use crate::processor::{IngestChain, Output};
+use crate::processor::{Checked, IngestChain, Output};
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
 use crate::wire;
@@ -271,7 +271,7 @@ impl Ingest {
             if let Output::Replaced {
                 payload,
                 items: kept,
-            } = chain.run(signal, &body, items).await?
+            } = chain.run(signal, &body, items, Checked::Yes).await?
             {
                 (body, items) = (payload, kept);
             }
