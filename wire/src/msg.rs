@@ -7,8 +7,9 @@
 //! a processor opens it, an edit replaces, removes or appends single fields, and encoding
 //! copies every message nobody changed as it came.
 //!
-//! The host runs `schema::validate` over a request before its built-ins, so that their reads
-//! never meet malformed bytes. Reads of malformed bytes do not fail either: they see the
+//! The host's built-ins read only requests that passed the schema check (`inspect` at the
+//! receiver, `schema::validate` for a batch from the queue), so their reads never meet
+//! malformed bytes. Reads of malformed bytes do not fail either: they see the
 //! fields that split and nothing of the rest, and a message that does not split is written
 //! as it came.
 

@@ -144,10 +144,11 @@ impl<'a> Batch<'a> {
 /// })
 /// ```
 ///
-/// The batch is what the host accepted: its structure is checked down to the items, not every
-/// string in it. Reads of malformed bytes see what splits and never fail; run
-/// [`wire::schema::validate`] first if the processor must know. Whatever it answers, the host
-/// checks a replacement in full before forwarding it.
+/// The batch is what the host accepted, which its receivers checked as deeply as decoding
+/// would (a batch an older Ferry wrote to a durable queue was checked less: run
+/// [`wire::schema::validate`] first if the processor must know). Reads of malformed bytes see
+/// what splits and never fail. Whatever it answers, the host checks a replacement in full
+/// before forwarding it.
 pub fn edit_wire(
     signal: Signal,
     batch: Batch<'_>,
