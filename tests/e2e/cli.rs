@@ -268,3 +268,23 @@ fn validate_refuses_a_receiver_request_limit_above_the_queue_budget() {
     let (ok, out, err) = ferry(&["validate", config.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
 }
+
+/// `ferry plugins | head -1`: a reader that goes away ends the listing quietly, not with a
+/// panic.
+#[test]
+fn a_listing_whose_reader_went_away_ends_quietly() {
+    for args in [&["plugins"][..], &["default-config"], &["build-info"]] {
+        let mut child = crate::harness::ferry_command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command writes anything: its first write meets a broken pipe.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

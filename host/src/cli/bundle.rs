@@ -16,8 +16,8 @@ pub fn list(file: &std::path::Path) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{} is not a ferry bundle", file.display());
     };
     let m = &b.manifest;
-    println!("bundle     {}", file.display());
-    println!(
+    outln!("bundle     {}", file.display());
+    outln!(
         "runtime    ferry {}, {} bytes, {}",
         m.ferry,
         b.runtime_len,
@@ -27,14 +27,14 @@ pub fn list(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             "runtime-only"
         }
     );
-    println!("engine     {}", m.engine);
-    println!("receivers  {}", m.receivers.join(", "));
+    outln!("engine     {}", m.engine);
+    outln!("receivers  {}", m.receivers.join(", "));
     match &m.config {
-        Some(c) => println!("config     embedded ({} bytes)", c.len()),
-        None => println!("config     none (the built-in default)"),
+        Some(c) => outln!("config     embedded ({} bytes)", c.len()),
+        None => outln!("config     none (the built-in default)"),
     }
     for p in &m.plugins {
-        println!(
+        outln!(
             "plugin     {:<24} machine code {} bytes, component sha256:{}",
             p.name,
             p.code.end - p.code.start,
@@ -116,7 +116,7 @@ pub fn bundle(
     bundle.write(&crate::bundle::runtime_of(&runtime.path)?, &output)?;
     let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
     let m = &bundle.manifest;
-    println!(
+    outln!(
         "wrote {} ({size} bytes): {} plugin(s) compiled for engine {}, receivers {}, on {} ({})",
         output.display(),
         m.plugins.len(),

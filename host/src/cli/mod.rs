@@ -1,6 +1,13 @@
 //! The `ferry` command line: parsing, then one file per command. The running executable's
 //! bundle is opened once here and what it carries is handed down as a value.
 
+/// `println!` for a command's output, through [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod bundle;
 mod plugin;
 mod plugins;
@@ -208,13 +215,27 @@ async fn dispatch(command: Command, running: &Running) -> anyhow::Result<ExitCod
         },
         Command::BuildInfo => {
             let info = crate::bundle::BuildInfo::current();
-            println!("{}", serde_json::to_string(&info).expect("serialises"));
+            outln!("{}", serde_json::to_string(&info).expect("serialises"));
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultConfig => {
-            print!("{}", default_config(running));
+            write_stdout(format_args!("{}", default_config(running)));
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes a command's output to stdout. A reader that has gone away (`ferry plugins | head
+/// -1`) ends the command quietly, as it ends other command-line tools, where `println!` would
+/// panic.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -8,12 +8,12 @@ use crate::bundle::Running;
 
 fn print_report(report: &(impl std::fmt::Display + serde::Serialize), json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(report).expect("reports serialise")
         );
     } else {
-        println!("{report}");
+        outln!("{report}");
     }
 }
 
@@ -55,8 +55,8 @@ pub async fn plugin(action: PluginCommand, running: &Running) -> anyhow::Result<
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let next = crate::author::scaffold::create(&name, lang, kind, &dir)?;
-            println!("created {} ({lang} {kind} {name})", dir.display());
-            println!("{next}");
+            outln!("created {} ({lang} {kind} {name})", dir.display());
+            outln!("{next}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,13 +10,18 @@ use crate::plugin::registry;
 /// Lists every plugin available, described by the real sandbox.
 pub async fn list(dir: Option<PathBuf>, running: &Running) -> anyhow::Result<ExitCode> {
     let engine = super::engine(running, crate::plugin::engine::default_cache_dir())?;
-    println!(
+    outln!(
         "{:<20} {:<10} {:<24} {:<14} {:<9} {:<10} SOURCE",
-        "NAME", "VERSION", "SIGNALS", "ENCODING", "CONTRACT", "KIND"
+        "NAME",
+        "VERSION",
+        "SIGNALS",
+        "ENCODING",
+        "CONTRACT",
+        "KIND"
     );
     for source in registry::list(engine.catalog(), dir.as_deref())? {
         match crate::plugin::exporter::describe(&engine, &source).await {
-            Ok(m) => println!(
+            Ok(m) => outln!(
                 "{:<20} {:<10} {:<24} {:<14} {:<9} {:<10} {}",
                 source.name,
                 m.version,
@@ -33,7 +38,7 @@ pub async fn list(dir: Option<PathBuf>, running: &Running) -> anyhow::Result<Exi
                 },
                 source.origin
             ),
-            Err(e) => println!("{:<20} error: {e} ({})", source.name, source.origin),
+            Err(e) => outln!("{:<20} error: {e} ({})", source.name, source.origin),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -19,7 +19,7 @@ pub async fn validate(file: &Path, running: &Running) -> anyhow::Result<ExitCode
     let telemetry = crate::telemetry::Telemetry::new();
     match crate::daemon::load_exporters(&config, &engine, &telemetry).await {
         Ok(exporters) => {
-            println!(
+            outln!(
                 "{}: valid ({} exporter{})",
                 file.display(),
                 exporters.len(),
