@@ -33,7 +33,10 @@ impl Kind {
 
     /// Whether its length-delimited form needs a look inside.
     const fn deep(self) -> bool {
-        !matches!(self, Kind::Bytes)
+        matches!(
+            self,
+            Kind::Str | Kind::Msg(_) | Kind::PackedI64 | Kind::PackedVarint
+        )
     }
 
     pub(super) fn expected(self) -> &'static str {
