@@ -236,6 +236,39 @@ fn processor_chain(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // The same work when the thread has been idle before each request, as a daemon is at a
+    // low request rate: only the work is timed, never the idle gap.
+    let whole = chain(&["env", "scrub", "drop", "half"]);
+    let mut g = c.benchmark_group("after_idle");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_millis(500));
+    g.bench_function("wire_walk/100_spans", |b| {
+        b.iter_custom(|n| after_idle(n, || wire::inspect(Signal::Traces, &one).unwrap()))
+    });
+    g.bench_function("env+scrub+drop+half/100_spans", |b| {
+        b.iter_custom(|n| {
+            after_idle(n, || {
+                futures::executor::block_on(whole.run(Signal::Traces, &one, 100, Checked::Yes))
+                    .unwrap()
+            })
+        })
+    });
+    g.finish();
+}
+
+/// Runs `work` `n` times, each after 1.25 ms asleep (the mean gap between two 100-span
+/// requests at 80k spans/s); returns the time spent in `work`.
+fn after_idle<T>(n: u64, mut work: impl FnMut() -> T) -> std::time::Duration {
+    let mut spent = std::time::Duration::ZERO;
+    for _ in 0..n {
+        std::thread::sleep(std::time::Duration::from_micros(1250));
+        let started = std::time::Instant::now();
+        std::hint::black_box(work());
+        spent += started.elapsed();
+    }
+    spent
 }
 
 criterion_group!(

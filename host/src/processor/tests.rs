@@ -277,6 +277,7 @@ fn filter_drops_by_condition_counts_why_and_notices_orphans() {
             span(2, 1, "child-of-health", vec![]),
             span(3, 0, "GET", vec![kv("http.route", "/internal/x")]),
             span(5, 0, "slow", vec![]),
+            span(4, 5, "child-of-slow", vec![]),
         ],
     );
     let (Decoded::Traces(out), items) = run(&c, &Decoded::Traces(req)) else {
@@ -287,8 +288,8 @@ fn filter_drops_by_condition_counts_why_and_notices_orphans() {
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(names, ["child-of-health"]);
-    assert_eq!(items, 1);
+    assert_eq!(names, ["child-of-health", "child-of-slow"]);
+    assert_eq!(items, 2);
     for (rule, n) in [
         ("spans.any[0]", 1),
         ("spans.any[1]", 1),
@@ -306,7 +307,7 @@ fn filter_drops_by_condition_counts_why_and_notices_orphans() {
     }
     assert_eq!(
         metric_value(&t, "ferry_processor_orphaned_spans_total", &[]),
-        1
+        2
     );
 
     let (Decoded::Logs(out), items) = run(
