@@ -214,6 +214,7 @@ fn processor_chain(c: &mut Criterion) {
         futures::executor::block_on(Chain::build(&names, &defs, &t, None)).unwrap()
     };
     let mut g = c.benchmark_group("processor_chain");
+    g.bench_function("compute_only", |b| b.iter(compute));
     g.throughput(Throughput::Elements(100));
     g.bench_function("decode/100_spans", |b| {
         b.iter(|| Decoded::decode(Signal::Traces, std::hint::black_box(&one)).unwrap())
@@ -247,6 +248,11 @@ fn processor_chain(c: &mut Criterion) {
     g.bench_function("wire_walk/100_spans", |b| {
         b.iter_custom(|n| after_idle(n, || wire::inspect(Signal::Traces, &one).unwrap()))
     });
+    // A control that touches no memory: a chain of dependent multiplications takes as long
+    // after the gap as without it (`compute_only` in `processor_chain`).
+    g.bench_function("compute_only", |b| {
+        b.iter_custom(|n| after_idle(n, compute))
+    });
     g.bench_function("env+scrub+drop+half/100_spans", |b| {
         b.iter_custom(|n| {
             after_idle(n, || {
@@ -256,6 +262,14 @@ fn processor_chain(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// 20,000 dependent multiply-adds, each stored and read back (tens of microseconds of work
+/// whose speed depends on the core alone, not on caches).
+fn compute() -> u64 {
+    (0..20_000u64).fold(1, |x, k| {
+        std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(k))
+    })
 }
 
 /// Runs `work` `n` times, each after 1.25 ms asleep (the mean gap between two 100-span
