@@ -1,4 +1,5 @@
-//! Criterion micro-benchmarks of the hot path: wire-walk validation, batch concatenation,
+//! Criterion micro-benchmarks of the hot path: wire-walk validation, the processor chain
+//! (back to back, and after an idle gap as at a low request rate), batch concatenation,
 //! OTLP/JSON encoding, and a plugin `export` call (the Wasm boundary) beside a real
 //! pass-through export to a loopback backend, by a plugin of each contract version and
 //! natively.
