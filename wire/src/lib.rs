@@ -16,6 +16,7 @@ pub use bytes;
 
 pub mod items;
 pub mod msg;
+pub mod rewrite;
 pub mod schema;
 pub mod signal;
 

@@ -13,11 +13,15 @@
 //! fields that split and nothing of the rest, and a message that does not split is written
 //! as it came.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 
 use bytes::Bytes;
 
-use crate::{self as wire, WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
+use crate::{WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
+
+mod flat;
+
+use flat::{Index, Scan, Slot};
 
 /// A protobuf message: its bytes, split into fields once opened.
 #[derive(Debug, Clone, Default)]
@@ -26,11 +30,17 @@ pub struct Msg {
     fields: Option<Vec<Field>>,
     /// A field of this message itself was edited.
     edited: bool,
+    /// Edited before it was opened: `raw` holds the new bytes.
+    rewritten: bool,
     /// Its bytes did not split into fields: it is written as it came, whatever was edited.
     broken: bool,
     /// Set by [`Msg::measure`]: the encoded length, and whether `raw` still holds it.
     len: Cell<usize>,
     same: Cell<bool>,
+    /// Room for fields left by [`Msg::reuse`], taken when the message is opened.
+    spare: Vec<Field>,
+    /// Where its low-numbered fields are, found on the first read of an unopened message.
+    index: OnceCell<Index>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,8 +54,9 @@ enum Val {
     Varint(u64),
     I64(u64),
     I32(u32),
-    /// Length-delimited: `raw[start..end]` of the enclosing message.
-    Raw(u32, u32),
+    /// Length-delimited, as it came: the field is `raw[at..end]` of the message, its
+    /// payload `raw[start..end]`.
+    Raw(u32, u32, u32),
     /// Length-delimited, set by an edit (boxed: fields stay small, and most are not new).
     New(Box<Bytes>),
     /// A nested message, opened.
@@ -80,15 +91,14 @@ impl<'a> Value<'a> {
             Value::Int(_) => {}
             Value::Bytes(b) => {
                 // Validated before any processor ran: the walk cannot fail here.
-                let _ = wire::fields(b, 0, |fl| {
+                for fl in Scan::new(b) {
                     let v = if fl.wire_type == WIRE_LEN {
-                        Value::Bytes(fl.bytes)
+                        Value::Bytes(&b[fl.start..fl.end])
                     } else {
                         Value::Int(fl.value)
                     };
-                    f(fl.number as u32, v);
-                    Ok(())
-                });
+                    f(fl.num as u32, v);
+                }
             }
             Value::Msg(m) => m.each(f),
         }
@@ -97,11 +107,18 @@ impl<'a> Value<'a> {
     /// The last value of field `num` (protobuf's rule for a repeated scalar).
     #[inline]
     pub fn get(self, num: u32) -> Option<Value<'a>> {
-        if let Value::Msg(m) = self
-            && let Some(fields) = &m.fields
-        {
-            let f = fields.iter().rev().find(|f| f.num == num)?;
-            return Some(m.value(&f.val));
+        if let Value::Msg(m) = self {
+            if let Some(fields) = &m.fields {
+                let f = fields.iter().rev().find(|f| f.num == num)?;
+                return Some(m.value(&f.val));
+            }
+            if let Some(slot) = m.index.get_or_init(|| Index::of(&m.raw)).get(num) {
+                return match slot {
+                    Slot::Absent => None,
+                    Slot::Int(v) => Some(Value::Int(v)),
+                    Slot::Raw(_, s, e) => Some(Value::Bytes(&m.raw[s as usize..e as usize])),
+                };
+            }
         }
         let mut last = None;
         self.each(|n, v| {
@@ -172,7 +189,7 @@ impl Msg {
         match v {
             Val::Varint(x) | Val::I64(x) => Value::Int(*x),
             Val::I32(x) => Value::Int(u64::from(*x)),
-            Val::Raw(s, e) => Value::Bytes(&self.raw[*s as usize..*e as usize]),
+            Val::Raw(_, s, e) => Value::Bytes(&self.raw[*s as usize..*e as usize]),
             Val::New(b) => Value::Bytes(b),
             Val::Msg(m) => Value::Msg(m),
         }
@@ -187,13 +204,23 @@ impl Msg {
 
     /// Splits the message into fields (once), for editing.
     fn open(&mut self) -> &mut Vec<Field> {
-        open(&self.raw, &mut self.fields, &mut self.broken)
+        open(
+            &self.raw,
+            &mut self.fields,
+            &mut self.spare,
+            &mut self.broken,
+        )
     }
 
     /// Calls `f` with the message in field `head` (an empty one if absent) and each message
     /// in field `num` (0 for no head).
     pub fn with_children(&mut self, head: u32, num: u32, mut f: impl FnMut(&Msg, &mut Msg)) {
-        let fields = open(&self.raw, &mut self.fields, &mut self.broken);
+        let fields = open(
+            &self.raw,
+            &mut self.fields,
+            &mut self.spare,
+            &mut self.broken,
+        );
         let raw = &self.raw;
         let mut first: Option<&Msg> = None;
         let mut rest = Vec::new();
@@ -245,25 +272,33 @@ impl Msg {
             });
             self.edited = true;
         }
-        let field = open(&self.raw, &mut self.fields, &mut self.broken)
-            .iter_mut()
-            .rev()
-            .find(|f| f.num == num)
-            .expect("field added above");
+        let field = open(
+            &self.raw,
+            &mut self.fields,
+            &mut self.spare,
+            &mut self.broken,
+        )
+        .iter_mut()
+        .rev()
+        .find(|f| f.num == num)
+        .expect("field added above");
         opened(&mut field.val, &self.raw)
     }
 
     /// Applies `f` to each length-delimited field `num` (given its bytes); says whether
     /// anything changed.
     pub fn edit(&mut self, num: u32, mut f: impl FnMut(&[u8]) -> Edit) -> bool {
+        if self.fields.is_none() {
+            return self.rewrite(num, f, None);
+        }
         let raw = &self.raw;
         let mut changed = false;
-        open(raw, &mut self.fields, &mut self.broken).retain_mut(|fl| {
+        open(raw, &mut self.fields, &mut self.spare, &mut self.broken).retain_mut(|fl| {
             if fl.num != num {
                 return true;
             }
             let edit = match &fl.val {
-                Val::Raw(s, e) => f(&raw[*s as usize..*e as usize]),
+                Val::Raw(_, s, e) => f(&raw[*s as usize..*e as usize]),
                 Val::New(b) => f(b),
                 Val::Msg(m) => f(&m.encode()),
                 _ => Edit::Keep,
@@ -287,6 +322,10 @@ impl Msg {
 
     /// Appends a length-delimited field.
     pub fn push(&mut self, num: u32, bytes: Bytes) {
+        if self.fields.is_none() {
+            self.rewrite(num, |_| Edit::Keep, Some(&bytes));
+            return;
+        }
         self.open().push(Field {
             num,
             val: Val::New(Box::new(bytes)),
@@ -296,6 +335,12 @@ impl Msg {
 
     /// Sets length-delimited field `num` to `bytes`, replacing what it held.
     pub fn set_bytes(&mut self, num: u32, bytes: Bytes) {
+        if self.fields.is_none() {
+            if !self.splice(num, &bytes) {
+                self.rewrite(num, |_| Edit::Remove, Some(&bytes));
+            }
+            return;
+        }
         self.edit(num, |_| Edit::Remove);
         self.push(num, bytes);
     }
@@ -326,11 +371,14 @@ impl Msg {
                     Val::Varint(v) => varint_len(*v),
                     Val::I64(_) => 8,
                     Val::I32(_) => 4,
-                    Val::Raw(s, e) => with_len((e - s) as usize),
+                    Val::Raw(at, _, e) => {
+                        len += (e - at) as usize;
+                        continue;
+                    }
                     Val::New(b) => with_len(b.len()),
                     Val::Msg(m) => {
                         let n = m.measure();
-                        changed |= !m.same.get();
+                        changed |= !m.same.get() || m.rewritten;
                         with_len(n)
                     }
                 };
@@ -346,7 +394,19 @@ impl Msg {
             out.extend_from_slice(&self.raw);
             return;
         };
+        // Fields as they came, one after another in `raw`: copied in one go.
+        let mut run = 0..0;
         for f in fields {
+            if let Val::Raw(at, _, end) = f.val {
+                let (at, end) = (at as usize, end as usize);
+                if run.end != at {
+                    out.extend_from_slice(&self.raw[run]);
+                    run = at..at;
+                }
+                run.end = end;
+                continue;
+            }
+            out.extend_from_slice(&self.raw[std::mem::replace(&mut run, 0..0)]);
             let wire_type = match f.val {
                 Val::Varint(_) => WIRE_VARINT,
                 Val::I64(_) => WIRE_I64,
@@ -358,13 +418,43 @@ impl Msg {
                 Val::Varint(v) => put_varint(out, *v),
                 Val::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
                 Val::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-                Val::Raw(s, e) => put_bytes(out, &self.raw[*s as usize..*e as usize]),
+                Val::Raw(..) => unreachable!("copied above"),
                 Val::New(b) => put_bytes(out, b),
                 Val::Msg(m) => {
                     put_varint(out, m.len.get() as u64);
                     m.write(out);
                 }
             }
+        }
+        out.extend_from_slice(&self.raw[run]);
+    }
+
+    /// Makes this the message in `raw`, keeping the room its fields took: a walk that
+    /// opens one item after another reuses one `Msg`.
+    pub fn reuse(&mut self, raw: Bytes) {
+        let mut fields = self.fields.take();
+        if let Some(f) = &mut fields {
+            f.clear();
+        }
+        *self = Msg::new(raw);
+        self.spare = fields.unwrap_or_default();
+    }
+
+    /// Whether anything in the message changed since it was made.
+    pub fn changed(&self) -> bool {
+        self.measure();
+        !self.same.get() || self.rewritten
+    }
+
+    /// Appends the message as length-delimited field `num` of the message `out` holds.
+    pub fn put_as(&self, num: u32, out: &mut Vec<u8>) {
+        let len = self.measure();
+        put_varint(out, u64::from(num) << 3 | u64::from(WIRE_LEN));
+        put_varint(out, len as u64);
+        if self.same.get() {
+            out.extend_from_slice(&self.raw);
+        } else {
+            self.write(out);
         }
     }
 
@@ -384,28 +474,30 @@ impl Msg {
 fn open<'f>(
     raw: &Bytes,
     fields: &'f mut Option<Vec<Field>>,
+    spare: &mut Vec<Field>,
     broken: &mut bool,
 ) -> &'f mut Vec<Field> {
     fields.get_or_insert_with(|| {
         // Enough for a span of ten attributes, whose fields average ~30 bytes: one
-        // allocation, most of the time.
-        let mut out = Vec::with_capacity(raw.len() / 24 + 4);
-        let parsed = wire::fields(raw, 0, |fl| {
+        // allocation, most of the time (none when a reused message has the room).
+        let mut out = std::mem::take(spare);
+        out.reserve(raw.len() / 24 + 4);
+        let mut scan = Scan::new(raw);
+        for fl in scan.by_ref() {
             let val = match fl.wire_type {
                 WIRE_VARINT => Val::Varint(fl.value),
                 WIRE_I64 => Val::I64(fl.value),
                 WIRE_I32 => Val::I32(fl.value as u32),
-                _ => Val::Raw(fl.offset as u32, (fl.offset + fl.bytes.len()) as u32),
+                _ => Val::Raw(fl.at as u32, fl.start as u32, fl.end as u32),
             };
             out.push(Field {
-                num: fl.number as u32,
+                num: fl.num as u32,
                 val,
             });
-            Ok(())
-        });
+        }
         // Cannot fail on validated bytes; if it did, the message stays as it came, and
         // edits of it are lost rather than its content.
-        if parsed.is_err() {
+        if scan.broken {
             out.clear();
             *broken = true;
         }
@@ -417,7 +509,7 @@ fn open<'f>(
 fn opened<'v>(v: &'v mut Val, raw: &Bytes) -> &'v mut Msg {
     if !matches!(v, Val::Msg(_)) {
         let bytes = match v {
-            Val::Raw(s, e) => raw.slice(*s as usize..*e as usize),
+            Val::Raw(_, s, e) => raw.slice(*s as usize..*e as usize),
             Val::New(b) => Bytes::clone(b),
             // A number where a message belongs: validation refuses such a request.
             _ => Bytes::new(),

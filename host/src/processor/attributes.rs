@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::condition::{Item, ItemView, Match, MatchConfig, Target, regex};
 use super::items::{self, Any, Key, RESOURCE_ATTRS, edit_attrs, kv, log, span};
 use super::msg::{Edit, Msg};
-use super::{Native, Setup, Tally};
+use super::{At, Native, Notes, Setup, Tally};
 use crate::signal::Signal;
 
 /// What an action does.
@@ -362,62 +362,46 @@ impl Native for Attributes {
         }
     }
 
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
-        let mut modified = 0;
+    fn item(&self, signal: Signal, at: &At<'_>, item: &mut Msg, _: &mut Notes) -> Tally {
         let [spans, events, logs, points] = &self.scopes;
-        match signal {
-            Signal::Traces => items::each_item(req, |resource, scope, s| {
+        let modified = match signal {
+            Signal::Traces => {
                 let mut changed = false;
                 if let Some(sc) = spans
-                    && sc.applies(&ItemView {
-                        resource,
-                        scope,
-                        item: Item::Span(s),
-                    })
+                    && sc.applies(&at.view(Item::Span(item)))
                 {
-                    changed |= apply_all(&self.actions, s, span::ATTRS);
+                    changed |= apply_all(&self.actions, item, span::ATTRS);
                 }
                 if let Some(sc) = events
-                    && s.view().count(span::EVENTS) > 0
+                    && item.view().count(span::EVENTS) > 0
                 {
-                    s.with_children(0, span::EVENTS, |_, e| {
-                        if sc.applies(&ItemView {
-                            resource,
-                            scope,
-                            item: Item::SpanEvent(e),
-                        }) {
+                    item.with_children(0, span::EVENTS, |_, e| {
+                        if sc.applies(&at.view(Item::SpanEvent(e))) {
                             changed |= apply_all(&self.actions, e, span::EVENT_ATTRS);
                         }
                     });
                 }
-                modified += u64::from(changed);
-            }),
-            Signal::Logs => items::each_item(req, |resource, scope, l| {
-                if let Some(sc) = logs
-                    && sc.applies(&ItemView {
-                        resource,
-                        scope,
-                        item: Item::LogRecord(l),
-                    })
-                {
-                    modified += u64::from(apply_all(&self.actions, l, log::ATTRS));
+                u64::from(changed)
+            }
+            Signal::Logs => match logs {
+                Some(sc) if sc.applies(&at.view(Item::LogRecord(item))) => {
+                    u64::from(apply_all(&self.actions, item, log::ATTRS))
                 }
-            }),
-            Signal::Metrics => items::each_item(req, |resource, scope, m| {
+                _ => 0,
+            },
+            Signal::Metrics => {
+                let mut modified = 0;
                 if let Some(sc) = points {
-                    items::points(m, |name, p, num| {
-                        if sc.applies(&ItemView {
-                            resource,
-                            scope,
-                            item: Item::DataPoint(name, p, num),
-                        }) {
+                    items::points(item, |name, p, num| {
+                        if sc.applies(&at.view(Item::DataPoint(name, p, num))) {
                             modified += u64::from(apply_all(&self.actions, p, num));
                         }
                         true
                     });
                 }
-            }),
-        }
+                modified
+            }
+        };
         Tally {
             dropped: 0,
             modified,
@@ -453,17 +437,11 @@ impl Native for Resource {
         true
     }
 
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
-        // A changed resource changes every item under it.
-        let mut modified = 0;
-        items::each_resource(signal, req, |resource, items| {
-            if apply_all(&self.actions, resource, RESOURCE_ATTRS) {
-                modified += items;
-            }
-        });
-        Tally {
-            dropped: 0,
-            modified,
-        }
+    fn on_resources(&self) -> bool {
+        true
+    }
+
+    fn resource(&self, _: Signal, resource: &mut Msg) -> bool {
+        apply_all(&self.actions, resource, RESOURCE_ATTRS)
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::condition::{Item, ItemView, Match, MatchConfig, Target};
 use super::items::{self, span};
 use super::msg::Msg;
-use super::{Native, Setup, Tally};
+use super::{At, Native, Notes, Setup, Tally};
 use crate::signal::Signal;
 use crate::telemetry::Counter;
 
@@ -128,97 +128,70 @@ impl Native for Filter {
         }
     }
 
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
+    fn item(&self, signal: Signal, at: &At<'_>, item: &mut Msg, notes: &mut Notes) -> Tally {
         let mut t = Tally::default();
         match signal {
             Signal::Traces => {
-                // Spans first, so a dropped span's events are not also counted as edited.
+                // Span first, so a dropped span's events are not also counted as edited.
                 if let Some(rule) = &self.spans {
-                    // Span ids as numbers, sorted below: hashing each parent id costs more
-                    // than the rest of the orphan check (ids of another length were refused
-                    // at the receiver and cannot be a parent).
-                    let mut gone = Vec::new();
-                    t.dropped = items::retain_items(req, |resource, scope, s| {
-                        let drop = rule.drops(&ItemView {
-                            resource,
-                            scope,
-                            item: Item::Span(s),
-                        });
-                        if drop && let Some(id) = span_id(s.view().raw(span::SPAN_ID)) {
-                            gone.push(id);
-                        }
-                        !drop
-                    });
-                    if !gone.is_empty() {
-                        gone.sort_unstable();
-                        let mut orphans = 0;
-                        items::each_item(req, |_, _, s| {
-                            let parent = span_id(s.view().raw(span::PARENT));
-                            orphans +=
-                                u64::from(parent.is_some_and(|p| gone.binary_search(&p).is_ok()))
-                        });
-                        self.orphans.add(orphans);
+                    // Span ids as numbers, sorted in `finish`: hashing each parent id costs
+                    // more than the rest of the orphan check (ids of another length were
+                    // refused at the receiver and cannot be a parent).
+                    if rule.drops(&at.view(Item::Span(item))) {
+                        notes
+                            .dropped
+                            .extend(span_id(item.view().raw(span::SPAN_ID)));
+                        t.dropped = 1;
+                        return t;
                     }
+                    notes.parents.extend(span_id(item.view().raw(span::PARENT)));
                 }
-                if let Some(rule) = &self.span_events {
-                    items::each_item(req, |resource, scope, s| {
-                        if s.view().count(span::EVENTS) == 0 {
-                            return;
-                        }
-                        let removed = s.retain_children(0, span::EVENTS, |_, e| {
-                            !rule.drops(&ItemView {
-                                resource,
-                                scope,
-                                item: Item::SpanEvent(e),
-                            })
-                        });
-                        t.modified += u64::from(removed > 0);
+                if let Some(rule) = &self.span_events
+                    && item.view().count(span::EVENTS) > 0
+                {
+                    let removed = item.retain_children(0, span::EVENTS, |_, e| {
+                        !rule.drops(&at.view(Item::SpanEvent(e)))
                     });
+                    t.modified = u64::from(removed > 0);
                 }
             }
             Signal::Logs => {
                 if let Some(rule) = &self.log_records {
-                    t.dropped = items::retain_items(req, |resource, scope, l| {
-                        !rule.drops(&ItemView {
-                            resource,
-                            scope,
-                            item: Item::LogRecord(l),
-                        })
-                    });
+                    t.dropped = u64::from(rule.drops(&at.view(Item::LogRecord(item))));
                 }
             }
             Signal::Metrics => {
-                if let Some(rule) = &self.metrics {
-                    items::retain_items(req, |resource, scope, m| {
-                        let drop = rule.drops(&ItemView {
-                            resource,
-                            scope,
-                            item: Item::Metric(m),
-                        });
-                        if drop {
-                            t.dropped += items::point_count(m.view()) as u64;
-                        }
-                        !drop
-                    });
+                if let Some(rule) = &self.metrics
+                    && rule.drops(&at.view(Item::Metric(item)))
+                {
+                    // The whole metric: every point in it.
+                    t.dropped = items::point_count(item.view()) as u64;
+                    return t;
                 }
                 if let Some(rule) = &self.data_points {
-                    items::each_item(req, |resource, scope, m| {
-                        t.dropped += items::points(m, |name, p, num| {
-                            !rule.drops(&ItemView {
-                                resource,
-                                scope,
-                                item: Item::DataPoint(name, p, num),
-                            })
-                        }) as u64;
-                    });
+                    t.dropped = items::points(item, |name, p, num| {
+                        !rule.drops(&at.view(Item::DataPoint(name, p, num)))
+                    }) as u64;
                 }
             }
         }
         t
     }
+
+    fn finish(&self, notes: &mut Notes) {
+        if notes.dropped.is_empty() {
+            return;
+        }
+        notes.dropped.sort_unstable();
+        let orphans = notes
+            .parents
+            .iter()
+            .filter(|p| notes.dropped.binary_search(p).is_ok())
+            .count();
+        self.orphans.add(orphans as u64);
+    }
 }
 
-/// An eight-byte span id as a number; `None` for an absent (root) or malformed one.
 fn span_id(id: &[u8]) -> Option<u64> {
     id.try_into().ok().map(u64::from_ne_bytes)
 }

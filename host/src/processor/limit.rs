@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::items::{self, Any, edit_attrs, kv, log, span, string_any};
 use super::msg::{Edit, Msg};
-use super::{Native, Setup, Tally};
+use super::{At, Native, Notes, Setup, Tally};
 use crate::signal::Signal;
 
 /// `kind = "limit"`.
@@ -135,10 +135,11 @@ impl Native for Limit {
         signal != Signal::Metrics || self.value != usize::MAX
     }
 
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
+    fn item(&self, signal: Signal, _: &At<'_>, item: &mut Msg, _: &mut Notes) -> Tally {
         let mut modified = 0;
         match signal {
-            Signal::Traces => items::each_item(req, |_, _, s| {
+            Signal::Traces => {
+                let s = &mut *item;
                 let mut changed = self.attrs(s, span::ATTRS, Some(span::DROPPED_ATTRS));
                 changed |= cap(s, span::EVENTS, self.events, span::DROPPED_EVENTS);
                 changed |= cap(s, span::LINKS, self.links, span::DROPPED_LINKS);
@@ -153,8 +154,9 @@ impl Native for Limit {
                     }
                 }
                 modified += u64::from(changed);
-            }),
-            Signal::Logs => items::each_item(req, |_, _, l| {
+            }
+            Signal::Logs => {
+                let l = &mut *item;
                 let mut changed = self.attrs(l, log::ATTRS, Some(log::DROPPED_ATTRS));
                 if self.value != usize::MAX
                     && let Some(t) = self.truncated(l.view().raw(log::BODY))
@@ -163,13 +165,14 @@ impl Native for Limit {
                     changed = true;
                 }
                 modified += u64::from(changed);
-            }),
-            Signal::Metrics => items::each_item(req, |_, _, m| {
+            }
+            Signal::Metrics => {
+                let m = &mut *item;
                 items::points(m, |_, p, num| {
                     modified += u64::from(self.attrs(p, num, None));
                     true
                 });
-            }),
+            }
         }
         Tally {
             dropped: 0,

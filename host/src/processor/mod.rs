@@ -3,43 +3,92 @@
 //! `[exporters.NAME] processors`).
 //!
 //! A chain with nothing for a signal costs nothing for it: the request is never decoded. A
-//! run of native processors decodes a request once, lets each edit it in place, and encodes
-//! it once, only if one of them changed something. Each built-in kind is one module here plus
-//! one entry in [`KINDS`]; `kind = "wasm"` runs a plugin of the `processor-plugin` world
-//! ([`wasm`]).
+//! run of native processors walks a request once, item after item ([`pass`]): each item
+//! goes through every processor of the run and is written out, as it came unless one of
+//! them changed it, and nothing is written at all if none did. Each built-in kind is one
+//! module here plus one entry in [`KINDS`]; `kind = "wasm"` runs a plugin of the
+//! `processor-plugin` world ([`wasm`]).
 
 pub mod attributes;
+mod chain;
 pub mod condition;
 pub mod filter;
 pub mod limit;
 pub mod otlp;
+pub mod pass;
 pub mod redact;
 pub mod sample;
 pub mod wasm;
 
-pub use crate::wire::{items, msg, schema};
+pub use crate::wire::{items, msg, rewrite, schema};
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::signal::Signal;
-use crate::telemetry::{Counter, Histogram, Telemetry};
+use crate::telemetry::{Counter, Telemetry};
+pub use chain::{Chain, IngestChain, Output};
 use msg::Msg;
 pub use otlp::Decoded;
 pub use wasm::{WasmConfig, WasmEnv};
-use wasm::{WasmOutput, WasmProcessor};
 
-/// A native processor: edits a request of a signal it handles, in its wire form.
+/// A native processor: edits the items of a signal it handles, one at a time, in their wire
+/// form. The walk over a request is [`pass`]'s; a kind says what it does to one resource or
+/// one item.
 pub trait Native: Send + Sync {
     /// Whether it acts on `signal`; other signals pass it untouched (and unread).
     fn handles(&self, signal: Signal) -> bool;
-    /// Edits `req`, a validated export request of `signal`; says how many items it dropped
-    /// and how many of the rest it changed.
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally;
+    /// Whether it edits resources (with [`Native::resource`]) rather than items.
+    fn on_resources(&self) -> bool {
+        false
+    }
+    /// Edits a resource group's resource; says whether it changed it (which changes every
+    /// item under it).
+    fn resource(&self, _signal: Signal, _resource: &mut Msg) -> bool {
+        false
+    }
+    /// Edits one item of a validated request: a span, a log record or a metric. Says what
+    /// it did in items of the signal (a metric's data points): a span or log record it
+    /// drops is removed, as is a metric left without points.
+    fn item(&self, _signal: Signal, _at: &At<'_>, _item: &mut Msg, _notes: &mut Notes) -> Tally {
+        Tally::default()
+    }
+    /// Called once a whole request has been walked, with what [`Native::item`] noted.
+    fn finish(&self, _notes: &mut Notes) {}
+}
+
+/// Where an item sits.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    /// Its resource.
+    pub resource: &'a Msg,
+    /// Its instrumentation scope.
+    pub scope: &'a Msg,
+}
+
+impl<'a> At<'a> {
+    /// `item` where it sits, for conditions.
+    pub fn view<'i>(&self, item: condition::Item<'i>) -> condition::ItemView<'i>
+    where
+        'a: 'i,
+    {
+        condition::ItemView {
+            resource: self.resource,
+            scope: self.scope,
+            item,
+        }
+    }
+}
+
+/// Span ids a processor noted while walking one request, for checks that need all of it
+/// (a filter's orphans).
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// Ids of spans it dropped.
+    pub dropped: Vec<u64>,
+    /// Parent ids of spans it kept.
+    pub parents: Vec<u64>,
 }
 
 /// What one processor did to one request, in items of its signal.
@@ -253,330 +302,6 @@ pub enum Checked {
     No,
 }
 
-/// What a chain made of a request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// Nothing changed: forward the original bytes.
-    Unchanged,
-    /// Forward these bytes, holding this many items (none: nothing to forward).
-    Replaced {
-        /// The new request.
-        payload: Bytes,
-        /// Its items.
-        items: u32,
-    },
-}
-
-struct Counts {
-    kept: Counter,
-    dropped: Counter,
-    modified: Counter,
-    faults: Counter,
-}
-
-enum Stage {
-    Native(Box<dyn Native>),
-    Wasm(Box<WasmProcessor>),
-}
-
-struct Link {
-    name: String,
-    on_error: OnError,
-    stage: Stage,
-    counts: [Counts; 3],
-    duration: Histogram,
-}
-
-impl Link {
-    fn handles(&self, signal: Signal) -> bool {
-        match &self.stage {
-            Stage::Native(n) => n.handles(signal),
-            Stage::Wasm(w) => w.handles(signal),
-        }
-    }
-
-    /// Counts a failure on a request of `items` items, logs it, and says what the policy
-    /// makes of it: `Err` to refuse, `Ok(true)` to drop it, `Ok(false)` to pass it on as it
-    /// was.
-    fn failed(&self, signal: Signal, items: u64, message: String) -> Result<bool, Fault> {
-        self.counts[signal.index()].faults.inc();
-        tracing::warn!(processor = self.name.as_str(), on_error = ?self.on_error, %signal, "{message}");
-        match self.on_error {
-            OnError::Refuse => Err(Fault {
-                processor: self.name.clone(),
-                message,
-            }),
-            OnError::Pass => Ok(false),
-            OnError::Drop => {
-                self.count(
-                    signal,
-                    items,
-                    Tally {
-                        dropped: items,
-                        modified: 0,
-                    },
-                );
-                Ok(true)
-            }
-        }
-    }
-
-    fn count(&self, signal: Signal, items: u64, t: Tally) {
-        let c = &self.counts[signal.index()];
-        c.dropped.add(t.dropped);
-        c.modified.add(t.modified);
-        c.kept.add(items.saturating_sub(t.dropped + t.modified));
-    }
-}
-
-/// Processors applied in order.
-#[derive(Default)]
-pub struct Chain {
-    links: Vec<Link>,
-}
-
-impl std::fmt::Debug for Chain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.links.iter().map(|l| &l.name))
-            .finish()
-    }
-}
-
-impl Chain {
-    /// The chain of the processors named `names`, all defined in `processors` (the config
-    /// was checked). Wasm processors are loaded with `wasm`; without it, a chain naming one
-    /// fails.
-    pub async fn build(
-        names: &[String],
-        processors: &Processors,
-        telemetry: &Telemetry,
-        wasm: Option<&WasmEnv<'_>>,
-    ) -> Result<Chain, Vec<String>> {
-        let mut links = Vec::new();
-        let mut errors = Vec::new();
-        for name in names {
-            let Some(p) = processors.get(name) else {
-                errors.push(format!("no processor named {name:?} is defined"));
-                continue;
-            };
-            let stage = match (p.wasm(name), wasm) {
-                (None, _) => p.build(name, telemetry).map(Stage::Native),
-                (Some(Err(e)), _) => Err(e),
-                (Some(Ok(_)), None) => Err(vec![format!(
-                    "processors.{name}: Wasm processors need the plugin engine"
-                )]),
-                (Some(Ok(c)), Some(env)) => WasmProcessor::load(name, &c, env, telemetry)
-                    .await
-                    .map(|w| Stage::Wasm(Box::new(w)))
-                    .map_err(|e| vec![e]),
-            };
-            match stage {
-                Ok(stage) => links.push(Link {
-                    name: name.clone(),
-                    on_error: p.on_error,
-                    stage,
-                    counts: Signal::ALL.map(|s| {
-                        let l = [("processor", name.as_str()), ("signal", s.as_str())];
-                        let items = |outcome| {
-                            telemetry.counter(
-                                "ferry_processor_items_total",
-                                "Items seen by a processor, by outcome (kept unchanged, modified, dropped).",
-                                &[l[0], l[1], ("outcome", outcome)],
-                            )
-                        };
-                        Counts {
-                            kept: items("kept"),
-                            dropped: items("dropped"),
-                            modified: items("modified"),
-                            faults: telemetry.counter(
-                                "ferry_processor_faults_total",
-                                "Requests or batches a processor failed on (then handled per its on_error).",
-                                &l,
-                            ),
-                        }
-                    }),
-                    duration: telemetry.histogram(
-                        "ferry_processor_duration_seconds",
-                        "Time a processor spent on one request or batch.",
-                        &[("processor", name.as_str())],
-                    ),
-                }),
-                Err(e) => errors.extend(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Chain { links })
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// Whether the chain has no processor at all.
-    pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
-    }
-
-    /// Whether any processor of the chain acts on `signal`.
-    pub fn handles(&self, signal: Signal) -> bool {
-        self.links.iter().any(|l| l.handles(signal))
-    }
-
-    /// Runs the chain over one request of `signal` holding `items` items.
-    pub async fn run(
-        &self,
-        signal: Signal,
-        payload: &Bytes,
-        items: u32,
-        checked: Checked,
-    ) -> Result<Output, Fault> {
-        // The request as the next processor sees it: bytes (the original, or a Wasm
-        // processor's replacement, which is always checked) and, across a run of native
-        // processors, one checked wire form of them, `dirty` once edited.
-        let mut bytes: Option<Bytes> = None;
-        let mut wire: Option<Msg> = None;
-        let mut dirty = false;
-        let mut items = u64::from(items);
-        for link in self.links.iter().filter(|l| l.handles(signal)) {
-            let started = Instant::now();
-            match &link.stage {
-                Stage::Native(native) => {
-                    let req = match &mut wire {
-                        Some(m) => m,
-                        None => {
-                            let input = bytes.clone().unwrap_or_else(|| payload.clone());
-                            let check = match (&bytes, checked) {
-                                (None, Checked::No) => schema::validate(signal, &input),
-                                _ => Ok(()),
-                            };
-                            match check {
-                                Ok(()) => wire.insert(Msg::new(input)),
-                                Err(e) => {
-                                    let why = format!("the {signal} request does not decode: {e}");
-                                    if link.failed(signal, items, why)? {
-                                        return Ok(Output::nothing());
-                                    }
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    let tally = native.process(signal, req);
-                    link.count(signal, items, tally);
-                    items = items.saturating_sub(tally.dropped);
-                    dirty |= tally.dropped > 0 || tally.modified > 0;
-                }
-                Stage::Wasm(wasm) => {
-                    if let Some(mut m) = wire.take()
-                        && dirty
-                    {
-                        items::prune(signal, &mut m);
-                        bytes = Some(m.encode());
-                        dirty = false;
-                    }
-                    if items == 0 {
-                        return Ok(Output::nothing());
-                    }
-                    let input = bytes.as_ref().unwrap_or(payload);
-                    let n = u32::try_from(items).unwrap_or(u32::MAX);
-                    match wasm.process(signal, input, n).await {
-                        Ok(WasmOutput::Keep) => link.count(signal, items, Tally::default()),
-                        Ok(WasmOutput::Replace(new, kept)) => {
-                            let kept = u64::from(kept);
-                            let t = Tally {
-                                dropped: items.saturating_sub(kept),
-                                modified: kept.min(items),
-                            };
-                            link.count(signal, items, t);
-                            (bytes, items) = (Some(new), kept);
-                        }
-                        Ok(WasmOutput::Drop) => {
-                            link.count(
-                                signal,
-                                items,
-                                Tally {
-                                    dropped: items,
-                                    modified: 0,
-                                },
-                            );
-                            return Ok(Output::nothing());
-                        }
-                        Err(why) => {
-                            if link.failed(signal, items, why)? {
-                                return Ok(Output::nothing());
-                            }
-                        }
-                    }
-                }
-            }
-            link.duration.observe(started.elapsed());
-        }
-        let items = u32::try_from(items).unwrap_or(u32::MAX);
-        Ok(match (wire, bytes) {
-            (Some(mut m), _) if dirty => {
-                items::prune(signal, &mut m);
-                Output::Replaced {
-                    payload: m.encode(),
-                    items,
-                }
-            }
-            (_, Some(payload)) => Output::Replaced { payload, items },
-            _ => Output::Unchanged,
-        })
-    }
-}
-
-impl Output {
-    fn nothing() -> Output {
-        Output::Replaced {
-            payload: Bytes::new(),
-            items: 0,
-        }
-    }
-}
-
-/// The ingest chain, swapped whole on reload: each request runs wholly on the chain it
-/// found when it started.
-#[derive(Debug, Default)]
-pub struct IngestChain(RwLock<Arc<Chain>>);
-
-impl IngestChain {
-    /// Starts with `chain`.
-    pub fn new(chain: Chain) -> Arc<Self> {
-        Arc::new(IngestChain(RwLock::new(Arc::new(chain))))
-    }
-
-    /// The chain now in force.
-    pub fn current(&self) -> Arc<Chain> {
-        self.0.read().expect("ingest chain lock").clone()
-    }
-
-    /// Puts `chain` in force for every request that starts from now on.
-    pub fn swap(&self, chain: Chain) {
-        *self.0.write().expect("ingest chain lock") = Arc::new(chain);
-    }
-}
-
-/// An exporter chain runs on each batch read for its exporter.
-impl crate::pipeline::router::Process for Chain {
-    fn process<'a>(
-        &'a self,
-        batch: &'a crate::pipeline::Batch,
-    ) -> crate::pipeline::router::ProcessFuture<'a> {
-        Box::pin(async move {
-            let run = self.run(batch.signal, &batch.payload, batch.items, Checked::No);
-            match run.await {
-                Ok(Output::Unchanged) => Ok(None),
-                Ok(Output::Replaced { payload, items }) => Ok(Some(crate::pipeline::Batch::new(
-                    batch.signal,
-                    items,
-                    payload,
-                ))),
-                Err(fault) => Err(fault.to_string()),
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests;
+mod tests_walk;

@@ -13,7 +13,7 @@ use super::attributes::{ApplyTo, every_target};
 use super::condition::regex;
 use super::items::{self, Any, edit_attrs, int_any, kv, log, span, string_any};
 use super::msg::{Edit, Msg};
-use super::{Native, Setup, Tally};
+use super::{At, Native, Notes, Setup, Tally};
 use crate::signal::Signal;
 use crate::telemetry::Counter;
 
@@ -246,11 +246,12 @@ impl Native for Redact {
         })
     }
 
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
+    fn item(&self, signal: Signal, _: &At<'_>, item: &mut Msg, _: &mut Notes) -> Tally {
         let on = |a| self.apply_to.contains(&a);
         let mut modified = 0;
         match signal {
-            Signal::Traces => items::each_item(req, |_, _, s| {
+            Signal::Traces => {
+                let s = &mut *item;
                 let mut changed =
                     on(ApplyTo::Spans) && self.attrs(s, span::ATTRS, signal, Done::default());
                 if on(ApplyTo::SpanEvents) && s.view().count(span::EVENTS) > 0 {
@@ -259,8 +260,9 @@ impl Native for Redact {
                     });
                 }
                 modified += u64::from(changed);
-            }),
-            Signal::Logs => items::each_item(req, |_, _, l| {
+            }
+            Signal::Logs => {
+                let l = &mut *item;
                 let mut body = Done::default();
                 if !self.patterns.is_empty()
                     && let Some(masked) = self.value(l.view().raw(log::BODY), &mut body)
@@ -268,13 +270,14 @@ impl Native for Redact {
                     l.set_bytes(log::BODY, masked);
                 }
                 modified += u64::from(self.attrs(l, log::ATTRS, signal, body));
-            }),
-            Signal::Metrics => items::each_item(req, |_, _, m| {
+            }
+            Signal::Metrics => {
+                let m = &mut *item;
                 items::points(m, |_, p, num| {
                     modified += u64::from(self.attrs(p, num, signal, Done::default()));
                     true
                 });
-            }),
+            }
         }
         Tally {
             dropped: 0,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::items::{self, kv, log, span, string_any};
 use super::msg::{Edit, Msg};
-use super::{Native, Setup, Tally};
+use super::{At, Native, Notes, Setup, Tally};
 use crate::signal::Signal;
 
 /// `kind = "sample"`.
@@ -150,61 +150,62 @@ impl Native for Sample {
         signal != Signal::Metrics
     }
 
-    fn process(&self, signal: Signal, req: &mut Msg) -> Tally {
-        let mut t = Tally::default();
+    fn item(&self, signal: Signal, _: &At<'_>, item: &mut Msg, _: &mut Notes) -> Tally {
+        let dropped = Tally {
+            dropped: 1,
+            modified: 0,
+        };
+        let modified = Tally {
+            dropped: 0,
+            modified: 1,
+        };
         match signal {
             Signal::Traces => {
-                // One walk: decide, and mark what is kept.
-                t.dropped = items::retain_items(req, |_, _, s| {
-                    let state = s.view().str(span::TRACE_STATE);
-                    let fields = ot_fields(state);
-                    let field = |name| fields.iter().find(|(k, _)| *k == name).map(|f| f.1);
-                    let rv = field("rv").and_then(|v| {
-                        (v.len() == 14)
-                            .then(|| u64::from_str_radix(v, 16).ok())
-                            .flatten()
-                    });
-                    let seen = field("th").and_then(decode_threshold);
-                    let r = rv
-                        .or_else(|| randomness(s.view().raw(span::TRACE_ID)))
-                        .unwrap_or(0);
-                    if !self.decide(r, seen) {
-                        return false;
-                    }
-                    if seen.is_none_or(|s| s < self.threshold) {
-                        let state = match state {
-                            "" => self.fresh.clone(),
-                            _ => with_threshold(state, &self.th).into(),
-                        };
-                        s.set_bytes(span::TRACE_STATE, state);
-                        t.modified += 1;
-                    }
-                    true
+                let state = item.view().str(span::TRACE_STATE);
+                let fields = ot_fields(state);
+                let field = |name| fields.iter().find(|(k, _)| *k == name).map(|f| f.1);
+                let rv = field("rv").and_then(|v| {
+                    (v.len() == 14)
+                        .then(|| u64::from_str_radix(v, 16).ok())
+                        .flatten()
                 });
+                let seen = field("th").and_then(decode_threshold);
+                let r = rv
+                    .or_else(|| randomness(item.view().raw(span::TRACE_ID)))
+                    .unwrap_or(0);
+                if !self.decide(r, seen) {
+                    return dropped;
+                }
+                if seen.is_none_or(|s| s < self.threshold) {
+                    let state = match state {
+                        "" => self.fresh.clone(),
+                        _ => with_threshold(state, &self.th).into(),
+                    };
+                    item.set_bytes(span::TRACE_STATE, state);
+                    return modified;
+                }
+                Tally::default()
             }
             Signal::Logs => {
-                t.dropped = items::retain_items(req, |_, _, l| {
-                    let id = randomness(l.view().raw(log::TRACE_ID));
-                    if id.unwrap_or_else(|| rand::random::<u64>() >> 8) < self.threshold {
-                        return false;
+                let id = randomness(item.view().raw(log::TRACE_ID));
+                if id.unwrap_or_else(|| rand::random::<u64>() >> 8) < self.threshold {
+                    return dropped;
+                }
+                if id.is_none() {
+                    return Tally::default();
+                }
+                items::edit_attrs(item, log::ATTRS, |k, _| {
+                    if k.is("sampling.threshold") {
+                        Edit::Remove
+                    } else {
+                        Edit::Keep
                     }
-                    if id.is_some() {
-                        items::edit_attrs(l, log::ATTRS, |k, _| {
-                            if k.is("sampling.threshold") {
-                                Edit::Remove
-                            } else {
-                                Edit::Keep
-                            }
-                        });
-                        l.push(log::ATTRS, kv("sampling.threshold", &string_any(&self.th)));
-                        t.modified += 1;
-                    }
-                    true
                 });
+                item.push(log::ATTRS, kv("sampling.threshold", &string_any(&self.th)));
+                modified
             }
-            Signal::Metrics => {}
+            Signal::Metrics => Tally::default(),
         }
-        t
     }
 }
 

@@ -1,6 +1,8 @@
 #![cfg(test)]
 //! The built-in processors on hand-made requests, and chains as the daemon runs them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use ferry_proto::common::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use ferry_proto::logs::{LogRecord, ResourceLogs, ScopeLogs};
@@ -119,7 +121,7 @@ fn metrics(list: Vec<Metric>) -> ExportMetricsServiceRequest {
 }
 
 /// The chain `names` from `[processors]` TOML, with its telemetry.
-fn chain(processors: &str, names: &[&str]) -> (Chain, Arc<Telemetry>) {
+pub(super) fn chain(processors: &str, names: &[&str]) -> (Chain, Arc<Telemetry>) {
     let t = Telemetry::new();
     let defs: toml::Table = toml::from_str(processors).unwrap();
     let defs: Processors = defs
@@ -142,11 +144,16 @@ fn run(c: &Chain, d: &Decoded) -> (Decoded, u32) {
 }
 
 /// A chain of built-ins runs without awaiting anything.
-fn run_bytes(c: &Chain, signal: Signal, bytes: &Bytes, items: u32) -> Result<Output, Fault> {
+pub(super) fn run_bytes(
+    c: &Chain,
+    signal: Signal,
+    bytes: &Bytes,
+    items: u32,
+) -> Result<Output, Fault> {
     futures::executor::block_on(c.run(signal, bytes, items, Checked::No))
 }
 
-fn metric_value(t: &Telemetry, name: &str, labels: &[&str]) -> u64 {
+pub(super) fn metric_value(t: &Telemetry, name: &str, labels: &[&str]) -> u64 {
     t.render()
         .lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
