@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use crate::{WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
 
-mod flat;
+pub(crate) mod flat;
 
 use flat::{Index, Scan, Slot};
 
@@ -432,12 +432,18 @@ impl Msg {
     /// Makes this the message in `raw`, keeping the room its fields took: a walk that
     /// opens one item after another reuses one `Msg`.
     pub fn reuse(&mut self, raw: Bytes) {
-        let mut fields = self.fields.take();
-        if let Some(f) = &mut fields {
+        if let Some(mut f) = self.fields.take() {
             f.clear();
+            self.spare = f;
         }
-        *self = Msg::new(raw);
-        self.spare = fields.unwrap_or_default();
+        // Field by field: the index is too large to write anew for every item.
+        self.raw = raw;
+        self.edited = false;
+        self.rewritten = false;
+        self.broken = false;
+        self.len.set(0);
+        self.same.set(false);
+        self.index.take();
     }
 
     /// Whether anything in the message changed since it was made.

@@ -5,8 +5,9 @@
 
 use bytes::Bytes;
 
+use super::msg::flat::Scan;
 use super::msg::{Msg, put_field, put_varint};
-use crate::{WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
+use crate::{WIRE_I32, WIRE_I64, WIRE_VARINT};
 
 /// Request → resource groups → scope groups → items: each level's field numbers (the same
 /// for every signal).
@@ -144,16 +145,15 @@ impl Field<'_> {
 /// Calls `f` with each field of the message in `msg`; says whether all of it split into
 /// fields (a walk that fails stops where it failed).
 fn each<'a>(msg: &'a [u8], mut f: impl FnMut(u32, Field<'a>)) -> bool {
-    crate::fields(msg, 0, |fl| {
+    let mut scan = Scan::new(msg);
+    for fl in scan.by_ref() {
         let field = match fl.wire_type {
             WIRE_VARINT => Field::Varint(fl.value),
             WIRE_I64 => Field::I64(fl.value),
             WIRE_I32 => Field::I32(fl.value),
-            WIRE_LEN => Field::Len(fl.bytes),
-            _ => return Ok(()),
+            _ => Field::Len(&msg[fl.start..fl.end]),
         };
-        f(fl.number as u32, field);
-        Ok(())
-    })
-    .is_ok()
+        f(fl.num as u32, field);
+    }
+    !scan.broken
 }

@@ -10,7 +10,7 @@ use crate::{self as wire, WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
 
 /// One field met by [`Scan`].
 #[derive(Clone, Copy)]
-pub(super) struct Raw {
+pub(crate) struct Raw {
     pub num: u64,
     pub wire_type: u8,
     /// Where the field starts (its tag) and ends, in the message.
@@ -24,7 +24,7 @@ pub(super) struct Raw {
 
 /// The fields of a message, one after another: a lean walk for bytes already checked, which
 /// stops (setting `broken`) at any that do not split.
-pub(super) struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     raw: &'a [u8],
     pos: usize,
     pub broken: bool,
