@@ -22,8 +22,8 @@ pub(crate) struct Raw {
     pub value: u64,
 }
 
-/// The fields of a message, one after another: a lean walk for bytes already checked, which
-/// stops (setting `broken`) at any that do not split.
+/// The fields of a message, one after another: a lean walk, which stops (setting `broken`)
+/// where `wire::fields` would fail (that one says why).
 pub(crate) struct Scan<'a> {
     raw: &'a [u8],
     pos: usize,
@@ -73,8 +73,13 @@ impl<'a> Scan<'a> {
             }
             _ => return None,
         };
+        let num = tag >> 3;
+        // As `wire::fields` refuses them: a walk that stops here stops where that one fails.
+        if num == 0 || num > 536_870_911 {
+            return None;
+        }
         (self.pos <= self.raw.len()).then_some(Raw {
-            num: tag >> 3,
+            num,
             wire_type,
             at,
             end: self.pos,
