@@ -60,6 +60,8 @@ fn group(g: &Bytes, r: &mut impl Rewrite, s: &mut Scratch) -> bool {
     let mut resource = Msg::new(last.map(|b| g.slice_ref(b)).unwrap_or_default());
     r.resource(&mut resource);
     s.group.clear();
+    // Room for the group as it came: no growing (and copying) on the way.
+    s.group.reserve(g.len());
     let mut any = false;
     let mut broken = false;
     let walked = each(g, |num, field| match field {
@@ -74,6 +76,7 @@ fn group(g: &Bytes, r: &mut impl Rewrite, s: &mut Scratch) -> bool {
                     .unwrap_or_default(),
             );
             s.scopes.clear();
+            s.scopes.reserve(sg.len());
             let mut kept = false;
             broken |= !each(&sg, |num, field| match field {
                 Field::Len(item) if num == ITEMS => {
