@@ -112,7 +112,7 @@ impl<'a> Value<'a> {
                 let f = fields.iter().rev().find(|f| f.num == num)?;
                 return Some(m.value(&f.val));
             }
-            if let Some(slot) = m.index.get_or_init(|| Index::of(&m.raw)).get(num) {
+            if let Some(slot) = m.index.get_or_init(|| Index::of(&m.raw)).get(&m.raw, num) {
                 return match slot {
                     Slot::Absent => None,
                     Slot::Int(v) => Some(Value::Int(v)),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::msg::flat::Scan;
 use super::msg::{Msg, put_field, put_varint};
-use crate::{WIRE_I32, WIRE_I64, WIRE_VARINT};
+use crate::{WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT};
 
 /// Request → resource groups → scope groups → items: each level's field numbers (the same
 /// for every signal).
@@ -27,11 +27,9 @@ pub trait Rewrite {
     fn item(&mut self, resource: &Msg, scope: &Msg, item: &mut Msg) -> bool;
 }
 
-/// Buffers reused from one group to the next.
+/// What a walk carries from one item to the next.
 #[derive(Default)]
 struct Scratch {
-    group: Vec<u8>,
-    scopes: Vec<u8>,
     item: Msg,
     /// A walk met bytes that do not split into fields.
     broken: bool,
@@ -41,32 +39,88 @@ struct Scratch {
 /// items are left out, as are those that came without any. `None` if `req` turns out not to
 /// be well formed (checked requests always are): what was written is then incomplete.
 pub fn rewrite(req: &Bytes, r: &mut impl Rewrite) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(req.len());
+    // A little room for what processors add (a tracestate, an attribute).
+    let mut out = Vec::with_capacity(req.len() + req.len() / 8 + 64);
     let mut scratch = Scratch::default();
     let walked = each(req, |num, field| match field {
         Field::Len(g) if num == GROUPS => {
-            if group(&req.slice_ref(g), r, &mut scratch) {
-                put_field(&mut out, GROUPS, &scratch.group);
-            }
+            let open = Open::field(&mut out, GROUPS, g.len());
+            let any = group(&req.slice_ref(g), r, &mut scratch, &mut out);
+            open.close(&mut out, any);
         }
         other => other.put(num, &mut out),
     });
     (walked && !scratch.broken).then_some(out)
 }
 
-/// Rewrites resource group `g` into `s.group`; says whether any item is left in it.
-fn group(g: &Bytes, r: &mut impl Rewrite, s: &mut Scratch) -> bool {
+/// A length-delimited field being written straight into its message: its length is known
+/// only at the end, so room is left for it as long as the field was when it came (the
+/// usual case), and the content moved if it turns out to need more or less.
+struct Open {
+    /// Where the field's tag starts, and its content.
+    at: usize,
+    content: usize,
+    /// Bytes left for the length.
+    room: usize,
+}
+
+impl Open {
+    fn field(out: &mut Vec<u8>, num: u32, len_was: usize) -> Open {
+        let at = out.len();
+        put_varint(out, u64::from(num) << 3 | u64::from(WIRE_LEN));
+        let room = varint_len(len_was);
+        out.resize(out.len() + room, 0);
+        Open {
+            at,
+            content: out.len(),
+            room,
+        }
+    }
+
+    /// Writes the length, or takes the field out again unless `keep`.
+    fn close(self, out: &mut Vec<u8>, keep: bool) {
+        if !keep {
+            out.truncate(self.at);
+            return;
+        }
+        let len = out.len() - self.content;
+        let need = varint_len(len);
+        let mut content = self.content;
+        if need != self.room {
+            // Rare: the content moves by a byte or two.
+            let to = content - self.room + need;
+            if to > content {
+                out.resize(out.len() + (to - content), 0);
+            }
+            out.copy_within(content..content + len, to);
+            out.truncate(to + len);
+            content = to;
+        }
+        let mut prefix = &mut out[content - need..content];
+        let mut v = len;
+        while v >= 0x80 {
+            prefix[0] = v as u8 | 0x80;
+            prefix = &mut prefix[1..];
+            v >>= 7;
+        }
+        prefix[0] = v as u8;
+    }
+}
+
+fn varint_len(n: usize) -> usize {
+    (usize::BITS as usize - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Rewrites resource group `g` into `out`; says whether any item is left in it.
+fn group(g: &Bytes, r: &mut impl Rewrite, s: &mut Scratch, out: &mut Vec<u8>) -> bool {
     let last = last_of(g, RESOURCE);
     let mut resource = Msg::new(last.map(|b| g.slice_ref(b)).unwrap_or_default());
     r.resource(&mut resource);
-    s.group.clear();
-    // Room for the group as it came: no growing (and copying) on the way.
-    s.group.reserve(g.len());
     let mut any = false;
     let mut broken = false;
     let walked = each(g, |num, field| match field {
         Field::Len(b) if num == RESOURCE && last.is_some_and(|l| same(l, b)) => {
-            resource.put_as(RESOURCE, &mut s.group)
+            resource.put_as(RESOURCE, out)
         }
         Field::Len(sg) if num == SCOPES => {
             let sg = g.slice_ref(sg);
@@ -75,29 +129,26 @@ fn group(g: &Bytes, r: &mut impl Rewrite, s: &mut Scratch) -> bool {
                     .map(|b| sg.slice_ref(b))
                     .unwrap_or_default(),
             );
-            s.scopes.clear();
-            s.scopes.reserve(sg.len());
+            let open = Open::field(out, SCOPES, sg.len());
             let mut kept = false;
             broken |= !each(&sg, |num, field| match field {
                 Field::Len(item) if num == ITEMS => {
                     s.item.reuse(sg.slice_ref(item));
                     if r.item(&resource, &scope, &mut s.item) {
-                        s.item.put_as(ITEMS, &mut s.scopes);
+                        s.item.put_as(ITEMS, out);
                         kept = true;
                     }
                 }
-                other => other.put(num, &mut s.scopes),
+                other => other.put(num, out),
             });
-            if kept {
-                put_field(&mut s.group, SCOPES, &s.scopes);
-                any = true;
-            }
+            open.close(out, kept);
+            any |= kept;
         }
-        other => other.put(num, &mut s.group),
+        other => other.put(num, out),
     });
     s.broken |= broken || !walked;
     if last.is_none() && resource.changed() {
-        resource.put_as(RESOURCE, &mut s.group);
+        resource.put_as(RESOURCE, out);
     }
     any
 }
@@ -159,4 +210,34 @@ fn each<'a>(msg: &'a [u8], mut f: impl FnMut(u32, Field<'a>)) -> bool {
         f(fl.num as u32, field);
     }
     !scan.broken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_written_in_place_ends_as_if_written_whole_whatever_its_length_became() {
+        for (was, now) in [
+            (10, 5),
+            (10, 200),
+            (300, 5),
+            (300, 200),
+            (100_000, 3),
+            (3, 20_000),
+        ] {
+            let content: Vec<u8> = (0..now).map(|i| i as u8).collect();
+            let mut out = vec![0xaa];
+            let open = Open::field(&mut out, SCOPES, was);
+            out.extend_from_slice(&content);
+            open.close(&mut out, true);
+            let mut want = vec![0xaa];
+            put_field(&mut want, SCOPES, &content);
+            assert_eq!(out, want, "{was} bytes, then {now}");
+            let open = Open::field(&mut out, SCOPES, was);
+            out.extend_from_slice(&content);
+            open.close(&mut out, false);
+            assert_eq!(out, want, "a field not kept leaves nothing");
+        }
+    }
 }

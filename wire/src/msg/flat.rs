@@ -118,7 +118,7 @@ pub(super) enum Slot {
 }
 
 impl Slot {
-    /// The slot of field `f`, moved to start at `at` (where it was copied to).
+    /// The slot of field `f`, which starts at `at`.
     fn of(f: &Raw, at: usize) -> Slot {
         match f.wire_type {
             WIRE_LEN => {
@@ -130,10 +130,14 @@ impl Slot {
     }
 }
 
-/// Where each low-numbered field of a message occurs last, and which occur more than once.
+/// No occurrence, in an index.
+const NONE: u32 = u32::MAX;
+
+/// Where each low-numbered field of a message starts (its last occurrence), and which occur
+/// more than once. Small, so that building and moving it costs next to nothing.
 #[derive(Debug, Clone)]
 pub(super) struct Index {
-    slots: [Slot; INDEXED],
+    at: [u32; INDEXED],
     repeated: u16,
     /// The whole message split into fields (always, once checked).
     complete: bool,
@@ -142,7 +146,7 @@ pub(super) struct Index {
 impl Default for Index {
     fn default() -> Self {
         Index {
-            slots: [Slot::Absent; INDEXED],
+            at: [NONE; INDEXED],
             repeated: 0,
             complete: true,
         }
@@ -155,24 +159,30 @@ impl Index {
         let mut index = Index::default();
         let mut scan = Scan::new(raw);
         for f in scan.by_ref() {
-            index.note(f.num, Slot::of(&f, f.at));
+            index.note(f.num, f.at);
         }
         index.complete = !scan.broken;
         index
     }
 
-    fn note(&mut self, num: u64, slot: Slot) {
-        if let Some(s) = self.slots.get_mut(num as usize) {
-            if !matches!(s, Slot::Absent) {
+    fn note(&mut self, num: u64, at: usize) {
+        if let Some(s) = self.at.get_mut(num as usize) {
+            if *s != NONE {
                 self.repeated |= 1 << num;
             }
-            *s = slot;
+            *s = at as u32;
         }
     }
 
-    /// Field `num`'s last occurrence; `None` if `num` is not indexed.
-    pub fn get(&self, num: u32) -> Option<Slot> {
-        self.slots.get(num as usize).copied()
+    /// Field `num`'s last occurrence in `raw`, the message indexed; `None` if `num` is not
+    /// indexed.
+    pub fn get(&self, raw: &[u8], num: u32) -> Option<Slot> {
+        let at = *self.at.get(num as usize)?;
+        if at == NONE {
+            return Some(Slot::Absent);
+        }
+        let f = Scan::new(&raw[at as usize..]).next()?;
+        Some(Slot::of(&f, at as usize))
     }
 }
 
@@ -198,9 +208,9 @@ impl Msg {
                 Edit::Keep
             };
             match (edit, &mut out) {
-                (Edit::Keep, None) => index.note(fl.num, Slot::of(&fl, fl.at)),
+                (Edit::Keep, None) => index.note(fl.num, fl.at),
                 (Edit::Keep, Some(out)) => {
-                    index.note(fl.num, Slot::of(&fl, out.len()));
+                    index.note(fl.num, out.len());
                     out.extend_from_slice(&raw[fl.at..fl.end]);
                 }
                 (edit, out) => {
@@ -244,18 +254,16 @@ impl Msg {
         }
         let raw = &self.raw;
         let mut out = Vec::with_capacity(raw.len() + bytes.len() + 8);
-        match index.get(num) {
+        match index.get(raw, num) {
             Some(Slot::Absent) => out.extend_from_slice(raw),
             Some(Slot::Raw(at, _, end)) => {
-                let (cut, gone) = (at as usize..end as usize, end - at);
-                out.extend_from_slice(&raw[..cut.start]);
-                out.extend_from_slice(&raw[cut.end..]);
-                index.slots[num as usize] = Slot::Absent;
-                for s in &mut index.slots {
-                    if let Slot::Raw(a, b, c) = s
-                        && *a >= end
-                    {
-                        *s = Slot::Raw(*a - gone, *b - gone, *c - gone);
+                let gone = end - at;
+                out.extend_from_slice(&raw[..at as usize]);
+                out.extend_from_slice(&raw[end as usize..]);
+                index.at[num as usize] = NONE;
+                for a in &mut index.at {
+                    if *a != NONE && *a >= end {
+                        *a -= gone;
                     }
                 }
             }
@@ -276,11 +284,6 @@ impl Msg {
 
 /// Appends length-delimited field `num` holding `b` to `out`, noting it in `index`.
 fn appended(out: &mut Vec<u8>, num: u32, b: &[u8], index: &mut Index) {
-    let at = out.len();
+    index.note(u64::from(num), out.len());
     put_field(out, num, b);
-    let end = out.len() as u32;
-    index.note(
-        u64::from(num),
-        Slot::Raw(at as u32, end - b.len() as u32, end),
-    );
 }
