@@ -167,6 +167,29 @@ pub fn edit_wire(
     }
 }
 
+/// Rewrites `batch` in one walk, item after item (the walk the host's built-ins share):
+/// `r` edits each resource, then edits or drops each item under it, which is written out at
+/// once; resources and scopes left without items are removed. Answers [`Outcome::Replace`]
+/// with the result, [`Outcome::Drop`] when no item is left, or [`Outcome::Keep`] when the
+/// result is the batch as it came. Cheaper than [`edit_wire`] when every item is visited:
+/// nothing but the item at hand is held.
+///
+/// The batch is checked as for [`edit_wire`]; were it malformed, the answer is an error.
+pub fn rewrite_wire(
+    batch: Batch<'_>,
+    r: &mut impl wire::rewrite::Rewrite,
+) -> Result<Outcome, String> {
+    let req: wire::bytes::Bytes = batch.to_vec().into();
+    let out = wire::rewrite::rewrite(&req, r).ok_or("the batch does not split into fields")?;
+    Ok(if out.is_empty() {
+        Outcome::Drop
+    } else if out[..] == req[..] {
+        Outcome::Keep
+    } else {
+        Outcome::Replace(out)
+    })
+}
+
 /// One processor plugin. The host creates an instance, calls [`Processor::init`] once with
 /// the processor's config (as JSON), then [`Processor::process`] for each batch.
 pub trait Processor: Sized + 'static {

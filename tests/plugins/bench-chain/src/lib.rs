@@ -1,16 +1,15 @@
 //! The chain `bench/run.sh` measures natively (resource upsert, attribute delete, filter by
 //! span name, consistent 50% sampling), as one Rust Wasm processor: BENCHMARKS.md compares the
 //! two. Same decisions as the built-ins: the sampler keeps a span when its trace id's low 56
-//! bits are at least 2^55 and records `ot=th:8`. It edits the batch in its wire form, as the
-//! built-ins do.
+//! bits are at least 2^55 and records `ot=th:8`. It rewrites the batch in its wire form in one
+//! walk, item after item, as a run of built-ins does.
 
 use ferry_processor_sdk::wire::bytes::Bytes;
-use ferry_processor_sdk::wire::items::{
-    RESOURCE_ATTRS, each_item, each_resource, edit_attrs, kv, retain_items, span, string_any,
-};
-use ferry_processor_sdk::wire::msg::Edit;
+use ferry_processor_sdk::wire::items::{RESOURCE_ATTRS, edit_attrs, kv, span, string_any};
+use ferry_processor_sdk::wire::msg::{Edit, Msg};
+use ferry_processor_sdk::wire::rewrite::Rewrite;
 use ferry_processor_sdk::{
-    Batch, Encoding, Manifest, Outcome, ProcessMeta, Processor, Signal, edit_wire,
+    Batch, Encoding, Manifest, Outcome, ProcessMeta, Processor, Signal, rewrite_wire,
 };
 
 struct BenchChain {
@@ -47,40 +46,44 @@ impl Processor for BenchChain {
         if meta.signal != Signal::Traces {
             return Ok(Outcome::Keep);
         }
-        Ok(edit_wire(meta.signal, batch, |req| {
-            each_resource(meta.signal.into(), req, |resource, _| {
-                let mut found = false;
-                edit_attrs(resource, RESOURCE_ATTRS, |k, _| {
-                    if k.is(ENV) {
-                        found = true;
-                        Edit::Replace(self.env.clone())
-                    } else {
-                        Edit::Keep
-                    }
-                });
-                if !found {
-                    resource.push(RESOURCE_ATTRS, self.env.clone());
-                }
-            });
-            retain_items(req, |_, _, s| {
-                let v = s.view();
-                let name = v.raw(span::NAME);
-                name != b"bench-op-3"
-                    && name != b"bench-op-7"
-                    && randomness(v.raw(span::TRACE_ID)) >= HALF
-            });
-            each_item(req, |_, _, s| {
-                edit_attrs(s, span::ATTRS, |k, _| {
-                    if k.is("bench.attr.9") {
-                        Edit::Remove
-                    } else {
-                        Edit::Keep
-                    }
-                });
-                s.set_bytes(span::TRACE_STATE, Bytes::from_static(b"ot=th:8"));
-            });
-            true
-        }))
+        rewrite_wire(batch, self)
+    }
+}
+
+impl Rewrite for BenchChain {
+    fn resource(&mut self, resource: &mut Msg) {
+        let mut found = false;
+        edit_attrs(resource, RESOURCE_ATTRS, |k, _| {
+            if k.is(ENV) {
+                found = true;
+                Edit::Replace(self.env.clone())
+            } else {
+                Edit::Keep
+            }
+        });
+        if !found {
+            resource.push(RESOURCE_ATTRS, self.env.clone());
+        }
+    }
+
+    fn item(&mut self, _resource: &Msg, _scope: &Msg, s: &mut Msg) -> bool {
+        let v = s.view();
+        let name = v.raw(span::NAME);
+        if name == b"bench-op-3"
+            || name == b"bench-op-7"
+            || randomness(v.raw(span::TRACE_ID)) < HALF
+        {
+            return false;
+        }
+        edit_attrs(s, span::ATTRS, |k, _| {
+            if k.is("bench.attr.9") {
+                Edit::Remove
+            } else {
+                Edit::Keep
+            }
+        });
+        s.set_bytes(span::TRACE_STATE, Bytes::from_static(b"ot=th:8"));
+        true
     }
 }
 
