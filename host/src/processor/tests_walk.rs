@@ -61,6 +61,15 @@ max_events = 1
 
 const NAMES: [&str; 7] = ["env", "rename", "scrub", "drop", "half", "pii", "caps"];
 
+/// Between `n.start` and `n.end` (exclusive) values made by `f`.
+fn many<T>(
+    r: &mut StdRng,
+    n: std::ops::Range<usize>,
+    mut f: impl FnMut(&mut StdRng) -> T,
+) -> Vec<T> {
+    (0..r.random_range(n)).map(|_| f(r)).collect()
+}
+
 fn text(v: &str) -> Option<AnyValue> {
     Some(AnyValue {
         value: Some(any_value::Value::StringValue(v.into())),
@@ -76,13 +85,11 @@ fn attrs(r: &mut StdRng) -> Vec<KeyValue> {
         "4111 1111 1111 1111",
         "a long value, longer than twelve bytes",
     ];
-    (0..r.random_range(0..5))
-        .map(|_| KeyValue {
-            key: KEYS.choose(r).unwrap().to_string(),
-            value: text(VALUES.choose(r).unwrap()),
-            ..Default::default()
-        })
-        .collect()
+    many(r, 0..5, |r| KeyValue {
+        key: KEYS.choose(r).unwrap().to_string(),
+        value: text(VALUES.choose(r).unwrap()),
+        ..Default::default()
+    })
 }
 
 fn resource(r: &mut StdRng) -> Option<Resource> {
@@ -112,115 +119,90 @@ fn traces(r: &mut StdRng) -> ExportTraceServiceRequest {
     // Few span ids, so that parents are often in the request.
     let id = |r: &mut StdRng| vec![r.random_range(1..12u8); 8];
     ExportTraceServiceRequest {
-        resource_spans: (0..r.random_range(1..4))
-            .map(|_| ResourceSpans {
-                resource: resource(r),
-                scope_spans: (0..r.random_range(1..3))
-                    .map(|_| ScopeSpans {
-                        scope: scope(r),
-                        spans: (0..r.random_range(0..7))
-                            .map(|_| Span {
-                                trace_id: (0..16).map(|_| r.random()).collect(),
-                                span_id: id(r),
-                                parent_span_id: if r.random_bool(0.6) { id(r) } else { vec![] },
-                                trace_state: ["", "ot=th:c", "vendor=x"]
-                                    .choose(r)
-                                    .unwrap()
-                                    .to_string(),
-                                name: ["GET /health", "GET /a", "op"]
-                                    .choose(r)
-                                    .unwrap()
-                                    .to_string(),
-                                kind: span::SpanKind::Server as i32,
-                                attributes: attrs(r),
-                                events: (0..r.random_range(0..3))
-                                    .map(|_| span::Event {
-                                        name: ["noise", "exception"].choose(r).unwrap().to_string(),
-                                        attributes: attrs(r),
-                                        ..Default::default()
-                                    })
-                                    .collect(),
-                                status: r.random_bool(0.3).then(|| Status {
-                                    code: 2,
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            })
-                            .collect(),
+        resource_spans: many(r, 1..4, |r| ResourceSpans {
+            resource: resource(r),
+            scope_spans: many(r, 1..3, |r| ScopeSpans {
+                scope: scope(r),
+                spans: many(r, 0..7, |r| Span {
+                    trace_id: (0..16).map(|_| r.random()).collect(),
+                    span_id: id(r),
+                    parent_span_id: if r.random_bool(0.6) { id(r) } else { vec![] },
+                    trace_state: ["", "ot=th:c", "vendor=x"].choose(r).unwrap().to_string(),
+                    name: ["GET /health", "GET /a", "op"]
+                        .choose(r)
+                        .unwrap()
+                        .to_string(),
+                    kind: span::SpanKind::Server as i32,
+                    attributes: attrs(r),
+                    events: many(r, 0..3, |r| span::Event {
+                        name: ["noise", "exception"].choose(r).unwrap().to_string(),
+                        attributes: attrs(r),
                         ..Default::default()
-                    })
-                    .collect(),
+                    }),
+                    status: r.random_bool(0.3).then(|| Status {
+                        code: 2,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            })
-            .collect(),
+            }),
+            ..Default::default()
+        }),
     }
 }
 
 fn logs(r: &mut StdRng) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
-        resource_logs: (0..r.random_range(1..4))
-            .map(|_| ResourceLogs {
-                resource: resource(r),
-                scope_logs: (0..r.random_range(1..3))
-                    .map(|_| ScopeLogs {
-                        scope: scope(r),
-                        log_records: (0..r.random_range(0..6))
-                            .map(|_| LogRecord {
-                                // With a trace id, sampling is decided by it, not at random.
-                                trace_id: (0..16).map(|_| r.random()).collect(),
-                                severity_number: r.random_range(1..20),
-                                body: text(["mail someone@example.com", "ok"].choose(r).unwrap()),
-                                attributes: attrs(r),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        ..Default::default()
-                    })
-                    .collect(),
+        resource_logs: many(r, 1..4, |r| ResourceLogs {
+            resource: resource(r),
+            scope_logs: many(r, 1..3, |r| ScopeLogs {
+                scope: scope(r),
+                log_records: many(r, 0..6, |r| LogRecord {
+                    // With a trace id, sampling is decided by it, not at random.
+                    trace_id: (0..16).map(|_| r.random()).collect(),
+                    severity_number: r.random_range(1..20),
+                    body: text(["mail someone@example.com", "ok"].choose(r).unwrap()),
+                    attributes: attrs(r),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            })
-            .collect(),
+            }),
+            ..Default::default()
+        }),
     }
 }
 
 fn metrics(r: &mut StdRng) -> ExportMetricsServiceRequest {
     let points = |r: &mut StdRng| {
-        (0..r.random_range(0..4))
-            .map(|_| NumberDataPoint {
-                attributes: attrs(r),
-                ..Default::default()
-            })
-            .collect()
+        many(r, 0..4, |r| NumberDataPoint {
+            attributes: attrs(r),
+            ..Default::default()
+        })
     };
     ExportMetricsServiceRequest {
-        resource_metrics: (0..r.random_range(1..3))
-            .map(|_| ResourceMetrics {
-                resource: resource(r),
-                scope_metrics: (0..r.random_range(1..3))
-                    .map(|_| ScopeMetrics {
-                        scope: scope(r),
-                        metrics: (0..r.random_range(0..4))
-                            .map(|_| Metric {
-                                name: ["http.requests", "debug.x"].choose(r).unwrap().to_string(),
-                                data: Some(if r.random_bool(0.5) {
-                                    metric::Data::Gauge(Gauge {
-                                        data_points: points(r),
-                                    })
-                                } else {
-                                    metric::Data::Sum(Sum {
-                                        data_points: points(r),
-                                        ..Default::default()
-                                    })
-                                }),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        ..Default::default()
-                    })
-                    .collect(),
+        resource_metrics: many(r, 1..3, |r| ResourceMetrics {
+            resource: resource(r),
+            scope_metrics: many(r, 1..3, |r| ScopeMetrics {
+                scope: scope(r),
+                metrics: many(r, 0..4, |r| Metric {
+                    name: ["http.requests", "debug.x"].choose(r).unwrap().to_string(),
+                    data: Some(if r.random_bool(0.5) {
+                        metric::Data::Gauge(Gauge {
+                            data_points: points(r),
+                        })
+                    } else {
+                        metric::Data::Sum(Sum {
+                            data_points: points(r),
+                            ..Default::default()
+                        })
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            })
-            .collect(),
+            }),
+            ..Default::default()
+        }),
     }
 }
 
