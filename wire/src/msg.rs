@@ -3,9 +3,11 @@
 //!
 //! Decoding a request into structs costs an allocation per string and attribute, and
 //! encoding it again costs about as much: far more than what the processors themselves do
-//! (BENCHMARKS.md). A [`Msg`] keeps the bytes; a message is split into its fields only when
-//! a processor opens it, an edit replaces, removes or appends single fields, and encoding
-//! copies every message nobody changed as it came.
+//! (BENCHMARKS.md). A [`Msg`] keeps the bytes. Reads of a message nobody opened go through
+//! an index of its fields, and edits of it write its bytes anew once (`msg/flat.rs`); a message is
+//! split into its fields only when a processor opens the messages nested in it, edits then
+//! replace, remove or append single fields, and encoding copies every message nobody changed
+//! as it came.
 //!
 //! The host's built-ins read only requests that passed the schema check (`inspect` at the
 //! receiver, `schema::validate` for a batch from the queue), so their reads never meet
