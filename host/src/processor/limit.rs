@@ -139,16 +139,15 @@ impl Native for Limit {
         let mut modified = 0;
         match signal {
             Signal::Traces => {
-                let s = &mut *item;
-                let mut changed = self.attrs(s, span::ATTRS, Some(span::DROPPED_ATTRS));
-                changed |= cap(s, span::EVENTS, self.events, span::DROPPED_EVENTS);
-                changed |= cap(s, span::LINKS, self.links, span::DROPPED_LINKS);
+                let mut changed = self.attrs(item, span::ATTRS, Some(span::DROPPED_ATTRS));
+                changed |= cap(item, span::EVENTS, self.events, span::DROPPED_EVENTS);
+                changed |= cap(item, span::LINKS, self.links, span::DROPPED_LINKS);
                 for (list, attrs, dropped) in [
                     (span::EVENTS, span::EVENT_ATTRS, span::EVENT_DROPPED_ATTRS),
                     (span::LINKS, span::LINK_ATTRS, span::LINK_DROPPED_ATTRS),
                 ] {
-                    if s.view().count(list) > 0 {
-                        s.with_children(0, list, |_, e| {
+                    if item.view().count(list) > 0 {
+                        item.with_children(0, list, |_, e| {
                             changed |= self.attrs(e, attrs, Some(dropped));
                         });
                     }
@@ -156,19 +155,17 @@ impl Native for Limit {
                 modified += u64::from(changed);
             }
             Signal::Logs => {
-                let l = &mut *item;
-                let mut changed = self.attrs(l, log::ATTRS, Some(log::DROPPED_ATTRS));
+                let mut changed = self.attrs(item, log::ATTRS, Some(log::DROPPED_ATTRS));
                 if self.value != usize::MAX
-                    && let Some(t) = self.truncated(l.view().raw(log::BODY))
+                    && let Some(t) = self.truncated(item.view().raw(log::BODY))
                 {
-                    l.set_bytes(log::BODY, t);
+                    item.set_bytes(log::BODY, t);
                     changed = true;
                 }
                 modified += u64::from(changed);
             }
             Signal::Metrics => {
-                let m = &mut *item;
-                items::points(m, |_, p, num| {
+                items::points(item, |_, p, num| {
                     modified += u64::from(self.attrs(p, num, None));
                     true
                 });

@@ -251,29 +251,26 @@ impl Native for Redact {
         let mut modified = 0;
         match signal {
             Signal::Traces => {
-                let s = &mut *item;
                 let mut changed =
-                    on(ApplyTo::Spans) && self.attrs(s, span::ATTRS, signal, Done::default());
-                if on(ApplyTo::SpanEvents) && s.view().count(span::EVENTS) > 0 {
-                    s.with_children(0, span::EVENTS, |_, e| {
+                    on(ApplyTo::Spans) && self.attrs(item, span::ATTRS, signal, Done::default());
+                if on(ApplyTo::SpanEvents) && item.view().count(span::EVENTS) > 0 {
+                    item.with_children(0, span::EVENTS, |_, e| {
                         changed |= self.attrs(e, span::EVENT_ATTRS, signal, Done::default());
                     });
                 }
                 modified += u64::from(changed);
             }
             Signal::Logs => {
-                let l = &mut *item;
                 let mut body = Done::default();
                 if !self.patterns.is_empty()
-                    && let Some(masked) = self.value(l.view().raw(log::BODY), &mut body)
+                    && let Some(masked) = self.value(item.view().raw(log::BODY), &mut body)
                 {
-                    l.set_bytes(log::BODY, masked);
+                    item.set_bytes(log::BODY, masked);
                 }
-                modified += u64::from(self.attrs(l, log::ATTRS, signal, body));
+                modified += u64::from(self.attrs(item, log::ATTRS, signal, body));
             }
             Signal::Metrics => {
-                let m = &mut *item;
-                items::points(m, |_, p, num| {
+                items::points(item, |_, p, num| {
                     modified += u64::from(self.attrs(p, num, signal, Done::default()));
                     true
                 });
