@@ -35,6 +35,9 @@ pub enum EngineError {
          plugins: run it as a bundle (`ferry bundle --runtime`), or use a full ferry"
     )]
     NoCompiler,
+    /// The component's initial memory could not be set up for its instances.
+    #[error("cannot set up the plugin's initial memory: {0:#}")]
+    MemoryImage(wasmtime::Error),
 }
 
 /// Builds a [`PluginEngine`].
@@ -270,6 +273,7 @@ impl PluginEngine {
             Some(dir) => self.compile_cached(dir, &key, wasm)?,
             None => (self.compile_now(wasm)?, CodeOrigin::Compiled),
         };
+        build_images(&component)?;
         self.compiled
             .lock()
             .expect("compile cache")
@@ -314,12 +318,52 @@ impl PluginEngine {
     }
 }
 
+/// Builds a component's copy-on-write memory images now, where a failure can be retried,
+/// instead of inside its first instantiation. On Linux each image is a sealed memfd, and the
+/// kernel refuses the write seal with EBUSY while a page just written is still pinned (held
+/// in another CPU's LRU batch, say); a failed build is not kept, so the next attempt writes
+/// a fresh memfd.
+fn build_images(component: &Component) -> Result<(), EngineError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match component.initialize_copy_on_write_image() {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS && is_busy(&e) => {
+                tracing::debug!("memory image busy (attempt {attempt}), building it again: {e:#}");
+                std::thread::sleep(Duration::from_millis(5 << attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(EngineError::MemoryImage(e)),
+        }
+    }
+}
+
+/// Whether `e` is the kernel's transient EBUSY.
+fn is_busy(e: &wasmtime::Error) -> bool {
+    const EBUSY: i32 = 16;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(EBUSY))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The smallest valid component.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn only_the_kernels_ebusy_makes_a_memory_image_build_again() {
+        let busy = std::io::Error::from_raw_os_error(16);
+        let sealed = wasmtime::Error::new(busy).context("cannot add seals");
+        assert!(is_busy(&sealed));
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(!is_busy(&wasmtime::Error::new(full)));
+        assert!(!is_busy(&wasmtime::Error::msg("device or resource busy")));
+    }
 
     #[test]
     fn caches_compiled_code_and_survives_a_corrupt_entry() {
