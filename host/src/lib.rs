@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod processor;
 pub mod receiver;
+pub mod runtime;
 pub mod telemetry;
 pub mod units;
 

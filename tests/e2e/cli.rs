@@ -25,6 +25,8 @@ fn validate_reports_every_error_with_its_key_path() {
         [exporters.a]
         plugin = "debug"
         colour = "red"
+        [runtime]
+        worker_threads = 0
         "#,
     )
     .unwrap();
@@ -36,6 +38,10 @@ fn validate_reports_every_error_with_its_key_path() {
     );
     assert!(err.contains("pipeline.batch_max_items"), "{err}");
     assert!(err.contains("exporters.a.colour: unknown field"), "{err}");
+    assert!(
+        err.contains("runtime.worker_threads: 0 is out of range"),
+        "{err}"
+    );
 
     // Plugin-level problems are reported too, all at once.
     let plugins = dir.path().join("plugins.toml");
@@ -181,6 +187,47 @@ async fn example_plugin_from_a_directory_builds_lists_and_runs() {
     })
     .await;
     assert!(ferry.logs().contains("exporter=\"mini\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_runs_on_as_many_worker_threads_as_runtime_says() {
+    let daemon = Ferry::start(
+        "one-thread",
+        &format!(
+            r#"
+            {PREAMBLE}
+            [runtime]
+            worker_threads = 1
+            [exporters.d]
+            plugin = "debug"
+            "#
+        ),
+    );
+    assert_eq!(daemon.metric("ferry_runtime_worker_threads", &[]).await, 1);
+    let (status, _, _) = post_traces(&daemon, traces_request(3, "t", 0)).await;
+    assert_eq!(status, 200);
+    eventually("the batch is exported", async || {
+        daemon
+            .metric("ferry_exporter_sent_items_total", &["exporter=\"d\""])
+            .await
+            == 3
+    })
+    .await;
+
+    // A bad value stops the daemon before it starts anything, with the key named.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[runtime]\nworker_threads = 0\n[exporters.x]\nplugin = \"debug\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = ferry(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("runtime.worker_threads: 0 is out of range"),
+        "{err}"
+    );
 }
 
 #[test]

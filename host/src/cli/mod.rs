@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bundle::Running;
 use crate::plugin::PluginEngine;
+use crate::runtime::RuntimeConfig;
 
 /// The command line.
 #[derive(Parser)]
@@ -166,11 +167,27 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command, &running)) {
+    let outcome = match cli.command {
+        // `ferry run` reads its config first: `[runtime]` says how many threads to start.
+        Command::Run { config: path } => {
+            let config = match run::load(path.as_deref(), &running) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match start(&config.runtime) {
+                Ok(runtime) => runtime.block_on(run::run(config, path, &running)),
+                Err(code) => return code,
+            }
+        }
+        command => match start(&RuntimeConfig::default()) {
+            Ok(runtime) => runtime.block_on(dispatch(command, &running)),
+            Err(code) => return code,
+        },
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -196,9 +213,18 @@ fn engine(running: &Running, cache_dir: Option<PathBuf>) -> anyhow::Result<Plugi
         .build()?)
 }
 
+/// The async runtime `config` describes, or the exit code when it cannot start.
+fn start(config: &RuntimeConfig) -> Result<tokio::runtime::Runtime, ExitCode> {
+    config.build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs every command but `ferry run`.
 async fn dispatch(command: Command, running: &Running) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => run::run(config, running).await,
+        Command::Run { .. } => unreachable!("`ferry run` starts its runtime from its config"),
         Command::Validate { file } => validate::validate(&file, running).await,
         Command::Plugins { dir } => plugins::list(dir, running).await,
         Command::Plugin { action } => plugin::plugin(action, running).await,

@@ -1,9 +1,10 @@
 //! The daemon's TOML configuration: parsing, `${ENV}` substitution and validation.
 //!
 //! Each component owns its config type and its checks (receivers in `receiver/`, the queue
-//! in `pipeline/`, the plugin limits in `plugin/`, the admin endpoint in `admin/`); this
-//! module assembles them. Each section is deserialised on its own so that one run reports
-//! every error in the file, each with its key path, instead of stopping at the first.
+//! in `pipeline/`, the plugin limits in `plugin/`, the admin endpoint in `admin/`, the
+//! threads in `runtime.rs`); this module assembles them. Each section is deserialised on its
+//! own so that one run reports every error in the file, each with its key path, instead of
+//! stopping at the first.
 
 mod env;
 mod exporter;
@@ -21,6 +22,7 @@ pub use crate::plugin::policy::SecretSource;
 pub use crate::plugin::settings::{HttpLimits, PluginLog, Plugins};
 pub use crate::processor::{ProcessorConfig, Processors};
 pub use crate::receiver::Receivers;
+pub use crate::runtime::RuntimeConfig;
 pub use crate::units::{at_path, parse_bytes, parse_duration};
 pub use env::substitute_env;
 pub use exporter::{DEFAULT_CONCURRENCY, ExporterConfig, MAX_CONCURRENCY};
@@ -56,6 +58,8 @@ pub struct Config {
     pub exporters: BTreeMap<String, ExporterConfig>,
     /// `[processors.NAME]`, by name.
     pub processors: Processors,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
 }
 
 /// Everything wrong with a configuration, one line per problem.
@@ -71,6 +75,7 @@ const TOP_LEVEL: &[&str] = &[
     "admin",
     "exporters",
     "processors",
+    "runtime",
 ];
 
 fn section<T: DeserializeOwned + Default>(
@@ -128,6 +133,7 @@ impl Config {
         let pipeline: PipelineConfig = section(&root, "pipeline", &mut errors);
         let queue: QueueConfig = section(&root, "queue", &mut errors);
         let admin: AdminConfig = section(&root, "admin", &mut errors);
+        let runtime: RuntimeConfig = section(&root, "runtime", &mut errors);
         let mut processors = Processors::new();
         match root.get("processors") {
             None => {}
@@ -169,6 +175,7 @@ impl Config {
             admin,
             exporters,
             processors,
+            runtime,
         };
         config.check(carried, &mut errors);
         if errors.is_empty() {
@@ -183,6 +190,7 @@ impl Config {
         self.pipeline.check(&self.queue, errors);
         self.plugins.check(errors);
         self.admin.check(errors);
+        self.runtime.check(errors);
         let budget = self.queue.budget(&self.pipeline);
         self.receivers.check(budget, carried, errors);
         crate::processor::check(&self.processors, errors);
@@ -205,7 +213,8 @@ impl Config {
     }
 
     /// What identifies the sections a reload cannot change (`[receivers]`, `[pipeline]`
-    /// but its `processors`, `[queue]`, `[admin]`): equal when, and only when, their data is.
+    /// but its `processors`, `[queue]`, `[admin]`, `[runtime]`): equal when, and only when,
+    /// their data is.
     pub fn fixed_sections(&self) -> serde_json::Value {
         let pipeline = crate::pipeline::config::PipelineConfig {
             processors: Vec::new(),
@@ -216,6 +225,7 @@ impl Config {
             "pipeline": pipeline,
             "queue": self.queue,
             "admin": self.admin,
+            "runtime": self.runtime,
         })
     }
 }

@@ -62,6 +62,13 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         receivers: carried,
     } = carried;
     let telemetry = Telemetry::new();
+    telemetry
+        .gauge(
+            "ferry_runtime_worker_threads",
+            "Threads the daemon receives, processes and exports on (`[runtime] worker_threads`).",
+            &[],
+        )
+        .set(tokio::runtime::Handle::current().metrics().num_workers() as i64);
     let engine = Arc::new(
         PluginEngine::builder()
             .cache_dir(config.plugins.effective_cache_dir())

@@ -85,8 +85,9 @@ impl Reloader {
         };
         if config.fixed_sections() != self.current.fixed_sections() {
             tracing::warn!(
-                "reload: changes to [receivers], [pipeline] (but its processors), [queue] and \
-                 [admin] take effect on restart; applying the exporter and processor changes only"
+                "reload: changes to [receivers], [pipeline] (but its processors), [queue], \
+                 [admin] and [runtime] take effect on restart; applying the exporter and \
+                 processor changes only"
             );
         }
         let plan = match set.prepare(&config).await {
