@@ -6,6 +6,7 @@
 #   RATE=80000 bench/run.sh grpc_otlp_http   # both daemons at the same offered load
 #   FERRY=$PWD/my-bundle DAEMONS=ferry bench/run.sh grpc_otlp_http   # another ferry (a bundle)
 #   DAEMONS=ferry bench/run.sh grpc_chain grpc_chain_wasm   # processors (Ferry only)
+#   WORKER_THREADS=1 RATE=80000 DAEMONS=ferry bench/run.sh grpc_chain   # Ferry on one thread
 #
 # Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
 # OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
@@ -25,6 +26,7 @@ ITEMS=${ITEMS:-100}
 ATTRS=${ATTRS:-10}
 ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
 RATE=${RATE:-}   # items/s offered in all; empty = as fast as the daemon acknowledges
+WORKER_THREADS=${WORKER_THREADS:-}   # Ferry's [runtime] worker_threads; empty = one per core
 SCENARIOS=${*:-grpc_blackhole grpc_otlp_http http_otlp_http grpc_fanout}
 TICKS=$(getconf CLK_TCK)
 
@@ -82,6 +84,7 @@ start_daemon() {
       echo "http = \"127.0.0.1:$HTTP\""
       echo "[admin]"
       echo "listen = \"127.0.0.1:$ADMIN\""
+      if [ -n "$WORKER_THREADS" ]; then printf '[runtime]\nworker_threads = %s\n' "$WORKER_THREADS"; fi
       case $scenario in
         grpc_blackhole)
           printf '[exporters.a]\nplugin = "blackhole"\n' ;;

@@ -127,9 +127,14 @@ enum Text {
 
 impl Text {
     fn matches(&self, s: &str) -> bool {
+        self.matches_raw(s.as_bytes())
+    }
+
+    /// As `matches`, on a string field's bytes: an exact match needs no UTF-8 check.
+    fn matches_raw(&self, s: &[u8]) -> bool {
         match self {
-            Text::Exact(t) => t == s,
-            Text::Regex(r) => r.is_match(s),
+            Text::Exact(t) => t.as_bytes() == s,
+            Text::Regex(r) => std::str::from_utf8(s).is_ok_and(|s| r.is_match(s)),
         }
     }
 }
@@ -449,9 +454,11 @@ impl Condition {
     fn holds(&self, v: &ItemView<'_>) -> bool {
         match (self, &v.item) {
             (Condition::Service(t), _) => t.matches(items::service(v.resource)),
-            (Condition::Name(t), Item::Span(s)) => t.matches(s.view().str(span::NAME)),
-            (Condition::Name(t), Item::SpanEvent(e)) => t.matches(e.view().str(span::EVENT_NAME)),
-            (Condition::Name(t), Item::Metric(m)) => t.matches(m.view().str(METRIC_NAME)),
+            (Condition::Name(t), Item::Span(s)) => t.matches_raw(s.view().raw(span::NAME)),
+            (Condition::Name(t), Item::SpanEvent(e)) => {
+                t.matches_raw(e.view().raw(span::EVENT_NAME))
+            }
+            (Condition::Name(t), Item::Metric(m)) => t.matches_raw(m.view().raw(METRIC_NAME)),
             (Condition::Name(t), Item::DataPoint(name, _, _)) => t.matches(name),
             (Condition::SpanKind(k), Item::Span(s)) => s.view().uint(span::KIND) as i32 == *k,
             (Condition::Status(c), Item::Span(s)) => {

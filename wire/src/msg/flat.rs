@@ -199,6 +199,9 @@ impl Msg {
     ) -> bool {
         let raw = &self.raw;
         let mut out: Option<Vec<u8>> = None;
+        // Kept fields are copied in runs, when an edit (or the end) closes one: `raw` up to
+        // `copied` is in `out` already.
+        let mut copied = 0;
         let mut index = Index::default();
         let mut scan = Scan::new(raw);
         for fl in scan.by_ref() {
@@ -209,17 +212,13 @@ impl Msg {
             };
             match (edit, &mut out) {
                 (Edit::Keep, None) => index.note(fl.num, fl.at),
-                (Edit::Keep, Some(out)) => {
-                    index.note(fl.num, out.len());
-                    out.extend_from_slice(&raw[fl.at..fl.end]);
-                }
+                (Edit::Keep, Some(out)) => index.note(fl.num, out.len() + fl.at - copied),
                 (edit, out) => {
                     let out = out.get_or_insert_with(|| {
-                        let room = raw.len() + push.map_or(0, <[u8]>::len) + 8;
-                        let mut v = Vec::with_capacity(room);
-                        v.extend_from_slice(&raw[..fl.at]);
-                        v
+                        Vec::with_capacity(raw.len() + push.map_or(0, <[u8]>::len) + 8)
                     });
+                    out.extend_from_slice(&raw[copied..fl.at]);
+                    copied = fl.end;
                     if let Edit::Replace(b) = edit {
                         appended(out, num, &b, &mut index);
                     }
@@ -230,11 +229,9 @@ impl Msg {
         if scan.broken || (out.is_none() && push.is_none()) {
             return false;
         }
-        let mut out = out.unwrap_or_else(|| {
-            let mut v = Vec::with_capacity(raw.len() + push.map_or(0, <[u8]>::len) + 8);
-            v.extend_from_slice(raw);
-            v
-        });
+        let mut out =
+            out.unwrap_or_else(|| Vec::with_capacity(raw.len() + push.map_or(0, <[u8]>::len) + 8));
+        out.extend_from_slice(&raw[copied..]);
         if let Some(push) = push {
             appended(&mut out, num, push, &mut index);
         }
