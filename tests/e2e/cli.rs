@@ -215,32 +215,26 @@ async fn the_daemon_runs_on_as_many_worker_threads_as_runtime_says() {
     .await;
 
     // A bad value stops the daemon before it starts anything, with the key named.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[runtime]\nworker_threads = 0\n[exporters.x]\nplugin = \"debug\"\n",
-    )
-    .unwrap();
-    let (ok, _, err) = ferry(&["run", "--config", cfg.to_str().unwrap()]);
-    assert!(!ok);
+    let err = refused_run("[runtime]\nworker_threads = 0\n[exporters.x]\nplugin = \"debug\"\n");
     assert!(
         err.contains("runtime.worker_threads: 0 is out of range"),
         "{err}"
     );
 }
 
-#[test]
-fn unknown_plugin_fails_startup_with_a_clear_error() {
+/// What `ferry run` says on stderr when it refuses to start on `config`.
+fn refused_run(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[exporters.x]\nplugin = \"ghost\"\n[admin]\nlisten = \"\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let (ok, _, err) = ferry(&["run", "--config", cfg.to_str().unwrap()]);
-    assert!(!ok);
+    assert!(!ok, "ferry run started on {config}");
+    err
+}
+
+#[test]
+fn unknown_plugin_fails_startup_with_a_clear_error() {
+    let err = refused_run("[exporters.x]\nplugin = \"ghost\"\n[admin]\nlisten = \"\"\n");
     assert!(err.contains("plugin \"ghost\" not found"), "{err}");
 }
 
