@@ -221,10 +221,12 @@ fn start(config: &RuntimeConfig) -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-/// Runs every command but `ferry run`.
+/// Runs `command` (`main` starts `ferry run` itself, on the runtime its config describes).
 async fn dispatch(command: Command, running: &Running) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { .. } => unreachable!("`ferry run` starts its runtime from its config"),
+        Command::Run { config } => {
+            run::run(run::load(config.as_deref(), running)?, config, running).await
+        }
         Command::Validate { file } => validate::validate(&file, running).await,
         Command::Plugins { dir } => plugins::list(dir, running).await,
         Command::Plugin { action } => plugin::plugin(action, running).await,

@@ -114,6 +114,7 @@ impl PluginEngineBuilder {
             // version and settings (a bundle checks its checksum and engine key first).
             let component = unsafe { Component::deserialize(&engine, &code) }
                 .map_err(|e| fail(format!("{e:#}")))?;
+            build_images(&component)?;
             compiled.insert(plugin.digest, component);
         }
         Ok(PluginEngine {
