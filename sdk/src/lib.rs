@@ -33,6 +33,7 @@
 
 pub mod http;
 pub mod log;
+pub mod net;
 pub mod otlp;
 
 /// Raw bindings generated from `wit/plugin.wit`.

@@ -24,6 +24,7 @@ mod processors_wasm;
 mod reliability;
 mod sandbox;
 mod sandbox_limits;
+mod sandbox_sockets;
 mod sdks;
 mod servers;
 mod zipkin;

@@ -15,6 +15,7 @@ use wasmtime_wasi_http::{
 use super::policy::{AllowedHosts, SecretHeaders};
 use super::resources::{self, BODY_BUFFER_CHUNKS, BODY_CHUNK, FIELDS_LIMIT, HostLimits, HostUsage};
 use super::sender::HostSender;
+use super::sockets::SocketGuard;
 use super::stderr::StderrRing;
 use super::text::{LogGate, escape, escape_tail};
 use crate::telemetry::Counter;
@@ -132,6 +133,7 @@ pub struct PluginCtx {
     refusal: ResourceTable,
     http: WasiHttpCtx,
     egress: Egress,
+    sockets: Arc<SocketGuard>,
     /// Memory cap, and how much the instance has used.
     pub limits: MemoryLimiter,
     host: HostGuard,
@@ -149,16 +151,24 @@ struct HostGuard {
 }
 
 impl PluginCtx {
-    /// A sandboxed context: no environment, no args, no sockets, stdout discarded, and no
-    /// files except `granted_dir` (as `/data`) when the config grants one.
+    /// A sandboxed context: no environment, no args, stdout discarded, no sockets but those
+    /// `allowed_hosts` grants (checked by [`SocketGuard`]), and no files except
+    /// `granted_dir` (as `/data`) when the config grants one.
     pub fn new(egress: Egress, limits: &InstanceLimits) -> wasmtime::Result<Self> {
         let stderr = StderrRing::default();
+        let sockets = SocketGuard::new(egress.clone());
+        let check = sockets.clone();
         let mut builder = WasiCtx::builder();
+        // Every socket operation is open to the plugin so that each use of an address
+        // reaches the guard, which refuses and counts what the grants do not cover.
         builder
             .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true)
+            .socket_addr_check(move |addr, what| {
+                Box::pin(std::future::ready(check.permits(addr, what)))
+            });
         if let Some(dir) = &limits.granted_dir {
             builder.preopened_dir(dir, GRANTED_DIR, FsPerms::ReadWrite)?;
         }
@@ -175,6 +185,7 @@ impl PluginCtx {
             refusal,
             http,
             egress,
+            sockets,
             limits: MemoryLimiter::new(limits.memory),
             host: HostGuard {
                 limits: limits.host,
@@ -183,6 +194,11 @@ impl PluginCtx {
             },
             stderr,
         })
+    }
+
+    /// The instance's socket guard.
+    pub(super) fn sockets_guard(&self) -> Arc<SocketGuard> {
+        self.sockets.clone()
     }
 
     /// Starts a call: stderr and the host-memory peak start afresh.

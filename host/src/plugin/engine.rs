@@ -61,7 +61,8 @@ impl PluginEngineBuilder {
         self
     }
 
-    /// Builds the engine, its linker (WASI p2 with nothing granted, wasi:http through the
+    /// Builds the engine, its linker (WASI p2 with nothing granted but the
+    /// sockets `allowed_hosts` grants, wasi:http through the
     /// host's hooks, and the `ferry:plugin/host` import) and starts the epoch ticker.
     pub fn build(self) -> Result<PluginEngine, EngineError> {
         let mut config = Config::new();
@@ -81,6 +82,7 @@ impl PluginEngineBuilder {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Setup)?;
+        super::sockets::add_to_linker(&mut linker).map_err(EngineError::Setup)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(EngineError::Setup)?;
         // Every supported contract version; a plugin links against the one it was built for.

@@ -22,6 +22,7 @@ pub mod resources;
 pub mod role;
 pub mod sender;
 pub mod settings;
+pub mod sockets;
 pub mod stderr;
 pub mod text;
 

@@ -1,9 +1,11 @@
 //! Egress policy: which destinations an exporter's plugin may reach.
 //!
 //! Parsed here from the exporter's config, enforced by the host's HTTP hooks
-//! (see [`super::ctx`]).
+//! (see [`super::ctx`]) and its socket checks (see [`super::sockets`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use http::Uri;
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,8 @@ pub struct SecretSource {
 }
 
 /// A destination pattern: `scheme://host:port`, with `*` as the port and a leading `*.` for
-/// any subdomain. A pattern without a port means the scheme's default port.
+/// any subdomain. `http` and `https` grant HTTP requests, and a pattern of theirs without a
+/// port means the scheme's default port; `tcp` and `udp` grant sockets, and need a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     scheme: String,
@@ -48,8 +51,8 @@ impl HostPattern {
             .split_once("://")
             .ok_or_else(|| format!("{s:?}: expected scheme://host[:port]"))?;
         let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err(format!("{s:?}: scheme must be http or https"));
+        if !["http", "https", "tcp", "udp"].contains(&scheme.as_str()) {
+            return Err(format!("{s:?}: scheme must be http, https, tcp or udp"));
         }
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') {
@@ -66,6 +69,11 @@ impl HostPattern {
                     )
                 };
                 (h, port)
+            }
+            _ if Transport::of(&scheme).is_some() => {
+                return Err(format!(
+                    "{s:?}: a {scheme}:// pattern needs a port (a number or `*`)"
+                ));
             }
             _ => (rest, Some(default_port(&scheme))),
         };
@@ -97,14 +105,61 @@ impl HostPattern {
             return false;
         }
         let port = uri.port_u16().unwrap_or(default_port(&self.scheme));
-        if self.port.is_some_and(|p| p != port) {
-            return false;
-        }
-        let host = host.to_ascii_lowercase();
+        self.port_matches(port) && self.host_matches(host)
+    }
+
+    fn port_matches(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+    }
+
+    /// Whether `host` (a name, or an IP literal as a URI writes it) falls under the pattern.
+    fn host_matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
         match &self.host {
             HostMatch::Exact(h) => *h == host,
             HostMatch::Suffix(s) => host.len() > s.len() + 1 && host.ends_with(&format!(".{s}")),
         }
+    }
+
+    /// The address the pattern names, if its host is an IP literal.
+    fn ip(&self) -> Option<IpAddr> {
+        match &self.host {
+            HostMatch::Exact(h) => h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| ip.to_canonical()),
+            HostMatch::Suffix(_) => None,
+        }
+    }
+}
+
+/// A socket's protocol, as `allowed_hosts` grants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `tcp://host:port`: outbound connections.
+    Tcp,
+    /// `udp://host:port`: datagrams to and from.
+    Udp,
+}
+
+impl Transport {
+    fn of(scheme: &str) -> Option<Transport> {
+        match scheme {
+            "tcp" => Some(Transport::Tcp),
+            "udp" => Some(Transport::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        })
     }
 }
 
@@ -113,7 +168,9 @@ impl HostPattern {
 pub struct AllowedHosts(Vec<HostPattern>);
 
 impl AllowedHosts {
-    /// From explicit patterns, or by default from every `*endpoint` URL in the plugin config.
+    /// From explicit patterns, or by default from every `*endpoint` URL in the plugin config
+    /// (and every URL in a `*endpoints` list): `http(s)://` grants requests to its host and
+    /// port, `tcp://` and `nats://` (port 4222 if none) a TCP connection.
     pub fn from_config(
         explicit: Option<&[String]>,
         plugin_config: &toml::Table,
@@ -127,14 +184,19 @@ impl AllowedHosts {
         }
         let mut patterns = Vec::new();
         for (key, value) in plugin_config {
-            if let (true, Some(url)) = (key.ends_with("endpoint"), value.as_str()) {
-                let uri: Uri = url
-                    .parse()
-                    .map_err(|e| format!("config.{key}: invalid URL {url:?}: {e}"))?;
-                let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-                    return Err(format!("config.{key}: {url:?} is not an absolute URL"));
-                };
-                patterns.push(HostPattern::parse(&format!("{scheme}://{authority}"))?);
+            let urls: Vec<(String, &str)> = match value {
+                toml::Value::String(url) if key.ends_with("endpoint") => {
+                    vec![(key.clone(), url.as_str())]
+                }
+                toml::Value::Array(list) if key.ends_with("endpoints") => list
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| Some((format!("{key}[{i}]"), v.as_str()?)))
+                    .collect(),
+                _ => continue,
+            };
+            for (key, url) in urls {
+                patterns.push(endpoint_pattern(url).map_err(|e| format!("config.{key}: {e}"))?);
             }
         }
         Ok(AllowedHosts(patterns))
@@ -143,6 +205,62 @@ impl AllowedHosts {
     /// Whether any pattern admits `uri`.
     pub fn permits(&self, uri: &Uri) -> bool {
         self.0.iter().any(|p| p.matches(uri))
+    }
+
+    /// Whether any pattern grants sockets of `transport`.
+    pub fn grants(&self, transport: Transport) -> bool {
+        self.sockets(transport).next().is_some()
+    }
+
+    /// Whether a plugin may look up `name`: a `tcp://` or `udp://` pattern names it (an IP
+    /// literal needs no lookup, and is always answered).
+    pub fn permits_lookup(&self, name: &str) -> bool {
+        name.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok()
+            || [Transport::Tcp, Transport::Udp]
+                .into_iter()
+                .any(|t| self.sockets(t).any(|p| p.host_matches(name)))
+    }
+
+    /// Whether a socket of `transport` may reach `addr`, an IP literal of a pattern or an
+    /// address one of `names` (names the plugin looked up and got `addr` for) resolved to.
+    pub fn permits_socket(
+        &self,
+        transport: Transport,
+        addr: SocketAddr,
+        names: &[Arc<str>],
+    ) -> bool {
+        let ip = addr.ip().to_canonical();
+        self.sockets(transport).any(|p| {
+            p.port_matches(addr.port())
+                && (p.ip() == Some(ip) || names.iter().any(|n| p.host_matches(n)))
+        })
+    }
+
+    fn sockets(&self, transport: Transport) -> impl Iterator<Item = &HostPattern> {
+        self.0
+            .iter()
+            .filter(move |p| Transport::of(&p.scheme) == Some(transport))
+    }
+}
+
+/// The pattern an endpoint URL in a plugin's config grants.
+fn endpoint_pattern(url: &str) -> Result<HostPattern, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!("{url:?} is not an absolute URL"));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "nats" => HostPattern::parse(&format!(
+            "tcp://{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(4222)
+        )),
+        _ => HostPattern::parse(&format!("{scheme}://{authority}")),
     }
 }
 
@@ -228,6 +346,59 @@ mod tests {
             err.contains("FERRY_SURELY_UNSET_VARIABLE is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sockets_are_granted_by_tcp_and_udp_patterns_only() {
+        let a = AllowedHosts::from_config(
+            Some(&[
+                "tcp://127.0.0.1:4222".into(),
+                "tcp://nats.example.com:*".into(),
+                "udp://[::1]:8125".into(),
+                "http://127.0.0.1:80".into(),
+            ]),
+            &toml::Table::new(),
+        )
+        .unwrap();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let tcp = Transport::Tcp;
+        assert!(a.permits_socket(tcp, addr("127.0.0.1:4222"), &[]));
+        assert!(a.permits_socket(tcp, addr("[::ffff:127.0.0.1]:4222"), &[]));
+        assert!(!a.permits_socket(tcp, addr("127.0.0.1:4223"), &[]));
+        assert!(
+            !a.permits_socket(tcp, addr("127.0.0.1:80"), &[]),
+            "an http grant"
+        );
+        assert!(!a.permits_socket(tcp, addr("10.1.2.3:9"), &[]));
+        let names = ["NATS.example.com.".into()];
+        assert!(a.permits_socket(tcp, addr("10.1.2.3:9"), &names));
+        assert!(!a.permits_socket(Transport::Udp, addr("10.1.2.3:9"), &names));
+        assert!(a.permits_socket(Transport::Udp, addr("[::1]:8125"), &[]));
+        assert!(a.permits_lookup("nats.example.com"));
+        assert!(a.permits_lookup("10.9.9.9"), "a literal needs no lookup");
+        assert!(!a.permits_lookup("example.com"));
+        assert!(!a.permits_lookup("evil.nats.example.com"));
+        assert!(a.grants(Transport::Udp) && a.grants(tcp));
+        assert!(!AllowedHosts::default().grants(tcp));
+        let e = HostPattern::parse("tcp://127.0.0.1").unwrap_err();
+        assert!(e.contains("needs a port"), "{e}");
+        assert!(HostPattern::parse("unix://x:1").is_err());
+    }
+
+    #[test]
+    fn nats_and_tcp_endpoints_grant_a_connection() {
+        let cfg: toml::Table = toml::from_str(
+            "endpoints = [\"nats://10.0.0.1\", \"tcp://10.0.0.2:4333\"]\nother = \"nats://10.0.0.3:1\"",
+        )
+        .unwrap();
+        let a = AllowedHosts::from_config(None, &cfg).unwrap();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(a.permits_socket(Transport::Tcp, addr("10.0.0.1:4222"), &[]));
+        assert!(a.permits_socket(Transport::Tcp, addr("10.0.0.2:4333"), &[]));
+        assert!(!a.permits_socket(Transport::Tcp, addr("10.0.0.3:1"), &[]));
+        let bad: toml::Table = toml::from_str("endpoints = [\"nats://\"]").unwrap();
+        let e = AllowedHosts::from_config(None, &bad).unwrap_err();
+        assert!(e.starts_with("config.endpoints[0]: "), "{e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | `egress` | sends a request to `url`, which it was not granted |
 //! | `redirect` | posts to `url` and follows the redirect it gets |
 //! | `file` / `env` / `socket` | tries to read a file, the environment, or open a socket |
+//! | `listen` / `udp` / `lookup` | tries to listen on `url`, send a datagram to `url`, or look up `url`'s host |
+//! | `tcp` | connects to `url` (`host:port`) and writes a line saying how many items it got |
 //! | `retry` | answers `retryable` forever |
 //! | `slow` | sleeps `sleep_ms` per call |
 //! | `spy` | logs its config and the headers it sends to `url` |
@@ -158,7 +160,7 @@ impl Exporter for Hostile {
         })
     }
 
-    fn export(&mut self, _meta: BatchMeta, _batch: Batch<'_>) -> Result<(), ExportError> {
+    fn export(&mut self, meta: BatchMeta, _batch: Batch<'_>) -> Result<(), ExportError> {
         self.calls += 1;
         let due = self.calls.is_multiple_of(self.config.every.max(1));
         match self.config.mode.as_str() {
@@ -233,6 +235,50 @@ impl Exporter for Hostile {
                     self.config.url
                 ))),
             },
+            "listen" => match std::net::TcpListener::bind(self.config.url.as_str()) {
+                Err(e) => refused(
+                    "listen",
+                    format!("listening on {} failed: {e}", self.config.url),
+                ),
+                Ok(l) => Err(ExportError::Permanent(format!(
+                    "listening on {:?}",
+                    l.local_addr()
+                ))),
+            },
+            "udp" => {
+                let sent = std::net::UdpSocket::bind("0.0.0.0:0")
+                    .and_then(|s| s.send_to(b"hostile", self.config.url.as_str()));
+                match sent {
+                    Err(e) => refused(
+                        "udp",
+                        format!("datagram to {} failed: {e}", self.config.url),
+                    ),
+                    Ok(_) => Err(ExportError::Permanent(format!(
+                        "sent a datagram to {}",
+                        self.config.url
+                    ))),
+                }
+            }
+            "lookup" => {
+                use std::net::ToSocketAddrs;
+                match self.config.url.to_socket_addrs() {
+                    Err(e) => refused(
+                        "lookup",
+                        format!("looking up {} failed: {e}", self.config.url),
+                    ),
+                    Ok(found) => Err(ExportError::Permanent(format!(
+                        "looked up {}: {:?}",
+                        self.config.url,
+                        found.collect::<Vec<_>>()
+                    ))),
+                }
+            }
+            "tcp" => {
+                let line = format!("hostile tcp: {} items\n", meta.items);
+                ferry_sdk::net::TcpStream::connect(&self.config.url, Duration::from_secs(2))
+                    .and_then(|mut s| s.write_all(line.as_bytes()))
+                    .map_err(|e| ExportError::Retryable(format!("tcp to {}: {e}", self.config.url)))
+            }
             "retry" => Err(ExportError::Retryable(
                 "hostile: try again (forever)".into(),
             )),
