@@ -152,7 +152,7 @@ impl PluginExporter {
             sender,
             denied: telemetry.counter(
                 role.egress_denied,
-                "Plugin HTTP requests refused by its allowed_hosts.",
+                "Plugin HTTP requests, connections, datagrams and name lookups refused by its allowed_hosts.",
                 &labels,
             ),
             log: Arc::new(LogGate::new(name.into(), log, log_dropped)),
