@@ -98,8 +98,25 @@ impl TcpStream {
         Read::read(&mut self.0, buf).map_err(|e| NetError::from_io("read", e))
     }
 
-    /// The standard library's stream, for `BufReader` and the like.
+    /// The standard library's stream.
     pub fn std(&mut self) -> &mut std::net::TcpStream {
         &mut self.0
+    }
+}
+
+/// For `BufReader` and the like; a timeout is an error of kind `TimedOut` or `WouldBlock`.
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }

@@ -2,6 +2,7 @@
 
 mod harness;
 mod load;
+mod nats;
 
 mod backend;
 mod bundle;
@@ -25,6 +26,7 @@ mod reliability;
 mod sandbox;
 mod sandbox_limits;
 mod sandbox_sockets;
+mod scale_out;
 mod sdks;
 mod servers;
 mod zipkin;
