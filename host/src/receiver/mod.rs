@@ -11,6 +11,8 @@ pub mod http;
 pub mod ingest;
 #[cfg(feature = "jaeger")]
 pub mod jaeger;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "opencensus")]
 pub mod opencensus;
 pub mod otlp;
@@ -68,6 +70,11 @@ pub const KINDS: &[Kind] = &[
             opencensus::OpenCensusReceiverConfig,
             opencensus::decoders
         ),
+    },
+    Kind {
+        name: "nats",
+        feature: Some("nats"),
+        built: optional!("nats", nats::NatsReceiverConfig, nats::decoders),
     },
 ];
 

@@ -1,0 +1,233 @@
+//! NATS JetStream receiver: the gateways' end of the bus the `nats` exporter publishes to.
+//!
+//! It consumes the stream through durable pull consumers and hands each message (one OTLP
+//! export request; the signal is the subject's second token) to the pipeline like any received
+//! request. A message is acknowledged only once the pipeline owns it (in durable mode: once it
+//! is on disk); a refusal (queue full, storage, a refusing processor) answers `nak` with a delay,
+//! so JetStream redelivers it later, and at most `max_ack_pending` messages wait unacknowledged.
+//! A message that is not a valid request is terminated (never redelivered) and counted.
+//!
+//! - `work_queue`: every gateway pulls from one shared consumer.
+//! - `by_trace`: one consumer per shard, and each shard consumed by one gateway at a time, by
+//!   leases in a JetStream key-value bucket ([`shards`]).
+
+mod consume;
+mod shards;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::receiver::ingest::Launch;
+use crate::units::{de_bytes, de_duration};
+
+/// How the stream's subjects are laid out (the `nats` exporter's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `PREFIX.SIGNAL`: one consumer shared by every gateway.
+    #[default]
+    WorkQueue,
+    /// `PREFIX.SIGNAL.SHARD`: a consumer per shard, each shard owned by one gateway.
+    ByTrace,
+}
+
+/// `[receivers.nats]`: consume a JetStream stream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsReceiverConfig {
+    /// `nats://host:port` of the cluster's servers.
+    pub endpoints: Vec<String>,
+    /// The stream the agents publish to.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// The subjects' first token(s).
+    #[serde(default = "default_prefix")]
+    pub subject_prefix: String,
+    /// How the subjects are laid out; must match the agents' exporters.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Shards per signal in `by_trace` mode; must match the agents' exporters.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Name of the durable consumer (`by_trace`: `NAME-SHARD` for each shard).
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Messages handed out and not yet acknowledged, per consumer.
+    #[serde(default = "default_max_ack_pending")]
+    pub max_ack_pending: i64,
+    /// Messages fetched at once.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long JetStream waits for an acknowledgement before it redelivers.
+    #[serde(default = "default_ack_wait", deserialize_with = "de_duration")]
+    pub ack_wait: Duration,
+    /// How long a message the pipeline refused waits before it is delivered again.
+    #[serde(default = "default_nak_delay", deserialize_with = "de_duration")]
+    pub nak_delay: Duration,
+    /// `by_trace`: how soon the shards of a gateway that died are taken over.
+    #[serde(default = "default_takeover", deserialize_with = "de_duration")]
+    pub takeover: Duration,
+    /// `by_trace`: this gateway's name in the leases (default: a random one per start).
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+    /// `by_trace`: replicas of the lease bucket (like the stream's, up to 5).
+    #[serde(default = "one")]
+    pub lease_replicas: usize,
+    /// Largest message accepted.
+    #[serde(
+        default = "crate::receiver::default_max_request",
+        deserialize_with = "de_bytes"
+    )]
+    pub max_request_bytes: usize,
+}
+
+fn default_stream() -> String {
+    "FERRY".into()
+}
+fn default_prefix() -> String {
+    "ferry".into()
+}
+fn default_shards() -> u32 {
+    16
+}
+fn default_consumer() -> String {
+    "ferry-gateway".into()
+}
+fn default_max_ack_pending() -> i64 {
+    1000
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_nak_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_takeover() -> Duration {
+    Duration::from_secs(10)
+}
+fn one() -> usize {
+    1
+}
+
+fn token_ok(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl NatsReceiverConfig {
+    /// `host:port` of each endpoint.
+    fn servers(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .filter_map(|u| u.strip_prefix("nats://"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl crate::receiver::Receiver for NatsReceiverConfig {
+    fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+
+    fn check(&self, key: &str, errors: &mut Vec<String>) {
+        if self.endpoints.is_empty() {
+            errors.push(format!(
+                "{key}.endpoints: at least one nats://host:port is needed"
+            ));
+        }
+        for (i, u) in self.endpoints.iter().enumerate() {
+            let ok = u
+                .strip_prefix("nats://")
+                .and_then(|hp| hp.rsplit_once(':'))
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                errors.push(format!(
+                    "{key}.endpoints[{i}]: {u:?} is not nats://host:port"
+                ));
+            }
+        }
+        if !token_ok(&self.stream) {
+            errors.push(format!(
+                "{key}.stream: {:?} is not a stream name",
+                self.stream
+            ));
+        }
+        if !self.subject_prefix.split('.').all(token_ok) {
+            errors.push(format!(
+                "{key}.subject_prefix: {:?} is not a subject",
+                self.subject_prefix
+            ));
+        }
+        if !token_ok(&self.consumer) {
+            errors.push(format!(
+                "{key}.consumer: {:?} is not a consumer name",
+                self.consumer
+            ));
+        }
+        if !(1..=1024).contains(&self.shards) {
+            errors.push(format!(
+                "{key}.shards: {} is not between 1 and 1024",
+                self.shards
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_ack_pending) {
+            errors.push(format!(
+                "{key}.max_ack_pending: {} is not between 1 and 1000000",
+                self.max_ack_pending
+            ));
+        }
+        if !(1..=4096).contains(&self.batch) {
+            errors.push(format!(
+                "{key}.batch: {} is not between 1 and 4096",
+                self.batch
+            ));
+        }
+        if self.takeover < Duration::from_secs(1) {
+            errors.push(format!("{key}.takeover: at least 1s"));
+        }
+        if !(1..=5).contains(&self.lease_replicas) {
+            errors.push(format!(
+                "{key}.lease_replicas: {} is not between 1 and 5",
+                self.lease_replicas
+            ));
+        }
+        if let Some(id) = &self.gateway_id
+            && !token_ok(id)
+        {
+            errors.push(format!(
+                "{key}.gateway_id: {id:?} is not a name (letters, digits, - and _)"
+            ));
+        }
+    }
+
+    async fn start(&self, launch: &mut Launch<'_>) -> anyhow::Result<()> {
+        let ingest = launch.ingest("nats", self.max_request_bytes);
+        let counters = consume::Counters::new(launch.telemetry);
+        let config = self.clone();
+        tracing::info!(
+            receiver = "nats",
+            stream = %config.stream,
+            mode = ?config.mode,
+            "consuming from {}",
+            config.endpoints.join(", ")
+        );
+        launch.spawn(async move {
+            match config.mode {
+                Mode::WorkQueue => consume::work_queue(config, ingest, counters).await,
+                Mode::ByTrace => shards::run(config, ingest, counters).await,
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The NATS receiver has no wire decoder of its own: its messages are OTLP requests.
+pub fn decoders() -> Vec<(&'static str, crate::receiver::decoders::Decoder)> {
+    Vec::new()
+}

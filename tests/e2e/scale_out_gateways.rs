@@ -1,0 +1,227 @@
+//! Agents → NATS JetStream (three nodes, R=3) → gateways → a capture backend, with the real
+//! OpenTelemetry SDK: every span, log and metric the SDK was told was accepted arrives, in both
+//! modes, and in `by_trace` mode every trace arrives through one gateway, even when its spans
+//! entered through different agents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use ferry_proto::common::KeyValue;
+use ferry_proto::common::any_value::Value as V;
+use ferry_proto::logs_service::ExportLogsServiceRequest;
+use ferry_proto::metrics_service::ExportMetricsServiceRequest;
+use ferry_proto::trace_service::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::harness::{
+    Ferry, PREAMBLE, Script, Sink, client_json, client_script, eventually, hex, otel_send, python,
+};
+use crate::nats::NatsCluster;
+
+/// A gateway: the `nats` receiver on `stream` (subjects: its name in lower case), tagging every resource with its name, and
+/// exporting to `sink`.
+pub fn gateway(name: &str, cluster: &NatsCluster, stream: &str, mode: &str, sink: &Sink) -> Ferry {
+    Ferry::start(
+        name,
+        &format!(
+            r#"
+            {PREAMBLE}
+            processors = ["gateway"]
+            [receivers.nats]
+            endpoints = {}
+            stream = "{stream}"
+            subject_prefix = "{prefix}"
+            mode = "{mode}"
+            shards = 4
+            ack_wait = "4s"
+            takeover = "4s"
+            lease_replicas = 3
+            [processors.gateway]
+            kind = "resource"
+            actions = [{{ key = "ferry.gateway", action = "upsert", value = "{name}" }}]
+            [exporters.capture]
+            plugin = "otlp-http"
+            config = {{ endpoint = "{}" }}
+            "#,
+            cluster.toml_urls(),
+            sink.url(),
+            prefix = stream.to_lowercase(),
+        ),
+    )
+}
+
+/// An agent: OTLP in, the `nats` exporter to `stream` out (subjects as [`gateway`]'s).
+pub fn agent(name: &str, cluster: &NatsCluster, stream: &str, mode: &str) -> Ferry {
+    Ferry::start(
+        name,
+        &format!(
+            r#"
+            {PREAMBLE}
+            [exporters.bus]
+            plugin = "nats"
+            retry = {{ initial_interval = "100ms", max_interval = "1s", max_elapsed = "10m" }}
+            config = {{ endpoints = {}, stream = "{stream}", subject_prefix = "{prefix}", mode = "{mode}", shards = 4, create_stream = {{ replicas = 3 }} }}
+            "#,
+            cluster.toml_urls(),
+            prefix = stream.to_lowercase(),
+        ),
+    )
+}
+
+fn gateway_of(attrs: &[KeyValue]) -> String {
+    attrs
+        .iter()
+        .find(|kv| kv.key == "ferry.gateway")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            V::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Span id → (trace id, gateway) of every span the sink got; and how many arrived twice.
+pub fn spans_at(sink: &Sink) -> (BTreeMap<String, (String, String)>, usize) {
+    let mut out = BTreeMap::new();
+    let mut twice = 0;
+    for body in sink.bodies("/v1/traces") {
+        for rs in ExportTraceServiceRequest::decode(body)
+            .unwrap()
+            .resource_spans
+        {
+            let gw = gateway_of(&rs.resource.clone().unwrap_or_default().attributes);
+            for s in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+                twice += usize::from(
+                    out.insert(hex(&s.span_id), (hex(&s.trace_id), gw.clone()))
+                        .is_some(),
+                );
+            }
+        }
+    }
+    (out, twice)
+}
+
+fn log_bodies(sink: &Sink) -> BTreeSet<String> {
+    sink.bodies("/v1/logs")
+        .into_iter()
+        .flat_map(|b| ExportLogsServiceRequest::decode(b).unwrap().resource_logs)
+        .flat_map(|rl| rl.scope_logs)
+        .flat_map(|sl| sl.log_records)
+        .filter_map(|r| match r.body?.value? {
+            V::StringValue(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn metric_names(sink: &Sink) -> BTreeSet<String> {
+    sink.bodies("/v1/metrics")
+        .into_iter()
+        .flat_map(|b| {
+            ExportMetricsServiceRequest::decode(b)
+                .unwrap()
+                .resource_metrics
+        })
+        .flat_map(|rm| rm.scope_metrics)
+        .flat_map(|sm| sm.metrics)
+        .map(|m| m.name)
+        .collect()
+}
+
+fn strings(v: &serde_json::Value, list: &str, field: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn every_signal_arrives(mode: &str, stream: &str, cluster: &NatsCluster) {
+    let sink = Sink::start(Script::default()).await;
+    let gateways = [
+        gateway(&format!("{mode}-g1"), cluster, stream, mode, &sink),
+        gateway(&format!("{mode}-g2"), cluster, stream, mode, &sink),
+    ];
+    if mode == "by_trace" {
+        // A trace is whole at one gateway only while its shard stays there: start once the
+        // two gateways have shared the shards out.
+        eventually("the gateways hold two shards each", async || {
+            let mut owned = Vec::new();
+            for g in &gateways {
+                owned.push(g.metric("ferry_receiver_nats_shards_owned", &[]).await);
+            }
+            owned == [2, 2]
+        })
+        .await;
+    }
+    let agents = [
+        agent(&format!("{mode}-a1"), cluster, stream, mode),
+        agent(&format!("{mode}-a2"), cluster, stream, mode),
+    ];
+    let (mut spans, mut logs) = (BTreeSet::new(), BTreeSet::new());
+    for (i, a) in agents.iter().enumerate() {
+        let sent = otel_send(
+            "grpc",
+            &format!("http://{}", a.grpc.unwrap()),
+            &format!("{mode}-{i}"),
+        );
+        spans.extend(strings(&sent, "spans", "span_id"));
+        logs.extend(strings(&sent, "logs", "body"));
+    }
+    // Traces that cross services, each service sending to another agent.
+    let crossed = client_json(
+        Command::new(python())
+            .arg(client_script("otel_two_services.py"))
+            .args(["--front", &format!("http://{}", agents[0].grpc.unwrap())])
+            .args(["--back", &format!("http://{}", agents[1].grpc.unwrap())])
+            .args(["--traces", "24", "--run", mode]),
+    );
+    spans.extend(strings(&crossed, "spans", "span_id"));
+
+    eventually(
+        &format!("{mode}: everything the SDK sent reaches the backend"),
+        async || {
+            let (got, _) = spans_at(&sink);
+            spans.iter().all(|s| got.contains_key(s))
+                && log_bodies(&sink).is_superset(&logs)
+                && ["e2e.requests", "e2e.latency", "e2e.inflight"]
+                    .iter()
+                    .all(|m| metric_names(&sink).contains(*m))
+        },
+    )
+    .await;
+    let (got, twice) = spans_at(&sink);
+    eprintln!(
+        "{mode}: {} spans sent, {twice} delivered twice",
+        spans.len()
+    );
+    let mut by_trace: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (trace, gw) in got.values() {
+        by_trace.entry(trace).or_default().insert(gw);
+    }
+    let used: BTreeSet<&str> = by_trace.values().flatten().copied().collect();
+    assert!(used.iter().all(|g| g.starts_with(mode)), "{used:?}");
+    if mode == "by_trace" {
+        assert_eq!(used.len(), 2, "both gateways deliver: {used:?}");
+        for (trace, gws) in &by_trace {
+            assert_eq!(gws.len(), 1, "trace {trace} came through {gws:?}");
+        }
+        for g in &gateways {
+            let owned = g.metric("ferry_receiver_nats_shards_owned", &[]).await;
+            assert_eq!(owned, 2, "4 shards over 2 gateways");
+        }
+    }
+    for g in &gateways {
+        assert_eq!(
+            g.metric("ferry_receiver_nats_terminated_total", &[]).await,
+            0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_two_gateways_deliver_every_signal_in_both_modes() {
+    let cluster = NatsCluster::start(3).await;
+    every_signal_arrives("work_queue", "WQ", &cluster).await;
+    every_signal_arrives("by_trace", "BT", &cluster).await;
+}
