@@ -166,6 +166,19 @@ impl NatsCluster {
         self.wait_healthy(i).await;
     }
 
+    /// Kills every node, starts them all again and waits until they are healthy (a node alone
+    /// is not: JetStream needs a quorum).
+    pub async fn restart_all(&mut self) {
+        let n = self.nodes.len();
+        for i in 0..n {
+            self.kill(i);
+            self.spawn(i);
+        }
+        for i in 0..n {
+            self.wait_healthy(i).await;
+        }
+    }
+
     /// Everything in `stream`, read with the NATS Python client without consuming it (see
     /// `tests/e2e/clients/nats_stream.py`).
     pub fn read(&self, stream: &str) -> serde_json::Value {

@@ -14,7 +14,8 @@ use ferry_proto::trace_service::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::harness::{
-    Ferry, PREAMBLE, Script, Sink, client_json, client_script, eventually, hex, otel_send, python,
+    Ferry, PREAMBLE, Script, Sink, client_json, client_script, eventually, hex, otel_send,
+    post_traces, python,
 };
 use crate::nats::NatsCluster;
 
@@ -36,6 +37,7 @@ pub fn gateway(name: &str, cluster: &NatsCluster, stream: &str, mode: &str, sink
             ack_wait = "4s"
             takeover = "4s"
             lease_replicas = 3
+            gateway_id = "{name}"
             [processors.gateway]
             kind = "resource"
             actions = [{{ key = "ferry.gateway", action = "upsert", value = "{name}" }}]
@@ -224,4 +226,134 @@ async fn two_agents_two_gateways_deliver_every_signal_in_both_modes() {
     let cluster = NatsCluster::start(3).await;
     every_signal_arrives("work_queue", "WQ", &cluster).await;
     every_signal_arrives("by_trace", "BT", &cluster).await;
+}
+
+/// A request of `n` spans named `{tag}-{i}`, all of one trace whose id follows from `r`.
+fn trace_request(r: u64, n: usize, tag: &str) -> Vec<u8> {
+    use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span};
+    let trace_id =
+        (u128::from(r + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)).to_be_bytes();
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: (r * 1000 + i as u64 + 1).to_be_bytes().to_vec(),
+            name: format!("{tag}-{i}"),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn owned(g: &Ferry) -> u64 {
+    g.metric("ferry_receiver_nats_shards_owned", &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_a_gateway_moves_its_shards_loses_nothing_and_it_gets_them_back() {
+    let cluster = NatsCluster::start(3).await;
+    let sink = Sink::start(Script::default()).await;
+    let mut g1 = gateway("gw-1", &cluster, "KILL", "by_trace", &sink);
+    let g2 = gateway("gw-2", &cluster, "KILL", "by_trace", &sink);
+    eventually("the gateways hold two shards each", async || {
+        owned(&g1).await == 2 && owned(&g2).await == 2
+    })
+    .await;
+    let a = agent("kill-agent", &cluster, "KILL", "by_trace");
+    let mut sent = BTreeSet::new();
+    let mut killed_at = None;
+    for r in 0..160u64 {
+        if r == 50 {
+            g1.kill9();
+            killed_at = Some(std::time::Instant::now());
+        }
+        let tag = format!("g{r}");
+        let (status, _, body) = post_traces(&a, trace_request(r, 20, &tag)).await;
+        assert_eq!(status, 200, "request {r}: {body:?}");
+        sent.extend((0..20).map(|i| format!("{tag}-{i}")));
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    eventually("the surviving gateway takes every shard", async || {
+        owned(&g2).await == 4
+    })
+    .await;
+    eprintln!(
+        "shards moved within {:?} of the kill (takeover = 4s)",
+        killed_at.unwrap().elapsed()
+    );
+    eventually(
+        "every span the agent accepted reaches the backend",
+        async || {
+            let names: BTreeSet<String> = crate::harness::span_names(&sink).into_iter().collect();
+            names.is_superset(&sent)
+        },
+    )
+    .await;
+    // Back again: it gets its share back.
+    let g1 = gateway("gw-1", &cluster, "KILL", "by_trace", &sink);
+    eventually(
+        "the returning gateway gets its two shards back",
+        async || owned(&g1).await == 2 && owned(&g2).await == 2,
+    )
+    .await;
+    let redelivered = g2
+        .metric("ferry_receiver_nats_redelivered_total", &[])
+        .await;
+    let names = crate::harness::span_names(&sink);
+    eprintln!(
+        "{} spans sent, {} delivered ({} redelivered messages)",
+        sent.len(),
+        names.len(),
+        redelivered
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_down_entirely_for_30s_the_agent_queues_and_delivers_everything_afterwards() {
+    let mut cluster = NatsCluster::start(3).await;
+    let sink = Sink::start(Script::default()).await;
+    let g = gateway("down-gw", &cluster, "DOWN", "work_queue", &sink);
+    let a = agent("down-agent", &cluster, "DOWN", "work_queue");
+    let mut sent = BTreeSet::new();
+    let send = async |from: u64, to: u64, sent: &mut BTreeSet<String>| {
+        for r in from..to {
+            let tag = format!("d{r}");
+            let (status, _, body) = post_traces(&a, trace_request(r, 20, &tag)).await;
+            assert_eq!(status, 200, "request {r}: {body:?}");
+            sent.extend((0..20).map(|i| format!("{tag}-{i}")));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    send(0, 20, &mut sent).await;
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    // 30 s without a bus: the agent keeps accepting, into its queue.
+    send(20, 320, &mut sent).await;
+    cluster.restart_all().await;
+    eventually(
+        "everything the agent accepted reaches the backend",
+        async || {
+            let names: BTreeSet<String> = crate::harness::span_names(&sink).into_iter().collect();
+            names.is_superset(&sent)
+        },
+    )
+    .await;
+    assert_eq!(
+        a.metric("ferry_exporter_dropped_items_total", &["exporter=\"bus\""])
+            .await,
+        0
+    );
+    assert_eq!(
+        g.metric("ferry_receiver_nats_terminated_total", &[]).await,
+        0
+    );
 }
