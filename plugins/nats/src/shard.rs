@@ -49,7 +49,7 @@ pub fn message_id(hash: u128, nonce: u64, shard: u32, part: usize) -> String {
 /// One of the export requests, seen as resources, their scopes and the items in them.
 pub trait Request: Message + Default + Sized {
     /// The item (span, metric, log record).
-    type Item: Clone;
+    type Item: Message;
     /// Takes every item out, with the index of its resource and of its scope there; what is
     /// left is the skeleton [`Request::rebuild`] puts items back into.
     fn take_items(&mut self) -> Vec<(usize, usize, Self::Item)>;
@@ -60,6 +60,9 @@ pub trait Request: Message + Default + Sized {
     fn shard_key(item: &Self::Item, resource_key: u64) -> u64;
     /// The hash of each resource.
     fn resource_keys(&self) -> Vec<u64>;
+    /// Of a skeleton: each resource's encoded size without its scopes, and each of its
+    /// scopes' without their items.
+    fn overheads(&self) -> Vec<(usize, Vec<usize>)>;
 }
 
 macro_rules! request {
@@ -110,6 +113,20 @@ macro_rules! request {
                 $key
             }
 
+            fn overheads(&self) -> Vec<(usize, Vec<usize>)> {
+                self.$resources
+                    .iter()
+                    .map(|r| {
+                        let mut bare = r.clone();
+                        bare.$scopes.clear();
+                        (
+                            bare.encoded_len(),
+                            r.$scopes.iter().map(Message::encoded_len).collect(),
+                        )
+                    })
+                    .collect()
+            }
+
             fn resource_keys(&self) -> Vec<u64> {
                 self.$resources
                     .iter()
@@ -158,19 +175,89 @@ request!(
     |_metric, rk| rk
 );
 
-/// The batch as (shard, request) pieces, each at most `max_bytes` encoded; with one shard
-/// and a batch that fits, the batch itself. An item alone over `max_bytes` is an error.
+/// The batch as (shard, request) pieces, each at most `max_bytes` encoded. With one shard the
+/// batch is cut between its top-level entries, undecoded (the concatenation of requests is
+/// their merge), and only an entry alone over the limit is decoded and cut further. An item
+/// alone over `max_bytes` is an error.
 pub fn cut<R: Request>(
     batch: &[u8],
     shards: u32,
     max_bytes: usize,
 ) -> Result<Vec<(u32, Vec<u8>)>, String> {
-    if shards <= 1 && batch.len() <= max_bytes {
+    if shards > 1 {
+        return regroup::<R>(batch, shards, max_bytes);
+    }
+    if batch.len() <= max_bytes {
         return Ok(vec![(0, batch.to_vec())]);
     }
+    let mut out = Vec::new();
+    let mut run = 0..0;
+    for entry in top_level(batch)? {
+        if entry.len() > max_bytes {
+            if !run.is_empty() {
+                out.push((0, batch[run.clone()].to_vec()));
+            }
+            out.extend(regroup::<R>(&batch[entry.clone()], 1, max_bytes)?);
+            run = entry.end..entry.end;
+            continue;
+        }
+        if run.len() + entry.len() > max_bytes {
+            out.push((0, batch[run.clone()].to_vec()));
+            run = entry.start..entry.start;
+        }
+        run.end = entry.end;
+    }
+    if !run.is_empty() {
+        out.push((0, batch[run].to_vec()));
+    }
+    Ok(out)
+}
+
+/// The byte ranges of a message's top-level fields.
+fn top_level(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
+    fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = *buf.get(*pos).ok_or("the batch is truncated")?;
+            *pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err("the batch has a malformed varint".into())
+    }
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let start = pos;
+        let tag = varint(buf, &mut pos)?;
+        let skip = match tag & 7 {
+            0 => varint(buf, &mut pos).map(|_| 0)?,
+            1 => 8,
+            5 => 4,
+            2 => usize::try_from(varint(buf, &mut pos)?).map_err(|e| e.to_string())?,
+            w => return Err(format!("the batch has a field of wire type {w}")),
+        };
+        pos = pos
+            .checked_add(skip)
+            .filter(|p| *p <= buf.len())
+            .ok_or("the batch is truncated")?;
+        out.push(start..pos);
+    }
+    Ok(out)
+}
+
+/// Decodes the batch and regroups its items by shard, each shard's in pieces that fit.
+fn regroup<R: Request>(
+    batch: &[u8],
+    shards: u32,
+    max_bytes: usize,
+) -> Result<Vec<(u32, Vec<u8>)>, String> {
     let mut skeleton = R::decode(batch).map_err(|e| format!("the batch does not decode: {e}"))?;
     let keys = skeleton.resource_keys();
     let items = skeleton.take_items();
+    let overheads = skeleton.overheads();
     let mut by_shard: Vec<Vec<(usize, usize, R::Item)>> =
         (0..shards.max(1)).map(|_| Vec::new()).collect();
     for (ri, si, item) in items {
@@ -180,37 +267,69 @@ pub fn cut<R: Request>(
     let mut out = Vec::new();
     for (shard, items) in by_shard.into_iter().enumerate() {
         if !items.is_empty() {
-            fit(&skeleton, items, max_bytes, shard as u32, &mut out)?;
+            fit(
+                &skeleton,
+                &overheads,
+                items,
+                max_bytes,
+                shard as u32,
+                &mut out,
+            )?;
         }
     }
     Ok(out)
 }
 
-/// Halves `items` until each half encodes within `max_bytes`.
+/// A field's tag and length prefix take at most this many bytes (for sizes below 4 GiB).
+const PREFIX: usize = 6;
+
+/// Cuts `items` into requests in one pass, each within `max_bytes`: a piece's size is bounded
+/// from above by its items' sizes plus the resources and scopes it repeats, each with its
+/// prefix, so no piece is encoded twice.
 fn fit<R: Request>(
     skeleton: &R,
-    mut items: Vec<(usize, usize, R::Item)>,
+    overheads: &[(usize, Vec<usize>)],
+    items: Vec<(usize, usize, R::Item)>,
     max_bytes: usize,
     shard: u32,
     out: &mut Vec<(u32, Vec<u8>)>,
-) -> Result<(), String>
-where
-    R::Item: Clone,
-{
-    let bytes = R::rebuild(skeleton, items.clone()).encode_to_vec();
-    if bytes.len() <= max_bytes {
-        out.push((shard, bytes));
-        return Ok(());
+) -> Result<(), String> {
+    let cost = |at: Option<(usize, usize)>, ri: usize, si: usize, item: &R::Item| {
+        let mut n = item.encoded_len() + PREFIX;
+        if at.map(|(r, _)| r) != Some(ri) {
+            n += overheads[ri].0 + PREFIX;
+        }
+        if at != Some((ri, si)) {
+            n += overheads[ri].1[si] + PREFIX;
+        }
+        n
+    };
+    let mut piece = Vec::new();
+    let (mut size, mut at) = (0, None);
+    for (ri, si, item) in items {
+        let mut n = cost(at, ri, si, &item);
+        if !piece.is_empty() && size + n > max_bytes {
+            out.push((
+                shard,
+                R::rebuild(skeleton, std::mem::take(&mut piece)).encode_to_vec(),
+            ));
+            size = 0;
+            n = cost(None, ri, si, &item);
+        }
+        if n > max_bytes {
+            return Err(format!(
+                "one item takes {} bytes, over the server's message limit of {max_bytes}",
+                item.encoded_len()
+            ));
+        }
+        size += n;
+        at = Some((ri, si));
+        piece.push((ri, si, item));
     }
-    if items.len() == 1 {
-        return Err(format!(
-            "one item takes {} bytes, over the server's message limit of {max_bytes}",
-            bytes.len()
-        ));
+    if !piece.is_empty() {
+        out.push((shard, R::rebuild(skeleton, piece).encode_to_vec()));
     }
-    let second = items.split_off(items.len() / 2);
-    fit(skeleton, items, max_bytes, shard, out)?;
-    fit(skeleton, second, max_bytes, shard, out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -327,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_over_the_limit_is_halved_until_it_fits_and_an_item_that_cannot_fit_is_an_error() {
+    fn a_batch_over_the_limit_is_cut_to_fit_and_an_item_that_cannot_fit_is_an_error() {
         let req = ExportTraceServiceRequest {
             resource_spans: vec![service(
                 "a",
@@ -339,6 +458,18 @@ mod tests {
         assert!(pieces.len() >= 3);
         assert!(pieces.iter().all(|(_, p)| p.len() <= bytes.len() / 3));
         assert_eq!(placed(&pieces).len(), 100);
+        // Many requests in one batch: cut between them, undecoded.
+        let batch = [bytes.clone(), bytes.clone(), bytes.clone()].concat();
+        let pieces = cut::<ExportTraceServiceRequest>(&batch, 1, bytes.len() + 10).unwrap();
+        assert_eq!(
+            pieces,
+            vec![(0, bytes.clone()), (0, bytes.clone()), (0, bytes.clone())]
+        );
+        // ... and an entry alone over the limit is decoded and cut further.
+        let pieces = cut::<ExportTraceServiceRequest>(&batch, 1, bytes.len() / 2).unwrap();
+        assert_eq!(placed(&pieces).len(), 300);
+        assert!(pieces.iter().all(|(_, p)| p.len() <= bytes.len() / 2));
+        assert!(cut::<ExportTraceServiceRequest>(&batch[..batch.len() - 1], 1, 100).is_err());
         let e = cut::<ExportTraceServiceRequest>(&bytes, 1, 20).unwrap_err();
         assert!(e.contains("over the server's message limit of 20"), "{e}");
     }
