@@ -27,6 +27,7 @@ mod sandbox;
 mod sandbox_limits;
 mod sandbox_sockets;
 mod scale_out;
+mod scale_out_auth;
 mod scale_out_gateways;
 mod sdks;
 mod servers;

@@ -45,6 +45,12 @@ impl NatsCluster {
     /// Starts `n` nodes (cluster `ferry`, each routed to every other; one node is a standalone
     /// server) and waits until each one is healthy with JetStream.
     pub async fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, "").await
+    }
+
+    /// [`NatsCluster::start`], with `extra` added to every node's config (e.g. an
+    /// `authorization` block).
+    pub async fn start_with(n: usize, extra: &str) -> NatsCluster {
         let py = python();
         let bin = py.parent().unwrap().join("nats-server");
         let dir = tempfile::tempdir().unwrap();
@@ -74,6 +80,7 @@ impl NatsCluster {
                     routes.join(", ")
                 ));
             }
+            conf.push_str(extra);
             std::fs::write(&config, conf).unwrap();
             nodes.push(Node {
                 client,

@@ -10,7 +10,18 @@ use crate::nats::NatsCluster;
 
 /// An agent: OTLP in, the `nats` exporter out to `cluster`, with `extra` config keys.
 fn agent(name: &str, cluster: &NatsCluster, extra: &str) -> Ferry {
-    Ferry::start(
+    agent_with(name, cluster, "", extra, &[])
+}
+
+/// [`agent`], with `keys` in the exporter's table and `env` in the daemon's environment.
+pub fn agent_with(
+    name: &str,
+    cluster: &NatsCluster,
+    keys: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Ferry {
+    Ferry::start_with_env(
         name,
         &format!(
             r#"
@@ -18,10 +29,12 @@ fn agent(name: &str, cluster: &NatsCluster, extra: &str) -> Ferry {
             [exporters.bus]
             plugin = "nats"
             retry = {{ initial_interval = "100ms", max_interval = "1s", max_elapsed = "5m" }}
+            {keys}
             config = {{ endpoints = {}, {extra} }}
             "#,
             cluster.toml_urls()
         ),
+        env,
     )
 }
 

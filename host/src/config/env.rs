@@ -1,7 +1,8 @@
 //! `${ENV}` substitution in config text.
 
 /// Replaces `${NAME}` and `${NAME:-default}` with environment values; `$${` is a literal `${`.
-/// Every undefined variable is reported.
+/// Every undefined variable is reported. `${secret:NAME}` stays as written: it is a
+/// placeholder the host fills in on a plugin's connection (see `plugin::secrets`).
 pub fn substitute_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
@@ -23,6 +24,11 @@ pub fn substitute_env(
                 continue;
             };
             let expr = &body[..end];
+            if expr.starts_with("secret:") {
+                out.push_str(&rest[i..i + 3 + end]);
+                rest = &body[end + 1..];
+                continue;
+            }
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),

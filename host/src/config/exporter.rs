@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::retry::RetryConfig;
 use crate::plugin::breaker::CircuitBreakerConfig;
 use crate::plugin::exporter::{ExporterSpec, InstanceLimits};
-use crate::plugin::policy::SecretSource;
 use crate::plugin::resources::HostLimits;
+use crate::plugin::secrets::SecretSource;
 use crate::signal::Signal;
 use crate::units::{de_bytes, de_duration};
 
@@ -49,6 +49,10 @@ pub struct ExporterConfig {
     /// Headers the host adds to the plugin's allowed requests; the plugin never sees them.
     #[serde(default)]
     pub secret_headers: BTreeMap<String, SecretSource>,
+    /// Values the host writes in place of `${secret:NAME}` in the first line the plugin
+    /// writes on a TCP connection; the plugin never sees them.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
     /// A host directory the plugin may use, visible to it as `/data`. Nothing else of the
     /// filesystem is.
     pub granted_dir: Option<PathBuf>,
@@ -163,6 +167,25 @@ impl ExporterConfig {
                 errors.push(format!("{key}: set exactly one of `env` and `file`"));
             }
         }
+        for (secret, source) in &e.secrets {
+            let key = format!("exporters.{name}.secrets.{secret}");
+            if !crate::plugin::secrets::valid_name(secret) {
+                errors.push(format!(
+                    "{key}: a name is letters, digits, `_` and `-`, at most 64"
+                ));
+            }
+            if source.env.is_some() == source.file.is_some() {
+                errors.push(format!("{key}: set exactly one of `env` and `file`"));
+            }
+        }
+        for (path, secret) in crate::plugin::secrets::named_in(&e.config) {
+            if !e.secrets.contains_key(&secret) {
+                errors.push(format!(
+                    "exporters.{name}.{path}: names the secret {secret:?}, which \
+                     exporters.{name}.secrets does not define"
+                ));
+            }
+        }
         if let Some(dir) = &e.granted_dir
             && !dir.is_dir()
         {
@@ -188,6 +211,7 @@ impl ExporterConfig {
             settings: &self.config,
             allowed_hosts: self.allowed_hosts.as_deref(),
             secret_headers: &self.secret_headers,
+            secrets: &self.secrets,
             limits: InstanceLimits {
                 memory: self.memory,
                 host: HostLimits {

@@ -18,7 +18,7 @@ pub use crate::admin::AdminConfig;
 pub use crate::pipeline::config::{PipelineConfig, QueueConfig, QueueMode, WhenFull};
 pub use crate::pipeline::retry::RetryConfig;
 pub use crate::plugin::breaker::CircuitBreakerConfig;
-pub use crate::plugin::policy::SecretSource;
+pub use crate::plugin::secrets::SecretSource;
 pub use crate::plugin::settings::{HttpLimits, PluginLog, Plugins};
 pub use crate::processor::{ProcessorConfig, Processors};
 pub use crate::receiver::Receivers;
@@ -316,6 +316,29 @@ mod tests {
     }
 
     #[test]
+    fn every_placeholder_names_a_defined_secret() {
+        let errors = Config::parse(
+            r#"
+            [exporters.bus]
+            plugin = "debug"
+            config = { password = "${secret:pw}", nested = { token = "${secret:tok}" } }
+            secrets = { pw = { env = "NATS_PW" }, "bad.name" = { env = "X", file = "/y" } }
+        "#,
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        for needle in [
+            "exporters.bus.config.nested.token: names the secret \"tok\", which exporters.bus.secrets does not define",
+            "exporters.bus.secrets.bad.name: a name is letters",
+            "exporters.bus.secrets.bad.name: set exactly one of `env` and `file`",
+        ] {
+            assert!(errors.contains(needle), "{needle} missing from {errors}");
+        }
+        assert!(!errors.contains("config.password"), "{errors}");
+    }
+
+    #[test]
     fn the_queue_section_is_checked_as_a_whole() {
         let errors = Config::parse(
             r#"
@@ -425,6 +448,10 @@ mod tests {
         let env = |k: &str| (k == "PORT").then(|| "9999".to_string());
         assert_eq!(substitute_env("a=${PORT}", env).unwrap(), "a=9999");
         assert_eq!(substitute_env("a=${NOPE:-1}", env).unwrap(), "a=1");
+        assert_eq!(
+            substitute_env("p=\"${secret:nats}\" ${PORT}", env).unwrap(),
+            "p=\"${secret:nats}\" 9999"
+        );
         assert_eq!(
             substitute_env("a=$${PORT} $x", env).unwrap(),
             "a=${PORT} $x"

@@ -12,8 +12,9 @@ use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::policy::{AllowedHosts, SecretHeaders};
+use super::policy::AllowedHosts;
 use super::resources::{self, BODY_BUFFER_CHUNKS, BODY_CHUNK, FIELDS_LIMIT, HostLimits, HostUsage};
+use super::secrets::{SecretHeaders, SocketSecrets};
 use super::sender::HostSender;
 use super::sockets::SocketGuard;
 use super::stderr::StderrRing;
@@ -57,6 +58,8 @@ pub struct Egress {
     pub allowed: Arc<AllowedHosts>,
     /// Headers added on the way out.
     pub secrets: Arc<SecretHeaders>,
+    /// Values put into the first line of each TCP connection.
+    pub socket_secrets: Arc<SocketSecrets>,
     /// The pooled sender.
     pub sender: HostSender,
     /// Refused requests.

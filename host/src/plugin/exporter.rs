@@ -13,10 +13,11 @@ use super::contract::{Processed, World};
 use super::ctx::Egress;
 use super::engine::PluginEngine;
 use super::instance::{CallError, Instance, Shared, stderr_suffix, trap_reason};
-use super::policy::{AllowedHosts, SecretHeaders};
+use super::policy::AllowedHosts;
 use super::registry::PluginSource;
 use super::resources::{HostUsage, IDLE_ALLOWANCE};
 use super::role::{EXPORTER, Role};
+use super::secrets::{SecretHeaders, SocketSecrets};
 use super::sender::HostSender;
 use super::text::{LogGate, LogPolicy, escape};
 use crate::pipeline::Encoding;
@@ -44,6 +45,7 @@ pub async fn probe(
         exporter: name.clone(),
         allowed: Arc::new(AllowedHosts::default()),
         secrets: Arc::new(SecretHeaders::default()),
+        socket_secrets: Arc::default(),
         sender: HostSender::new(Default::default()),
         denied: Counter::default(),
         log: Arc::new(LogGate::new(name, LogPolicy::default(), Counter::default())),
@@ -140,6 +142,7 @@ impl PluginExporter {
         let allowed = AllowedHosts::from_config(spec.allowed_hosts, spec.settings)
             .map_err(LoadError::Policy)?;
         let secrets = SecretHeaders::resolve(spec.secret_headers).map_err(LoadError::Policy)?;
+        let socket_secrets = SocketSecrets::resolve(spec.secrets).map_err(LoadError::Policy)?;
         let log_dropped = telemetry.counter(
             role.log_dropped,
             "Plugin log messages dropped by the per-plugin rate limit.",
@@ -149,6 +152,7 @@ impl PluginExporter {
             exporter: name.into(),
             allowed: Arc::new(allowed),
             secrets: Arc::new(secrets),
+            socket_secrets: Arc::new(socket_secrets),
             sender,
             denied: telemetry.counter(
                 role.egress_denied,

@@ -9,7 +9,7 @@ use super::contract::World;
 use super::ctx::InstanceLimits;
 use super::engine::EngineError;
 use super::instance::{stderr_suffix, trap_reason};
-use super::policy::SecretSource;
+use super::secrets::SecretSource;
 use crate::signal::Signal;
 
 fn kind(w: World) -> &'static str {
@@ -37,6 +37,8 @@ pub struct ExporterSpec<'a> {
     pub allowed_hosts: Option<&'a [String]>,
     /// Headers the host adds to the plugin's allowed requests.
     pub secret_headers: &'a BTreeMap<String, SecretSource>,
+    /// Values the host writes in place of `${secret:NAME}` on the plugin's connections.
+    pub secrets: &'a BTreeMap<String, SecretSource>,
     /// Limits of each instance.
     pub limits: InstanceLimits,
     /// Signals routed to it; `None`: every signal the plugin takes.

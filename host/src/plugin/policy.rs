@@ -4,24 +4,9 @@
 //! (see [`super::ctx`]) and its socket checks (see [`super::sockets`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::Uri;
-use serde::{Deserialize, Serialize};
-
-/// Where a secret header's value comes from: exactly one of `env` and `file`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    /// Environment variable holding the value.
-    pub env: Option<String>,
-    /// File holding the value (trailing newline removed).
-    pub file: Option<PathBuf>,
-    /// Put before the value, e.g. `"Bearer "`.
-    #[serde(default)]
-    pub prefix: String,
-}
 
 /// A destination pattern: `scheme://host:port`, with `*` as the port and a leading `*.` for
 /// any subdomain. `http` and `https` grant HTTP requests, and a pattern of theirs without a
@@ -297,58 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn secrets_come_from_files_or_the_environment_and_stay_out_of_debug_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("key");
-        std::fs::write(&file, "file-secret\n").unwrap();
-        let sources = std::collections::BTreeMap::from([
-            (
-                "x-api-key".to_string(),
-                SecretSource {
-                    env: None,
-                    file: Some(file),
-                    prefix: String::new(),
-                },
-            ),
-            (
-                "authorization".to_string(),
-                SecretSource {
-                    env: Some("PATH".into()),
-                    file: None,
-                    prefix: "Bearer ".into(),
-                },
-            ),
-        ]);
-        let secrets = SecretHeaders::resolve(&sources).unwrap();
-        let mut headers = http::HeaderMap::new();
-        headers.insert("x-api-key", "the plugin's own".parse().unwrap());
-        secrets.apply(&mut headers);
-        assert_eq!(headers["x-api-key"], "file-secret", "the host's value wins");
-        assert!(
-            headers["authorization"]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer /")
-        );
-        assert!(headers["x-api-key"].is_sensitive());
-        assert!(!format!("{secrets:?}").contains("file-secret"));
-
-        let missing = std::collections::BTreeMap::from([(
-            "authorization".to_string(),
-            SecretSource {
-                env: Some("FERRY_SURELY_UNSET_VARIABLE".into()),
-                file: None,
-                prefix: String::new(),
-            },
-        )]);
-        let err = SecretHeaders::resolve(&missing).unwrap_err();
-        assert!(
-            err.contains("FERRY_SURELY_UNSET_VARIABLE is not set"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn sockets_are_granted_by_tcp_and_udp_patterns_only() {
         let a = AllowedHosts::from_config(
             Some(&[
@@ -413,62 +346,5 @@ mod tests {
         assert!(!a.permits(&uri("http://127.0.0.1:8888/metrics")));
         let none = AllowedHosts::from_config(None, &toml::Table::new()).unwrap();
         assert!(!none.permits(&uri("http://127.0.0.1:1/")));
-    }
-}
-
-/// Headers the host adds to a plugin's outgoing requests; resolved once at load, from the
-/// environment or files, so the plugin never sees them.
-#[derive(Clone, Default)]
-pub struct SecretHeaders(Vec<(http::HeaderName, http::HeaderValue)>);
-
-impl std::fmt::Debug for SecretHeaders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Names only: values never reach a log.
-        f.debug_list()
-            .entries(self.0.iter().map(|(k, _)| k))
-            .finish()
-    }
-}
-
-impl SecretHeaders {
-    /// Resolves every source; the error names the header and what is missing, never a value.
-    pub fn resolve(
-        sources: &std::collections::BTreeMap<String, SecretSource>,
-    ) -> Result<SecretHeaders, String> {
-        let mut out = Vec::new();
-        for (name, src) in sources {
-            let header = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("secret_headers.{name}: not a valid header name"))?;
-            let raw = match (&src.env, &src.file) {
-                (Some(var), None) => std::env::var(var).map_err(|_| {
-                    format!("secret_headers.{name}: environment variable {var} is not set")
-                })?,
-                (None, Some(path)) => std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        format!("secret_headers.{name}: cannot read {}: {e}", path.display())
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-                _ => {
-                    return Err(format!(
-                        "secret_headers.{name}: set exactly one of `env` and `file`"
-                    ));
-                }
-            };
-            let mut value =
-                http::HeaderValue::from_str(&format!("{}{raw}", src.prefix)).map_err(|_| {
-                    format!("secret_headers.{name}: the value is not a valid header value")
-                })?;
-            value.set_sensitive(true);
-            out.push((header, value));
-        }
-        Ok(SecretHeaders(out))
-    }
-
-    /// Sets every secret header on `headers`, replacing whatever the plugin put there.
-    pub fn apply(&self, headers: &mut http::HeaderMap) {
-        for (k, v) in &self.0 {
-            headers.insert(k.clone(), v.clone());
-        }
     }
 }

@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use wasmtime::StoreContextMut;
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::{
     self, Host, HostResolveAddressStream, ResolveAddressStream,
 };
 use wasmtime_wasi::p2::bindings::sockets::network::{self, ErrorCode, IpAddress};
-use wasmtime_wasi::p2::{DynPollable, Network, SocketError};
+use wasmtime_wasi::p2::bindings::sockets::tcp::{HostTcpSocket, TcpSocket};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Network, SocketError};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView, WasiSocketsView};
 
 use super::ctx::{Egress, PluginCtx};
@@ -177,13 +179,48 @@ impl HasData for GuardedLookup {
     type Data<'a> = LookupView<'a>;
 }
 
+/// The `wasi:sockets` version wasmtime-wasi's linker provides (it serves every older 0.2
+/// import too); `finish-connect` is replaced under this name.
+const TCP_INTERFACE: &str = "wasi:sockets/tcp@0.2.12";
+
 /// Replaces the linker's `wasi:sockets/ip-name-lookup` (added with the rest of WASI) by the
-/// guarded one.
+/// guarded one, and its `tcp-socket.finish-connect` by one that hands the plugin a stream
+/// with the exporter's secrets in its first line.
 pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     ip_name_lookup::add_to_linker::<PluginCtx, GuardedLookup>(linker, PluginCtx::lookup_view)?;
+    linker.instance(TCP_INTERFACE)?.func_wrap(
+        "[method]tcp-socket.finish-connect",
+        |mut store: StoreContextMut<'_, PluginCtx>, (socket,): (Resource<TcpSocket>,)| {
+            store.data_mut().finish_connect(socket).map(|r| (r,))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// What `finish-connect` gives the plugin: the connection's input and output streams.
+type Streams = (Resource<DynInputStream>, Resource<DynOutputStream>);
+
+impl PluginCtx {
+    fn finish_connect(
+        &mut self,
+        socket: Resource<TcpSocket>,
+    ) -> wasmtime::Result<Result<Streams, ErrorCode>> {
+        let secrets = self.sockets_guard().egress.socket_secrets.clone();
+        let parent = Resource::<TcpSocket>::new_borrow(socket.rep());
+        let mut view = self.sockets();
+        let (input, output) = match HostTcpSocket::finish_connect(&mut view, socket) {
+            Ok(streams) => streams,
+            Err(e) => return Ok(Err(network::Host::convert_error_code(&mut view, e)?)),
+        };
+        if secrets.is_empty() {
+            return Ok(Ok((input, output)));
+        }
+        let inner = view.table.delete(output)?;
+        let output = view.table.push_child(secrets.wrap(inner), &parent)?;
+        Ok(Ok((input, output)))
+    }
 }
 
 impl Host for LookupView<'_> {
@@ -240,7 +277,7 @@ impl HostResolveAddressStream for LookupView<'_> {
         &mut self,
         stream: Resource<ResolveAddressStream>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        self.inner.subscribe(stream)
+        HostResolveAddressStream::subscribe(&mut self.inner, stream)
     }
 
     fn drop(&mut self, stream: Resource<ResolveAddressStream>) -> wasmtime::Result<()> {
@@ -276,6 +313,7 @@ mod tests {
             exporter: "x".into(),
             allowed: Arc::new(allowed),
             secrets: Arc::default(),
+            socket_secrets: Arc::default(),
             sender: HostSender::new(SenderLimits::default()),
             denied: denied.clone(),
             log: Arc::new(LogGate::new(

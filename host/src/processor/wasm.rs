@@ -162,6 +162,7 @@ impl WasmProcessor {
             settings: &c.config,
             allowed_hosts: Some(c.allowed_hosts.as_deref().unwrap_or(&[])),
             secret_headers: &BTreeMap::new(),
+            secrets: &BTreeMap::new(),
             limits: InstanceLimits {
                 memory: c.memory,
                 host: HostLimits {

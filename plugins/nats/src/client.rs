@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use ferry_sdk::net::TcpStream;
+
+use crate::config::Auth;
 use serde::Deserialize;
 
 /// The longest protocol line read (an `INFO` with a large cluster's URLs fits).
@@ -41,6 +43,8 @@ struct Info {
     max_payload: usize,
     #[serde(default)]
     headers: bool,
+    #[serde(default)]
+    auth_required: bool,
 }
 
 fn default_max_payload() -> usize {
@@ -76,7 +80,12 @@ struct Reply {
 impl Conn {
     /// Connects to `server` (`host:port`) and completes the handshake within `timeout`;
     /// `inbox` must be unique to this connection.
-    pub fn connect(server: &str, inbox: String, timeout: Duration) -> Result<Conn, NatsError> {
+    pub fn connect(
+        server: &str,
+        inbox: String,
+        timeout: Duration,
+        auth: Option<&Auth>,
+    ) -> Result<Conn, NatsError> {
         let stream = TcpStream::connect(server, timeout)
             .map_err(|e| conn_err(format!("connecting to {server}: {e}")))?;
         let mut conn = Conn {
@@ -97,11 +106,19 @@ impl Conn {
                 "{server} does not support message headers (NATS 2.2 or later is needed)"
             )));
         }
+        if info.auth_required && auth.is_none() {
+            return Err(NatsError::Refused(format!(
+                "{server} requires authentication: set user and password, or token"
+            )));
+        }
         conn.max_payload = info.max_payload;
-        let connect = serde_json::json!({
+        let mut connect = serde_json::json!({
             "verbose": false, "pedantic": false, "headers": true, "no_responders": true,
             "lang": "ferry-nats-plugin", "version": env!("CARGO_PKG_VERSION"), "protocol": 1,
         });
+        if let (Some(auth), Some(fields)) = (auth, connect.as_object_mut()) {
+            fields.extend(auth.connect_fields());
+        }
         let sub = format!("SUB {}.* 1\r\n", conn.inbox);
         conn.write(format!("CONNECT {connect}\r\n{sub}PING\r\n").as_bytes())?;
         let deadline = Instant::now() + timeout;

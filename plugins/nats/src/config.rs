@@ -32,6 +32,9 @@ struct Raw {
     create_stream: Option<RawCreate>,
     #[serde(default = "default_ack_timeout")]
     ack_timeout: String,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +78,30 @@ pub struct Config {
     pub create_stream: Option<CreateStream>,
     /// How long to wait for a connection, and for JetStream's acknowledgements.
     pub ack_timeout: Duration,
+    /// Credentials for `CONNECT`, when the servers require them.
+    pub auth: Option<Auth>,
+}
+
+/// Credentials, whose secret part is a `${secret:NAME}` placeholder: the host writes the value
+/// in its place on the way out, so this plugin never holds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Auth {
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+impl Auth {
+    /// The fields of `CONNECT` that carry these credentials.
+    pub fn connect_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let pairs = match self {
+            Auth::UserPassword { user, password } => vec![("user", user), ("pass", password)],
+            Auth::Token(token) => vec![("auth_token", token)],
+        };
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.as_str().into()))
+            .collect()
+    }
 }
 
 /// The stream to create when it does not exist.
@@ -145,6 +172,7 @@ impl Config {
             errors.push(format!("shards: {} is not between 1 and 1024", raw.shards));
         }
         let ack_timeout = duration("ack_timeout", &raw.ack_timeout, &mut errors);
+        let auth = auth(raw.user, raw.password, raw.token, &mut errors);
         let create_stream = raw.create_stream.map(|c| {
             if !(1..=5).contains(&c.replicas) {
                 errors.push(format!(
@@ -183,7 +211,52 @@ impl Config {
             shards: raw.shards,
             create_stream,
             ack_timeout,
+            auth,
         })
+    }
+}
+
+/// `user` with `password`, or `token`, their secret parts as placeholders.
+fn auth(
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    errors: &mut Vec<String>,
+) -> Option<Auth> {
+    let placeholder = |key: &str, v: &String, errors: &mut Vec<String>| {
+        let ok = v.starts_with("${secret:") && v.ends_with('}') && v.matches('$').count() == 1;
+        if !ok {
+            errors.push(format!(
+                "{key}: write a placeholder, \"${{secret:NAME}}\", and put the value in the \
+                 exporter's `secrets` table, so that the host holds it and this plugin never does"
+            ));
+        }
+    };
+    match (user, password, token) {
+        (None, None, None) => None,
+        (Some(user), Some(password), None) => {
+            placeholder("password", &password, errors);
+            if user.is_empty() || user.contains(['"', '\\']) {
+                errors.push(format!("user: {user:?} is not a user name"));
+            }
+            Some(Auth::UserPassword { user, password })
+        }
+        (None, None, Some(token)) => {
+            placeholder("token", &token, errors);
+            Some(Auth::Token(token))
+        }
+        (_, _, Some(_)) => {
+            errors.push("token: set either user and password, or token, not both".into());
+            None
+        }
+        (Some(_), None, None) => {
+            errors.push("password: user is set, password is not".into());
+            None
+        }
+        (None, Some(_), None) => {
+            errors.push("user: password is set, user is not".into());
+            None
+        }
     }
 }
 
@@ -320,6 +393,39 @@ mod tests {
         assert_eq!(req["num_replicas"], 3);
         assert_eq!(req["subjects"][0], "p.>");
         assert_eq!(req["discard"], "new");
+    }
+
+    #[test]
+    fn credentials_are_placeholders_the_host_fills_in() {
+        let c = Config::parse(
+            r#"{"endpoint": "nats://h", "user": "ferry", "password": "${secret:nats_pw}"}"#,
+        )
+        .unwrap();
+        let auth = c.auth.unwrap();
+        assert_eq!(
+            serde_json::Value::Object(auth.connect_fields()),
+            serde_json::json!({"user": "ferry", "pass": "${secret:nats_pw}"})
+        );
+        let c = Config::parse(r#"{"endpoint": "nats://h", "token": "${secret:t}"}"#).unwrap();
+        assert_eq!(c.auth, Some(Auth::Token("${secret:t}".into())));
+        for (json, needle) in [
+            (
+                r#""user": "u", "password": "hunter2""#,
+                "password: write a placeholder",
+            ),
+            (r#""token": "abc""#, "token: write a placeholder"),
+            (r#""user": "u""#, "password: user is set"),
+            (r#""password": "${secret:p}""#, "user: password is set"),
+            (
+                r#""user": "u", "password": "${secret:p}", "token": "${secret:t}""#,
+                "not both",
+            ),
+        ] {
+            let e = Config::parse(&format!(r#"{{"endpoint": "nats://h", {json}}}"#))
+                .err()
+                .unwrap();
+            assert!(e.contains(needle), "{needle} missing from {e}");
+        }
     }
 
     #[test]

@@ -93,7 +93,12 @@ impl Nats {
                 "_INBOX.ferry.{:016x}",
                 wasip2::random::random::get_random_u64()
             );
-            match Conn::connect(&self.config.servers[i], inbox, self.config.ack_timeout) {
+            match Conn::connect(
+                &self.config.servers[i],
+                inbox,
+                self.config.ack_timeout,
+                self.config.auth.as_ref(),
+            ) {
                 Ok(mut conn) => {
                     self.next_endpoint = (i + 1) % n;
                     match self.ensure_stream(&mut conn) {

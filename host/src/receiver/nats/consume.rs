@@ -64,10 +64,16 @@ impl Counters {
 /// A JetStream context on a client that reconnects by itself (from its first connection on).
 pub async fn connect(config: &NatsReceiverConfig) -> Context {
     loop {
-        let options = async_nats::ConnectOptions::new()
-            .name("ferry-nats-receiver")
-            .retry_on_initial_connect();
-        match options.connect(config.servers()).await {
+        let options = config.connect_options().map_err(anyhow::Error::msg);
+        let connected = match options {
+            Ok(options) => options
+                .retry_on_initial_connect()
+                .connect(config.servers())
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(client) => return jetstream::new(client),
             Err(e) => {
                 tracing::warn!(receiver = "nats", "cannot connect: {e}; trying again");

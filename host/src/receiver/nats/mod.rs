@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::plugin::secrets::SecretSource;
 use crate::receiver::ingest::Launch;
 use crate::units::{de_bytes, de_duration};
 
@@ -80,6 +81,22 @@ pub struct NatsReceiverConfig {
         deserialize_with = "de_bytes"
     )]
     pub max_request_bytes: usize,
+    /// User name, with `password`, when the servers require them.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The user's password, from the environment or a file.
+    #[serde(default)]
+    pub password: Option<SecretSource>,
+    /// A token, instead of user and password.
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+}
+
+/// Credentials as read when connecting.
+enum Credentials {
+    None,
+    UserPassword(String, String),
+    Token(String),
 }
 
 fn default_stream() -> String {
@@ -127,6 +144,42 @@ impl NatsReceiverConfig {
             .filter_map(|u| u.strip_prefix("nats://"))
             .map(str::to_string)
             .collect()
+    }
+
+    /// Whether the credentials given make one of the two kinds.
+    fn credentials_given(&self, key: &str) -> Result<(), String> {
+        match (&self.user, &self.password, &self.token) {
+            (None, None, _) | (Some(_), Some(_), None) => Ok(()),
+            (_, _, Some(_)) => Err(format!(
+                "{key}.token: set either user and password, or token, not both"
+            )),
+            (Some(_), None, None) => Err(format!("{key}.password: user is set, password is not")),
+            (None, Some(_), None) => Err(format!("{key}.user: password is set, user is not")),
+        }
+    }
+
+    /// Reads the credentials; the error names the key and what is missing, never a value.
+    fn credentials(&self, key: &str) -> Result<Credentials, String> {
+        self.credentials_given(key)?;
+        let read =
+            |name: &str, src: &SecretSource| src.read().map_err(|e| format!("{key}.{name}: {e}"));
+        Ok(match (&self.user, &self.password, &self.token) {
+            (Some(user), Some(pw), _) => {
+                Credentials::UserPassword(user.clone(), read("password", pw)?)
+            }
+            (_, _, Some(token)) => Credentials::Token(read("token", token)?),
+            _ => Credentials::None,
+        })
+    }
+
+    /// Connection options with the credentials in.
+    fn connect_options(&self) -> Result<async_nats::ConnectOptions, String> {
+        let options = async_nats::ConnectOptions::new().name("ferry-nats-receiver");
+        Ok(match self.credentials("receivers.nats")? {
+            Credentials::None => options,
+            Credentials::UserPassword(user, pw) => options.user_and_password(user, pw),
+            Credentials::Token(token) => options.token(token),
+        })
     }
 }
 
@@ -197,6 +250,17 @@ impl crate::receiver::Receiver for NatsReceiverConfig {
                 self.lease_replicas
             ));
         }
+        let sources = [("password", &self.password), ("token", &self.token)];
+        for (name, src) in sources {
+            if let Some(src) = src
+                && src.env.is_some() == src.file.is_some()
+            {
+                errors.push(format!("{key}.{name}: set exactly one of `env` and `file`"));
+            }
+        }
+        if let Err(e) = self.credentials_given(key) {
+            errors.push(e);
+        }
         if let Some(id) = &self.gateway_id
             && !token_ok(id)
         {
@@ -207,6 +271,8 @@ impl crate::receiver::Receiver for NatsReceiverConfig {
     }
 
     async fn start(&self, launch: &mut Launch<'_>) -> anyhow::Result<()> {
+        // Read now, so that a missing secret stops the start with its name.
+        self.connect_options().map_err(anyhow::Error::msg)?;
         let ingest = launch.ingest("nats", self.max_request_bytes);
         let counters = consume::Counters::new(launch.telemetry);
         let config = self.clone();
@@ -230,4 +296,51 @@ impl crate::receiver::Receiver for NatsReceiverConfig {
 /// The NATS receiver has no wire decoder of its own: its messages are OTLP requests.
 pub fn decoders() -> Vec<(&'static str, crate::receiver::decoders::Decoder)> {
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receiver::Receiver;
+
+    fn parse(extra: &str) -> NatsReceiverConfig {
+        toml::from_str(&format!("endpoints = [\"nats://127.0.0.1:4222\"]\n{extra}")).unwrap()
+    }
+
+    fn errors(extra: &str) -> String {
+        let mut errors = Vec::new();
+        parse(extra).check("receivers.nats", &mut errors);
+        errors.join("\n")
+    }
+
+    #[test]
+    fn credentials_are_user_and_password_or_a_token_read_from_outside_the_config() {
+        assert_eq!(errors("user = \"u\"\npassword = { env = \"X\" }"), "");
+        assert!(errors("user = \"u\"").contains("receivers.nats.password: user is set"));
+        assert!(errors("password = { env = \"X\" }").contains("receivers.nats.user"));
+        let both = errors("user = \"u\"\npassword = { env = \"X\" }\ntoken = { file = \"/t\" }");
+        assert!(both.contains("receivers.nats.token: set either"), "{both}");
+        let neither = errors("token = { env = \"X\", file = \"/t\" }");
+        assert!(
+            neither.contains("receivers.nats.token: set exactly one"),
+            "{neither}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "tok\n").unwrap();
+        let c = parse(&format!(
+            "token = {{ file = {:?} }}",
+            file.display().to_string()
+        ));
+        assert!(matches!(c.credentials("k"), Ok(Credentials::Token(t)) if t == "tok"));
+        let missing = parse("user = \"u\"\npassword = { env = \"FERRY_SURELY_UNSET\" }");
+        let Err(e) = missing.credentials("receivers.nats") else {
+            panic!("read a password from nowhere")
+        };
+        assert!(
+            e.starts_with("receivers.nats.password: environment variable"),
+            "{e}"
+        );
+    }
 }
