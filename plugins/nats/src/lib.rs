@@ -23,9 +23,6 @@ use std::collections::VecDeque;
 
 use client::{Conn, NatsError, Outgoing};
 use config::{Config, Mode};
-use ferry_sdk::proto::logs_service::ExportLogsServiceRequest;
-use ferry_sdk::proto::metrics_service::ExportMetricsServiceRequest;
-use ferry_sdk::proto::trace_service::ExportTraceServiceRequest;
 use ferry_sdk::{Batch, BatchMeta, Encoding, ExportError, Exporter, Manifest, Signal};
 use serde::Deserialize;
 
@@ -255,9 +252,9 @@ impl Nats {
             Mode::ByTrace => self.config.shards,
         };
         let pieces = match signal {
-            Signal::Traces => shard::cut::<ExportTraceServiceRequest>(batch, shards, max),
-            Signal::Metrics => shard::cut::<ExportMetricsServiceRequest>(batch, shards, max),
-            Signal::Logs => shard::cut::<ExportLogsServiceRequest>(batch, shards, max),
+            Signal::Traces => shard::cut(batch, shard::TRACES, shards, max),
+            Signal::Metrics => shard::cut(batch, shard::METRICS, shards, max),
+            Signal::Logs => shard::cut(batch, shard::LOGS, shards, max),
         }?;
         let hash = shard::batch_hash(batch);
         let mut parts = vec![0usize; shards as usize];

@@ -1,11 +1,7 @@
 //! Cutting a batch into messages: by shard (`by_trace`: spans by their trace id, logs by
 //! theirs, metrics by their resource) and by size (a message must fit the server's
-//! `max_payload`). Each piece keeps its items' resource and scope.
-
-use ferry_sdk::proto::logs_service::ExportLogsServiceRequest;
-use ferry_sdk::proto::metrics_service::ExportMetricsServiceRequest;
-use ferry_sdk::proto::prost::Message;
-use ferry_sdk::proto::trace_service::ExportTraceServiceRequest;
+//! `max_payload`). Each piece keeps its items' resource and scope. Batches are cut on the
+//! wire: items are copied as they are, never decoded.
 
 /// FNV-1a, 64 bits.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -46,103 +42,21 @@ pub fn message_id(hash: u128, nonce: u64, shard: u32, part: usize) -> String {
     format!("{hash:032x}-{nonce:016x}-{shard}-{part}")
 }
 
-/// One of the export requests, seen as resources, their scopes and the items in them.
-pub trait Request: Message + Default + Sized {
-    /// The item (span, metric, log record).
-    type Item: Message;
-    /// Takes every item out, with the index of its resource and of its scope there; what is
-    /// left is the skeleton [`Request::rebuild`] puts items back into.
-    fn take_items(&mut self) -> Vec<(usize, usize, Self::Item)>;
-    /// A request holding `items`, each under a copy of its resource and scope from `skeleton`
-    /// (consecutive items of one scope share one).
-    fn rebuild(skeleton: &Self, items: Vec<(usize, usize, Self::Item)>) -> Self;
-    /// The shard of an item: `resource_key` is the hash of its resource.
-    fn shard_key(item: &Self::Item, resource_key: u64) -> u64;
-    /// The hash of each resource.
-    fn resource_keys(&self) -> Vec<u64>;
-    /// Of a skeleton: each resource's encoded size without its scopes, and each of its
-    /// scopes' without their items.
-    fn overheads(&self) -> Vec<(usize, Vec<usize>)>;
+/// Where an item's shard key comes from, per signal.
+#[derive(Clone, Copy, Debug)]
+pub enum Keyed {
+    /// The trace id, at this field number of the item (if set), else the resource.
+    TraceId(u32),
+    /// The resource alone.
+    Resource,
 }
 
-macro_rules! request {
-    ($req:ty, $resources:ident, $scopes:ident, $items:ident, $item:ty, |$it:ident, $rk:ident| $key:expr) => {
-        impl Request for $req {
-            type Item = $item;
-
-            fn take_items(&mut self) -> Vec<(usize, usize, $item)> {
-                let mut out = Vec::new();
-                for (ri, r) in self.$resources.iter_mut().enumerate() {
-                    for (si, s) in r.$scopes.iter_mut().enumerate() {
-                        out.extend(
-                            std::mem::take(&mut s.$items)
-                                .into_iter()
-                                .map(|i| (ri, si, i)),
-                        );
-                    }
-                }
-                out
-            }
-
-            fn rebuild(skeleton: &Self, items: Vec<(usize, usize, $item)>) -> Self {
-                let mut req = <$req>::default();
-                let mut at: Option<(usize, usize)> = None;
-                for (ri, si, item) in items {
-                    if at.map(|(r, _)| r) != Some(ri) {
-                        let mut r = skeleton.$resources[ri].clone();
-                        r.$scopes.clear();
-                        req.$resources.push(r);
-                    }
-                    let r = req.$resources.last_mut().expect("pushed above");
-                    if at != Some((ri, si)) {
-                        let mut s = skeleton.$resources[ri].$scopes[si].clone();
-                        s.$items.clear();
-                        r.$scopes.push(s);
-                    }
-                    r.$scopes
-                        .last_mut()
-                        .expect("pushed above")
-                        .$items
-                        .push(item);
-                    at = Some((ri, si));
-                }
-                req
-            }
-
-            fn shard_key($it: &$item, $rk: u64) -> u64 {
-                $key
-            }
-
-            fn overheads(&self) -> Vec<(usize, Vec<usize>)> {
-                self.$resources
-                    .iter()
-                    .map(|r| {
-                        let mut bare = r.clone();
-                        bare.$scopes.clear();
-                        (
-                            bare.encoded_len(),
-                            r.$scopes.iter().map(Message::encoded_len).collect(),
-                        )
-                    })
-                    .collect()
-            }
-
-            fn resource_keys(&self) -> Vec<u64> {
-                self.$resources
-                    .iter()
-                    .map(|r| {
-                        resource_key(
-                            &r.resource
-                                .as_ref()
-                                .map(Message::encode_to_vec)
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            }
-        }
-    };
-}
+/// Spans go by their trace id (`Span.trace_id` is field 1).
+pub const TRACES: Keyed = Keyed::TraceId(1);
+/// Log records go by their trace id when they have one (`LogRecord.trace_id` is field 9).
+pub const LOGS: Keyed = Keyed::TraceId(9);
+/// Metrics go by their resource.
+pub const METRICS: Keyed = Keyed::Resource;
 
 /// A trace id that is set: 16 bytes, not all zero.
 fn trace_id(id: &[u8]) -> Option<&[u8; 16]> {
@@ -150,54 +64,34 @@ fn trace_id(id: &[u8]) -> Option<&[u8; 16]> {
     id.iter().any(|b| *b != 0).then_some(id)
 }
 
-request!(
-    ExportTraceServiceRequest,
-    resource_spans,
-    scope_spans,
-    spans,
-    ferry_sdk::proto::trace::Span,
-    |span, rk| trace_id(&span.trace_id).map_or(rk, trace_key)
-);
-request!(
-    ExportLogsServiceRequest,
-    resource_logs,
-    scope_logs,
-    log_records,
-    ferry_sdk::proto::logs::LogRecord,
-    |log, rk| trace_id(&log.trace_id).map_or(rk, trace_key)
-);
-request!(
-    ExportMetricsServiceRequest,
-    resource_metrics,
-    scope_metrics,
-    metrics,
-    ferry_sdk::proto::metrics::Metric,
-    |_metric, rk| rk
-);
-
 /// The batch as (shard, request) pieces, each at most `max_bytes` encoded. With one shard the
-/// batch is cut between its top-level entries, undecoded (the concatenation of requests is
-/// their merge), and only an entry alone over the limit is decoded and cut further. An item
-/// alone over `max_bytes` is an error.
-pub fn cut<R: Request>(
+/// batch is cut between its top-level entries, as they are (the concatenation of requests is
+/// their merge), and only an entry alone over the limit is cut further. An item alone over
+/// `max_bytes` is an error.
+pub fn cut(
     batch: &[u8],
+    keyed: Keyed,
     shards: u32,
     max_bytes: usize,
 ) -> Result<Vec<(u32, Vec<u8>)>, String> {
     if shards > 1 {
-        return regroup::<R>(batch, shards, max_bytes);
+        return regroup(batch, keyed, shards, max_bytes);
     }
     if batch.len() <= max_bytes {
         return Ok(vec![(0, batch.to_vec())]);
     }
     let mut out = Vec::new();
     let mut run = 0..0;
-    for entry in top_level(batch)? {
+    let mut pos = 0;
+    while pos < batch.len() {
+        let start = pos;
+        next_field(batch, &mut pos)?;
+        let entry = start..pos;
         if entry.len() > max_bytes {
             if !run.is_empty() {
                 out.push((0, batch[run.clone()].to_vec()));
             }
-            out.extend(regroup::<R>(&batch[entry.clone()], 1, max_bytes)?);
+            out.extend(regroup(&batch[entry.clone()], keyed, 1, max_bytes)?);
             run = entry.end..entry.end;
             continue;
         }
@@ -213,69 +107,162 @@ pub fn cut<R: Request>(
     Ok(out)
 }
 
-/// The byte ranges of a message's top-level fields.
-fn top_level(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
-    fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = *buf.get(*pos).ok_or("the batch is truncated")?;
-            *pos += 1;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("the batch has a malformed varint".into())
-    }
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < buf.len() {
-        let start = pos;
-        let tag = varint(buf, &mut pos)?;
-        let skip = match tag & 7 {
-            0 => varint(buf, &mut pos).map(|_| 0)?,
-            1 => 8,
-            5 => 4,
-            2 => usize::try_from(varint(buf, &mut pos)?).map_err(|e| e.to_string())?,
-            w => return Err(format!("the batch has a field of wire type {w}")),
-        };
-        pos = pos
-            .checked_add(skip)
-            .filter(|p| *p <= buf.len())
-            .ok_or("the batch is truncated")?;
-        out.push(start..pos);
-    }
-    Ok(out)
+/// One protobuf field: its number, wire type, its bytes with tag and length, and (for a
+/// length-delimited field) its payload.
+struct Field<'a> {
+    num: u64,
+    wire: u64,
+    whole: &'a [u8],
+    body: &'a [u8],
 }
 
-/// Decodes the batch and regroups its items by shard, each shard's in pieces that fit.
-fn regroup<R: Request>(
+impl Field<'_> {
+    /// Whether it is the length-delimited field `num` (a message, bytes or a string).
+    fn is(&self, num: u64) -> bool {
+        self.num == num && self.wire == 2
+    }
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *buf.get(*pos).ok_or("the batch is truncated")?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("the batch has a malformed varint".into())
+}
+
+/// The field at `pos`, which it moves past it.
+fn next_field<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Field<'a>, String> {
+    let start = *pos;
+    let tag = varint(buf, pos)?;
+    let (num, wire) = (tag >> 3, tag & 7);
+    let len = match wire {
+        0 => varint(buf, pos).map(|_| 0)?,
+        1 => 8,
+        5 => 4,
+        2 => usize::try_from(varint(buf, pos)?).map_err(|e| e.to_string())?,
+        w => return Err(format!("the batch has a field of wire type {w}")),
+    };
+    let body_start = *pos;
+    *pos = pos
+        .checked_add(len)
+        .filter(|p| *p <= buf.len())
+        .ok_or("the batch is truncated")?;
+    Ok(Field {
+        num,
+        wire,
+        whole: &buf[start..*pos],
+        body: &buf[body_start..*pos],
+    })
+}
+
+/// The payload of the first length-delimited field `num` of a message, if any.
+fn find(msg: &[u8], num: u64) -> Result<Option<&[u8]>, String> {
+    let mut pos = 0;
+    while pos < msg.len() {
+        let f = next_field(msg, &mut pos)?;
+        if f.is(num) {
+            return Ok(Some(f.body));
+        }
+    }
+    Ok(None)
+}
+
+/// The fields of a resource's or a scope's entry other than its children (the resource or
+/// scope itself, its schema URL), copied into every piece that holds some of its items.
+#[derive(Default)]
+struct Head<'a> {
+    fields: Vec<&'a [u8]>,
+    len: usize,
+}
+
+impl<'a> Head<'a> {
+    fn push(&mut self, field: &'a [u8]) {
+        self.len += field.len();
+        self.fields.push(field);
+    }
+}
+
+/// A resource's entry (`ResourceSpans`, `ResourceLogs`, `ResourceMetrics`): its head, and
+/// the head of each of its scopes' entries.
+struct Group<'a> {
+    head: Head<'a>,
+    scopes: Vec<Head<'a>>,
+}
+
+/// An item where it was: its resource's and its scope's index, and its field, whole.
+type Placed<'a> = (usize, usize, &'a [u8]);
+
+/// Regroups the batch's items by shard on the wire, copying their bytes, never decoding them:
+/// a request is resources (field 1), a resource's entry holds scopes (field 2), a scope's
+/// entry holds items (field 2), alike for the three signals. Each shard's items go out in
+/// pieces that fit.
+fn regroup(
     batch: &[u8],
+    keyed: Keyed,
     shards: u32,
     max_bytes: usize,
 ) -> Result<Vec<(u32, Vec<u8>)>, String> {
-    let mut skeleton = R::decode(batch).map_err(|e| format!("the batch does not decode: {e}"))?;
-    let keys = skeleton.resource_keys();
-    let items = skeleton.take_items();
-    let overheads = skeleton.overheads();
-    let mut by_shard: Vec<Vec<(usize, usize, R::Item)>> =
-        (0..shards.max(1)).map(|_| Vec::new()).collect();
-    for (ri, si, item) in items {
-        let shard = R::shard_key(&item, keys[ri]) % u64::from(shards.max(1));
-        by_shard[shard as usize].push((ri, si, item));
+    let shards = shards.max(1);
+    let mut groups = Vec::new();
+    let mut by_shard: Vec<Vec<Placed>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut pos = 0;
+    while pos < batch.len() {
+        let entry = next_field(batch, &mut pos)?;
+        // Nothing else is defined at the top; a decoder would skip it as well.
+        if !entry.is(1) {
+            continue;
+        }
+        let gi = groups.len();
+        let mut head = Head::default();
+        let mut scopes = Vec::new();
+        let mut resource: &[u8] = &[];
+        let mut p = 0;
+        while p < entry.body.len() {
+            let f = next_field(entry.body, &mut p)?;
+            if f.is(2) {
+                scopes.push(f.body);
+                continue;
+            }
+            if f.is(1) {
+                resource = f.body;
+            }
+            head.push(f.whole);
+        }
+        let resource_key = resource_key(resource);
+        let mut group = Group {
+            head,
+            scopes: Vec::with_capacity(scopes.len()),
+        };
+        for (si, scope) in scopes.into_iter().enumerate() {
+            let mut head = Head::default();
+            let mut q = 0;
+            while q < scope.len() {
+                let f = next_field(scope, &mut q)?;
+                if !f.is(2) {
+                    head.push(f.whole);
+                    continue;
+                }
+                let key = match keyed {
+                    Keyed::TraceId(num) => find(f.body, u64::from(num))?
+                        .and_then(trace_id)
+                        .map_or(resource_key, trace_key),
+                    Keyed::Resource => resource_key,
+                };
+                by_shard[(key % u64::from(shards)) as usize].push((gi, si, f.whole));
+            }
+            group.scopes.push(head);
+        }
+        groups.push(group);
     }
     let mut out = Vec::new();
     for (shard, items) in by_shard.into_iter().enumerate() {
-        if !items.is_empty() {
-            fit(
-                &skeleton,
-                &overheads,
-                items,
-                max_bytes,
-                shard as u32,
-                &mut out,
-            )?;
-        }
+        fit(&groups, &items, max_bytes, shard as u32, &mut out)?;
     }
     Ok(out)
 }
@@ -284,193 +271,96 @@ fn regroup<R: Request>(
 const PREFIX: usize = 6;
 
 /// Cuts `items` into requests in one pass, each within `max_bytes`: a piece's size is bounded
-/// from above by its items' sizes plus the resources and scopes it repeats, each with its
-/// prefix, so no piece is encoded twice.
-fn fit<R: Request>(
-    skeleton: &R,
-    overheads: &[(usize, Vec<usize>)],
-    items: Vec<(usize, usize, R::Item)>,
+/// from above by its items' sizes plus the heads it repeats, each with its prefix.
+fn fit(
+    groups: &[Group],
+    items: &[Placed],
     max_bytes: usize,
     shard: u32,
     out: &mut Vec<(u32, Vec<u8>)>,
 ) -> Result<(), String> {
-    let cost = |at: Option<(usize, usize)>, ri: usize, si: usize, item: &R::Item| {
-        let mut n = item.encoded_len() + PREFIX;
-        if at.map(|(r, _)| r) != Some(ri) {
-            n += overheads[ri].0 + PREFIX;
+    let cost = |at: Option<(usize, usize)>, (gi, si, item): &Placed| {
+        let mut n = item.len();
+        if at.map(|(g, _)| g) != Some(*gi) {
+            n += groups[*gi].head.len + PREFIX;
         }
-        if at != Some((ri, si)) {
-            n += overheads[ri].1[si] + PREFIX;
+        if at != Some((*gi, *si)) {
+            n += groups[*gi].scopes[*si].len + PREFIX;
         }
         n
     };
-    let mut piece = Vec::new();
-    let (mut size, mut at) = (0, None);
-    for (ri, si, item) in items {
-        let mut n = cost(at, ri, si, &item);
-        if !piece.is_empty() && size + n > max_bytes {
-            out.push((
-                shard,
-                R::rebuild(skeleton, std::mem::take(&mut piece)).encode_to_vec(),
-            ));
-            size = 0;
-            n = cost(None, ri, si, &item);
+    let (mut from, mut size, mut at) = (0, 0, None);
+    for (i, placed) in items.iter().enumerate() {
+        let mut n = cost(at, placed);
+        if i > from && size + n > max_bytes {
+            out.push((shard, encode(groups, &items[from..i])));
+            (from, size) = (i, 0);
+            n = cost(None, placed);
         }
         if n > max_bytes {
             return Err(format!(
                 "one item takes {} bytes, over the server's message limit of {max_bytes}",
-                item.encoded_len()
+                placed.2.len()
             ));
         }
         size += n;
-        at = Some((ri, si));
-        piece.push((ri, si, item));
+        at = Some((placed.0, placed.1));
     }
-    if !piece.is_empty() {
-        out.push((shard, R::rebuild(skeleton, piece).encode_to_vec()));
+    if from < items.len() {
+        out.push((shard, encode(groups, &items[from..])));
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ferry_sdk::proto::common::{InstrumentationScope, KeyValue};
-    use ferry_sdk::proto::resource::Resource;
-    use ferry_sdk::proto::trace::{ResourceSpans, ScopeSpans, Span};
-
-    fn span(trace: u8, name: &str) -> Span {
-        Span {
-            trace_id: vec![trace; 16],
-            span_id: vec![1; 8],
-            name: name.into(),
-            ..Default::default()
-        }
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
     }
-
-    fn service(name: &str, spans: Vec<Span>) -> ResourceSpans {
-        ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(ferry_sdk::proto::common::AnyValue {
-                        value: Some(ferry_sdk::proto::common::any_value::Value::StringValue(
-                            name.into(),
-                        )),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: format!("{name}-lib"),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-
-    /// (shard, service, scope, span name) of every span in the pieces.
-    fn placed(pieces: &[(u32, Vec<u8>)]) -> Vec<(u32, String, String, String)> {
-        let mut out = Vec::new();
-        for (shard, bytes) in pieces {
-            let req = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
-            for rs in req.resource_spans {
-                let svc = format!("{:?}", rs.resource.unwrap().attributes[0].value);
-                for ss in rs.scope_spans {
-                    let scope = ss.scope.unwrap().name;
-                    for s in ss.spans {
-                        out.push((*shard, svc.clone(), scope.clone(), s.name));
-                    }
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
-    #[test]
-    fn spans_of_a_trace_share_a_shard_and_keep_their_resource_and_scope() {
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![
-                service(
-                    "a",
-                    (0..40).map(|i| span(i % 8 + 1, &format!("a{i}"))).collect(),
-                ),
-                service(
-                    "b",
-                    (0..40).map(|i| span(i % 8 + 1, &format!("b{i}"))).collect(),
-                ),
-            ],
-        };
-        let bytes = req.encode_to_vec();
-        let pieces = cut::<ExportTraceServiceRequest>(&bytes, 4, 1 << 20).unwrap();
-        let placed = placed(&pieces);
-        assert_eq!(placed.len(), 80, "every span, once");
-        for (shard, svc, scope, name) in &placed {
-            let trace = name[1..].parse::<u8>().unwrap() % 8 + 1;
-            assert_eq!(u64::from(*shard), trace_key(&[trace; 16]) % 4, "{name}");
-            assert!(
-                svc.contains(&name[..1]) && scope.starts_with(&name[..1]),
-                "{name}"
-            );
-        }
-        assert!(
-            pieces
-                .iter()
-                .map(|p| p.0)
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-                > 1
-        );
-        // One shard, and the batch fits: it is sent as it is.
-        assert_eq!(
-            cut::<ExportTraceServiceRequest>(&bytes, 1, 1 << 20).unwrap(),
-            [(0, bytes.clone())]
-        );
-        // The same batch is always cut the same way, with the same ids.
-        assert_eq!(
-            cut::<ExportTraceServiceRequest>(&bytes, 4, 1 << 20).unwrap(),
-            pieces
-        );
-        let h = batch_hash(&bytes);
-        assert_eq!(h, batch_hash(&bytes.clone()));
-        assert_ne!(h, batch_hash(&bytes[1..]));
-        assert_eq!(message_id(h, 7, 2, 1), message_id(h, 7, 2, 1));
-        assert_ne!(message_id(h, 7, 2, 1), message_id(h, 7, 2, 2));
-        assert_ne!(message_id(h, 7, 2, 1), message_id(h, 8, 2, 1));
-    }
-
-    #[test]
-    fn a_batch_over_the_limit_is_cut_to_fit_and_an_item_that_cannot_fit_is_an_error() {
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![service(
-                "a",
-                (0..100).map(|i| span(1, &format!("a{i}"))).collect(),
-            )],
-        };
-        let bytes = req.encode_to_vec();
-        let pieces = cut::<ExportTraceServiceRequest>(&bytes, 1, bytes.len() / 3).unwrap();
-        assert!(pieces.len() >= 3);
-        assert!(pieces.iter().all(|(_, p)| p.len() <= bytes.len() / 3));
-        assert_eq!(placed(&pieces).len(), 100);
-        // Many requests in one batch: cut between them, undecoded.
-        let batch = [bytes.clone(), bytes.clone(), bytes.clone()].concat();
-        let pieces = cut::<ExportTraceServiceRequest>(&batch, 1, bytes.len() + 10).unwrap();
-        assert_eq!(
-            pieces,
-            vec![(0, bytes.clone()), (0, bytes.clone()), (0, bytes.clone())]
-        );
-        // ... and an entry alone over the limit is decoded and cut further.
-        let pieces = cut::<ExportTraceServiceRequest>(&batch, 1, bytes.len() / 2).unwrap();
-        assert_eq!(placed(&pieces).len(), 300);
-        assert!(pieces.iter().all(|(_, p)| p.len() <= bytes.len() / 2));
-        assert!(cut::<ExportTraceServiceRequest>(&batch[..batch.len() - 1], 1, 100).is_err());
-        let e = cut::<ExportTraceServiceRequest>(&bytes, 1, 20).unwrap_err();
-        assert!(e.contains("over the server's message limit of 20"), "{e}");
-    }
+    out.push(v as u8);
 }
+
+fn varint_len(v: usize) -> usize {
+    (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// A request of `items` (in batch order), each under its resource's and scope's heads;
+/// consecutive items of one scope share one entry.
+fn encode(groups: &[Group], items: &[Placed]) -> Vec<u8> {
+    const ENTRY: u8 = 1 << 3 | 2;
+    const CHILD: u8 = 2 << 3 | 2;
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.2.len()).sum::<usize>() + 64);
+    for resource in items.chunk_by(|a, b| a.0 == b.0) {
+        let group = &groups[resource[0].0];
+        let scopes: Vec<(&Head, &[Placed], usize)> = resource
+            .chunk_by(|a, b| a.1 == b.1)
+            .map(|run| {
+                let head = &group.scopes[run[0].1];
+                let len = head.len + run.iter().map(|i| i.2.len()).sum::<usize>();
+                (head, run, len)
+            })
+            .collect();
+        let len = group.head.len
+            + scopes
+                .iter()
+                .map(|(_, _, n)| 1 + varint_len(*n) + n)
+                .sum::<usize>();
+        out.push(ENTRY);
+        put_varint(&mut out, len);
+        group
+            .head
+            .fields
+            .iter()
+            .for_each(|f| out.extend_from_slice(f));
+        for (head, run, n) in scopes {
+            out.push(CHILD);
+            put_varint(&mut out, n);
+            head.fields.iter().for_each(|f| out.extend_from_slice(f));
+            run.iter().for_each(|i| out.extend_from_slice(i.2));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
