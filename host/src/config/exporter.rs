@@ -163,8 +163,8 @@ impl ExporterConfig {
             if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 errors.push(format!("{key}: not a valid header name"));
             }
-            if source.env.is_some() == source.file.is_some() {
-                errors.push(format!("{key}: set exactly one of `env` and `file`"));
+            if let Some(e) = source.check() {
+                errors.push(format!("{key}: {e}"));
             }
         }
         for (secret, source) in &e.secrets {
@@ -174,8 +174,8 @@ impl ExporterConfig {
                     "{key}: a name is letters, digits, `_` and `-`, at most 64"
                 ));
             }
-            if source.env.is_some() == source.file.is_some() {
-                errors.push(format!("{key}: set exactly one of `env` and `file`"));
+            if let Some(e) = source.check() {
+                errors.push(format!("{key}: {e}"));
             }
         }
         for (path, secret) in crate::plugin::secrets::named_in(&e.config) {

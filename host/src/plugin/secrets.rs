@@ -12,6 +12,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError};
 
+const ONE_SOURCE: &str = "set exactly one of `env` and `file`";
+
 /// Where a secret's value comes from: exactly one of `env` and `file`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +28,11 @@ pub struct SecretSource {
 }
 
 impl SecretSource {
+    /// What is wrong with its shape, if anything (checked with the rest of the config).
+    pub fn check(&self) -> Option<&'static str> {
+        (self.env.is_some() == self.file.is_some()).then_some(ONE_SOURCE)
+    }
+
     /// The value, prefix first; the error says what is missing, never a value.
     pub fn read(&self) -> Result<String, String> {
         let raw = match (&self.env, &self.file) {
@@ -36,7 +43,7 @@ impl SecretSource {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
-            _ => return Err("set exactly one of `env` and `file`".into()),
+            _ => return Err(ONE_SOURCE.into()),
         };
         Ok(format!("{}{raw}", self.prefix))
     }

@@ -252,10 +252,8 @@ impl crate::receiver::Receiver for NatsReceiverConfig {
         }
         let sources = [("password", &self.password), ("token", &self.token)];
         for (name, src) in sources {
-            if let Some(src) = src
-                && src.env.is_some() == src.file.is_some()
-            {
-                errors.push(format!("{key}.{name}: set exactly one of `env` and `file`"));
+            if let Some(e) = src.as_ref().and_then(SecretSource::check) {
+                errors.push(format!("{key}.{name}: {e}"));
             }
         }
         if let Err(e) = self.credentials_given(key) {
