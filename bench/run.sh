@@ -45,7 +45,7 @@ if [ ! -x "$ROTEL" ]; then
   chmod +x "$ROTEL"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 wait_port() {
   for _ in $(seq 1 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -54,13 +54,6 @@ wait_port() {
   echo "nothing listens on port $1" >&2; return 1
 }
 http_get() { curl -sf "http://127.0.0.1:$1$2"; }
-sink_count() { http_get "$1" /count | python3 -c 'import json,sys; print(json.load(sys.stdin)["traces"])'; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); }
-trap cleanup EXIT
 
 # Starts a sink and stores its port in the variable named $1 (no subshell, so the sink's pid
 # stays in PIDS and is stopped by cleanup).

@@ -163,11 +163,18 @@ impl Nats {
         Ok(())
     }
 
-    /// Publishes the batch's messages and waits for JetStream's acknowledgement of each.
-    fn publish(&mut self, signal: Signal, bytes: &[u8], nonce: u64) -> Result<(), ExportError> {
+    /// Publishes the batch's messages (`hash` is its [`shard::batch_hash`]) and waits for
+    /// JetStream's acknowledgement of each.
+    fn publish(
+        &mut self,
+        signal: Signal,
+        bytes: &[u8],
+        hash: u128,
+        nonce: u64,
+    ) -> Result<(), ExportError> {
         let max = self.connection()?.max_payload.saturating_sub(HEADER_ROOM);
         let msgs = self
-            .messages(signal, bytes, max, nonce)
+            .messages(signal, bytes, max, hash, nonce)
             .map_err(ExportError::Permanent)?;
         let conn = self.connection()?;
         let answers = match conn.publish_all(&msgs) {
@@ -245,6 +252,7 @@ impl Nats {
         signal: Signal,
         batch: &[u8],
         max: usize,
+        hash: u128,
         nonce: u64,
     ) -> Result<Vec<Outgoing>, String> {
         let shards = match self.config.mode {
@@ -256,7 +264,6 @@ impl Nats {
             Signal::Metrics => shard::cut(batch, shard::METRICS, shards, max),
             Signal::Logs => shard::cut(batch, shard::LOGS, shards, max),
         }?;
-        let hash = shard::batch_hash(batch);
         let mut parts = vec![0usize; shards as usize];
         Ok(pieces
             .into_iter()
@@ -300,7 +307,7 @@ impl Exporter for Nats {
         let bytes = batch.to_vec();
         let hash = shard::batch_hash(&bytes);
         let nonce = self.nonce(hash, meta.attempt);
-        let result = self.publish(meta.signal, &bytes, nonce);
+        let result = self.publish(meta.signal, &bytes, hash, nonce);
         if let Err(ExportError::Retryable(_)) = &result {
             self.remember_failed(hash, nonce);
         }

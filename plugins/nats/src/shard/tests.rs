@@ -105,6 +105,11 @@ fn spans_of_a_trace_share_a_shard_and_keep_their_resource_and_scope() {
     // The same batch is always cut the same way, with the same ids.
     assert_eq!(cut(&bytes, TRACES, 4, 1 << 20).unwrap(), pieces);
     let h = batch_hash(&bytes);
+    let salted = [&[0x5a][..], &bytes].concat();
+    assert_eq!(
+        h,
+        u128::from(fnv1a(&bytes)) << 64 | u128::from(fnv1a(&salted))
+    );
     assert_eq!(h, batch_hash(&bytes.clone()));
     assert_ne!(h, batch_hash(&bytes[1..]));
     assert_eq!(message_id(h, 7, 2, 1), message_id(h, 7, 2, 1));
