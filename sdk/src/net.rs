@@ -46,7 +46,14 @@ impl std::error::Error for NetError {}
 
 impl NetError {
     fn from_io(what: &str, e: io::Error) -> NetError {
-        let m = format!("{what}: {e}");
+        // Under WASI an OS error may print as its bare number ("os error 14"): put its
+        // meaning first, unless the text already says it.
+        let (text, kind) = (e.to_string(), e.kind().to_string());
+        let m = if e.raw_os_error().is_some() && !text.to_lowercase().contains(&kind) {
+            format!("{what}: {kind} ({text})")
+        } else {
+            format!("{what}: {text}")
+        };
         match e.kind() {
             io::ErrorKind::PermissionDenied => NetError::Denied(m),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => NetError::Timeout(m),
@@ -118,5 +125,29 @@ impl Write for TcpStream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_failed_and_why_once() {
+        let refused = NetError::from_io("connecting to h:1", io::Error::from_raw_os_error(111));
+        let text = refused.to_string();
+        assert!(text.starts_with("connecting to h:1: "), "{text}");
+        assert_eq!(
+            text.to_lowercase().matches("connection refused").count(),
+            1,
+            "{text}"
+        );
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert!(matches!(
+            NetError::from_io("x", denied),
+            NetError::Denied(_)
+        ));
+        let late = io::Error::from(io::ErrorKind::TimedOut);
+        assert!(matches!(NetError::from_io("x", late), NetError::Timeout(_)));
     }
 }
