@@ -18,6 +18,7 @@ pub mod otlp;
 pub mod pass;
 pub mod redact;
 pub mod sample;
+pub mod tail;
 pub mod wasm;
 
 pub use crate::wire::{items, msg, rewrite, schema};

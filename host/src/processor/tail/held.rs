@@ -1,0 +1,225 @@
+//! The traces a `tail_sample` holds: each trace's spans until it is due (the decision wait
+//! after its first span) or pushed out early by the bounds, and the decisions made since,
+//! remembered (least recently used out first) so that late spans follow their trace.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::policy::Decision;
+
+/// A trace id.
+pub type TraceId = [u8; 16];
+
+/// A trace's decision once made, shared by every batch that holds some of its spans.
+pub type Verdict = Arc<OnceLock<Decision>>;
+
+/// One span held, with its resource and scope (slices of the batch it came in).
+#[derive(Debug, Clone)]
+pub struct HeldSpan {
+    /// Its resource's encoding.
+    pub resource: Bytes,
+    /// Its scope's encoding.
+    pub scope: Bytes,
+    /// The span's encoding.
+    pub span: Bytes,
+}
+
+impl HeldSpan {
+    fn weight(&self) -> usize {
+        self.span.len()
+    }
+}
+
+/// What bounds a holder.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a trace is held after its first span.
+    pub wait: Duration,
+    /// Most traces held; past it the oldest is decided early.
+    pub max_traces: usize,
+    /// Most span bytes held; past it the oldest traces are decided early.
+    pub max_bytes: usize,
+    /// Decisions remembered for late spans.
+    pub remembered: usize,
+}
+
+/// Where a span went.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Its trace was decided already (a late span): it follows the decision.
+    Late(Decision),
+    /// Held with its trace, decided at `due` at the latest.
+    Held(Verdict, Instant),
+}
+
+struct Trace {
+    spans: Vec<HeldSpan>,
+    bytes: usize,
+    due: Instant,
+    verdict: Verdict,
+}
+
+/// A trace taken out to be decided.
+pub struct Due {
+    /// Its id.
+    pub id: TraceId,
+    /// Its spans, in the order they came.
+    pub spans: Vec<HeldSpan>,
+    /// Decided before its time, to stay within the bounds.
+    pub early: bool,
+}
+
+/// The traces held and the decisions remembered.
+pub struct Held {
+    limits: Limits,
+    traces: HashMap<TraceId, Trace>,
+    /// Ids by first span, with when each is due: the order of both.
+    order: VecDeque<(TraceId, Instant)>,
+    bytes: usize,
+    decided: Decided,
+}
+
+impl Held {
+    /// An empty holder.
+    pub fn new(limits: Limits) -> Held {
+        Held {
+            decided: Decided::new(limits.remembered),
+            limits,
+            traces: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Traces held.
+    pub fn traces(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Span bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes a span of trace `id`, seen at `now`.
+    pub fn admit(&mut self, id: TraceId, span: HeldSpan, now: Instant) -> Admitted {
+        if let Some(d) = self.decided.get(&id) {
+            return Admitted::Late(d);
+        }
+        let due = now + self.limits.wait;
+        let trace = self.traces.entry(id).or_insert_with(|| {
+            self.order.push_back((id, due));
+            Trace {
+                spans: Vec::new(),
+                bytes: 0,
+                due,
+                verdict: Verdict::default(),
+            }
+        });
+        let weight = span.weight();
+        trace.bytes += weight;
+        trace.spans.push(span);
+        self.bytes += weight;
+        Admitted::Held(trace.verdict.clone(), trace.due)
+    }
+
+    /// Takes out every trace due at `now`, then the oldest while the holder is over a bound.
+    /// Each must be settled with [`Held::settle`] before anything else is admitted.
+    pub fn take_due(&mut self, now: Instant) -> Vec<(Due, Verdict)> {
+        let mut out = Vec::new();
+        while let Some(&(id, due)) = self.order.front() {
+            let over =
+                self.traces.len() > self.limits.max_traces || self.bytes > self.limits.max_bytes;
+            if due > now && !over {
+                break;
+            }
+            self.order.pop_front();
+            let Some(t) = self.traces.remove(&id) else {
+                continue;
+            };
+            self.bytes -= t.bytes;
+            out.push((
+                Due {
+                    id,
+                    spans: t.spans,
+                    early: due > now,
+                },
+                t.verdict,
+            ));
+        }
+        out
+    }
+
+    /// Records the decision on a trace taken out, for its batches and for late spans.
+    pub fn settle(&mut self, id: TraceId, verdict: &Verdict, decision: Decision) {
+        let _ = verdict.set(decision);
+        self.decided.insert(id, decision);
+    }
+
+    /// When the oldest trace held is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.order.front().map(|(_, d)| *d)
+    }
+}
+
+/// Decisions by trace id, the least recently used forgotten first.
+struct Decided {
+    capacity: usize,
+    map: HashMap<TraceId, (Decision, u64)>,
+    /// Ids by use; an entry whose stamp is not the map's is stale.
+    order: VecDeque<(TraceId, u64)>,
+    stamp: u64,
+}
+
+impl Decided {
+    fn new(capacity: usize) -> Decided {
+        Decided {
+            capacity,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            stamp: 0,
+        }
+    }
+
+    fn touch(&mut self, id: TraceId) -> u64 {
+        self.stamp += 1;
+        self.order.push_back((id, self.stamp));
+        // Stale entries are dropped once they are as many as the live ones.
+        if self.order.len() > 2 * self.capacity.max(1) {
+            let map = &self.map;
+            self.order.retain(|(id, s)| {
+                map.get(id).is_some_and(|(_, live)| live == s) || *s == self.stamp
+            });
+        }
+        self.stamp
+    }
+
+    fn get(&mut self, id: &TraceId) -> Option<Decision> {
+        let d = self.map.get(id)?.0;
+        let stamp = self.touch(*id);
+        self.map.insert(*id, (d, stamp));
+        Some(d)
+    }
+
+    fn insert(&mut self, id: TraceId, d: Decision) {
+        if self.capacity == 0 {
+            return;
+        }
+        let stamp = self.touch(id);
+        self.map.insert(id, (d, stamp));
+        while self.map.len() > self.capacity {
+            let Some((old, s)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|(_, live)| *live == s) {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

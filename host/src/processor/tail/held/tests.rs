@@ -1,0 +1,119 @@
+use super::*;
+
+fn limits(max_traces: usize, max_bytes: usize, remembered: usize) -> Limits {
+    Limits {
+        wait: Duration::from_secs(10),
+        max_traces,
+        max_bytes,
+        remembered,
+    }
+}
+
+fn span(n: usize) -> HeldSpan {
+    HeldSpan {
+        resource: Bytes::new(),
+        scope: Bytes::new(),
+        span: Bytes::from(vec![0u8; n]),
+    }
+}
+
+fn id(n: u8) -> TraceId {
+    [n; 16]
+}
+
+fn held(a: Admitted) -> (Verdict, Instant) {
+    match a {
+        Admitted::Held(v, due) => (v, due),
+        Admitted::Late(d) => panic!("late, {d:?}"),
+    }
+}
+
+#[test]
+fn a_trace_is_due_its_wait_after_its_first_span_and_late_spans_follow_it() {
+    let mut h = Held::new(limits(100, 1 << 20, 100));
+    let t0 = Instant::now();
+    let (v1, due) = held(h.admit(id(1), span(10), t0));
+    assert_eq!(due, t0 + Duration::from_secs(10));
+    let (v1b, due_b) = held(h.admit(id(1), span(5), t0 + Duration::from_secs(3)));
+    assert!(Arc::ptr_eq(&v1, &v1b), "one verdict per trace");
+    assert_eq!(due_b, due, "a later span does not move the trace's time");
+    held(h.admit(id(2), span(1), t0 + Duration::from_secs(1)));
+    assert_eq!((h.traces(), h.bytes()), (2, 16));
+
+    assert!(h.take_due(t0 + Duration::from_secs(9)).is_empty());
+    let due_now = h.take_due(t0 + Duration::from_secs(10));
+    assert_eq!(due_now.len(), 1);
+    let (trace, verdict) = &due_now[0];
+    assert_eq!(
+        (trace.id, trace.spans.len(), trace.early),
+        (id(1), 2, false)
+    );
+    h.settle(trace.id, verdict, Decision::Keep);
+    assert_eq!(v1.get(), Some(&Decision::Keep));
+    assert_eq!((h.traces(), h.bytes()), (1, 1));
+    assert_eq!(h.next_due(), Some(t0 + Duration::from_secs(11)));
+
+    assert!(matches!(
+        h.admit(id(1), span(3), t0 + Duration::from_secs(20)),
+        Admitted::Late(Decision::Keep)
+    ));
+}
+
+#[test]
+fn over_a_bound_the_oldest_traces_are_decided_early() {
+    let t0 = Instant::now();
+    let mut by_count = Held::new(limits(2, 1 << 20, 10));
+    for n in 1..=3 {
+        held(by_count.admit(id(n), span(1), t0));
+    }
+    let early = by_count.take_due(t0);
+    assert_eq!(early.len(), 1);
+    assert_eq!((early[0].0.id, early[0].0.early), (id(1), true));
+
+    let mut by_bytes = Held::new(limits(100, 100, 10));
+    held(by_bytes.admit(id(1), span(60), t0));
+    held(by_bytes.admit(id(2), span(30), t0));
+    assert!(by_bytes.take_due(t0).is_empty());
+    held(by_bytes.admit(id(3), span(30), t0));
+    let early: Vec<TraceId> = by_bytes.take_due(t0).iter().map(|(d, _)| d.id).collect();
+    assert_eq!(early, [id(1)], "only as many as it takes to get under");
+    assert_eq!(by_bytes.bytes(), 60);
+}
+
+#[test]
+fn the_least_recently_used_decision_is_forgotten_first() {
+    let t0 = Instant::now();
+    let mut h = Held::new(limits(100, 1 << 20, 2));
+    for n in 1..=2 {
+        held(h.admit(id(n), span(1), t0));
+    }
+    for (d, v) in h.take_due(t0 + Duration::from_secs(10)) {
+        h.settle(d.id, &v, Decision::Drop);
+    }
+    // Trace 1 is used again, so trace 2 is the one a third decision pushes out.
+    assert!(matches!(
+        h.admit(id(1), span(1), t0),
+        Admitted::Late(Decision::Drop)
+    ));
+    held(h.admit(id(3), span(1), t0));
+    for (d, v) in h.take_due(t0 + Duration::from_secs(10)) {
+        h.settle(d.id, &v, Decision::Keep);
+    }
+    assert!(matches!(
+        h.admit(id(1), span(1), t0),
+        Admitted::Late(Decision::Drop)
+    ));
+    assert!(matches!(
+        h.admit(id(3), span(1), t0),
+        Admitted::Late(Decision::Keep)
+    ));
+    assert!(
+        matches!(h.admit(id(2), span(1), t0), Admitted::Held(..)),
+        "forgotten"
+    );
+    // Uses keep the stale entries bounded.
+    for _ in 0..100 {
+        h.admit(id(1), span(1), t0);
+    }
+    assert!(h.decided.order.len() <= 5, "{}", h.decided.order.len());
+}

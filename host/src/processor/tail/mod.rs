@@ -1,0 +1,295 @@
+//! `tail_sample`: decides on whole traces in an exporter's chain. Each batch's spans join
+//! their traces in a holder ([`held`]); a trace is decided by the policies ([`policy`]) once
+//! it is due (`decision_wait` after its first span) or pushed out by the bounds, and a batch
+//! is answered only once every trace it holds spans of is decided: with its spans of the kept
+//! traces. So the exporter's cursor, which moves past a batch only once the batch is
+//! exported, never moves past a span whose trace is undecided, and a restart replays and
+//! decides again whatever was not yet exported.
+
+pub mod held;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use self::held::{Admitted, Held, HeldSpan, Limits, TraceId, Verdict};
+use self::policy::{Decision, Policies, PolicyConfig, SpanView};
+use super::At;
+use super::Output;
+use super::items::{self, span};
+use super::msg::Msg;
+use crate::telemetry::{Counter, Gauge, Telemetry};
+use crate::units::{de_bytes, de_duration};
+
+/// `[processors.NAME] kind = "tail_sample"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailConfig {
+    /// How long a trace is held after its first span before it is decided.
+    #[serde(default = "default_wait", deserialize_with = "de_duration")]
+    pub decision_wait: Duration,
+    /// Most traces held at once; past it the oldest are decided early.
+    #[serde(default = "default_max_traces")]
+    pub max_traces: usize,
+    /// Most span bytes held at once; past it the oldest traces are decided early.
+    #[serde(default = "default_max_bytes", deserialize_with = "de_bytes")]
+    pub max_bytes: usize,
+    /// Decisions remembered, so that spans arriving after their trace's decision follow it.
+    #[serde(default = "default_decided")]
+    pub decided_traces: usize,
+    /// What a trace no policy holds for gets.
+    #[serde(default = "default_decision")]
+    pub default: Decision,
+    /// The policies, in order: the first that holds decides.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+}
+
+fn default_wait() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_traces() -> usize {
+    50_000
+}
+fn default_max_bytes() -> usize {
+    256 << 20
+}
+fn default_decided() -> usize {
+    100_000
+}
+fn default_decision() -> Decision {
+    Decision::Drop
+}
+
+/// A tail sampler: the traces held and the policies that decide them.
+pub struct TailSampler {
+    policies: Policies,
+    held: Mutex<Held>,
+    /// Woken whenever traces were decided.
+    decided: Notify,
+    counts: Counts,
+}
+
+/// What a tail sampler counts, labelled with its processor's name.
+struct Counts {
+    /// Traces decided, by the policy that decided (in [`Policies::names`] order) and how.
+    decided: Vec<[Counter; 2]>,
+    early: Counter,
+    /// Late spans, by their trace's decision.
+    late: [Counter; 2],
+    traces: Gauge,
+    bytes: Gauge,
+}
+
+impl Counts {
+    fn new(t: &Telemetry, processor: &str, policies: &Policies) -> Counts {
+        let by_decision = |name: &'static str, help: &'static str, extra: &[(&str, &str)]| {
+            [("decision", "keep"), ("decision", "drop")].map(|d| {
+                let mut labels = vec![("processor", processor), d];
+                labels.extend_from_slice(extra);
+                t.counter(name, help, &labels)
+            })
+        };
+        let p = [("processor", processor)];
+        Counts {
+            decided: policies
+                .names()
+                .map(|policy| {
+                    by_decision(
+                        "ferry_tail_traces_decided_total",
+                        "Traces a tail sampler decided, by the policy that decided (or default).",
+                        &[("policy", policy)],
+                    )
+                })
+                .collect(),
+            early: t.counter(
+                "ferry_tail_early_decisions_total",
+                "Traces a tail sampler decided before their wait was over, to stay within max_traces and max_bytes.",
+                &p,
+            ),
+            late: by_decision(
+                "ferry_tail_late_spans_total",
+                "Spans that arrived after their trace was decided and followed the decision.",
+                &[],
+            ),
+            traces: t.gauge("ferry_tail_traces_held", "Traces a tail sampler holds undecided.", &p),
+            bytes: t.gauge("ferry_tail_bytes_held", "Span bytes a tail sampler holds.", &p),
+        }
+    }
+}
+
+fn slot(d: Decision) -> usize {
+    match d {
+        Decision::Keep => 0,
+        Decision::Drop => 1,
+    }
+}
+
+/// What one batch's spans are waiting for: their traces' verdicts and when each is due.
+type Waiting = HashMap<TraceId, (Verdict, std::time::Instant)>;
+
+impl TailSampler {
+    /// Builds the processor `name` from its settings (at `path`), or says everything wrong
+    /// with them.
+    pub fn new(
+        path: &str,
+        name: &str,
+        c: &TailConfig,
+        telemetry: &Telemetry,
+    ) -> Result<TailSampler, Vec<String>> {
+        let mut errors = Vec::new();
+        if c.decision_wait.is_zero() {
+            errors.push(format!("{path}.decision_wait: must be above 0"));
+        }
+        for (key, n) in [("max_traces", c.max_traces), ("max_bytes", c.max_bytes)] {
+            if n == 0 {
+                errors.push(format!("{path}.{key}: must be at least 1"));
+            }
+        }
+        let policies = Policies::compile(
+            &format!("{path}.policies"),
+            &c.policies,
+            c.default,
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let limits = Limits {
+            wait: c.decision_wait,
+            max_traces: c.max_traces,
+            max_bytes: c.max_bytes,
+            remembered: c.decided_traces,
+        };
+        Ok(TailSampler {
+            counts: Counts::new(telemetry, name, &policies),
+            policies,
+            held: Mutex::new(Held::new(limits)),
+            decided: Notify::new(),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent maps.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A validated traces request's spans of kept traces, once every trace it holds spans of
+    /// is decided. A span without a trace id is kept.
+    pub async fn process(&self, batch: &Bytes) -> Output {
+        let mut req = Msg::new(batch.clone());
+        let mut known: HashMap<TraceId, Decision> = HashMap::new();
+        let mut waiting = Waiting::new();
+        let mut total = 0u64;
+        {
+            let now = Instant::now().into_std();
+            let mut held = self.held();
+            items::each_item(&mut req, |resource, scope, item| {
+                total += 1;
+                let Ok(id) = TraceId::try_from(item.view().raw(span::TRACE_ID)) else {
+                    return;
+                };
+                let span = HeldSpan {
+                    resource: resource.encode(),
+                    scope: scope.encode(),
+                    span: item.encode(),
+                };
+                match held.admit(id, span, now) {
+                    Admitted::Late(d) => {
+                        self.counts.late[slot(d)].inc();
+                        known.insert(id, d);
+                    }
+                    Admitted::Held(verdict, due) => {
+                        waiting.insert(id, (verdict, due));
+                    }
+                }
+            });
+            self.gauges(&held);
+        }
+        loop {
+            let woken = self.decided.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.decide_due();
+            waiting.retain(|id, (verdict, _)| match verdict.get() {
+                Some(d) => {
+                    known.insert(*id, *d);
+                    false
+                }
+                None => true,
+            });
+            let Some(next) = waiting.values().map(|(_, due)| *due).min() else {
+                break;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(Instant::from_std(next)) => {}
+                () = &mut woken => {}
+            }
+        }
+        if known.values().all(|d| *d == Decision::Keep) {
+            return Output::Unchanged;
+        }
+        let removed = items::retain_items(&mut req, |_, _, item| {
+            TraceId::try_from(item.view().raw(span::TRACE_ID))
+                .map_or(true, |id| known.get(&id) != Some(&Decision::Drop))
+        });
+        items::prune(crate::signal::Signal::Traces, &mut req);
+        Output::Replaced {
+            payload: req.encode(),
+            items: u32::try_from(total - removed).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Decides every trace that is due, or over a bound, and wakes the batches waiting.
+    fn decide_due(&self) {
+        let now = Instant::now().into_std();
+        let mut held = self.held();
+        let due = held.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        self.gauges(&held);
+        for (trace, verdict) in due {
+            let msgs: Vec<(Msg, Msg, Msg)> = trace
+                .spans
+                .iter()
+                .map(|s| {
+                    (
+                        Msg::new(s.resource.clone()),
+                        Msg::new(s.scope.clone()),
+                        Msg::new(s.span.clone()),
+                    )
+                })
+                .collect();
+            let views: Vec<SpanView<'_>> = msgs
+                .iter()
+                .map(|(resource, scope, span)| SpanView {
+                    at: At { resource, scope },
+                    span,
+                })
+                .collect();
+            let (policy, decision) = self.policies.decide(&trace.id, &views, now);
+            self.counts.decided[policy][slot(decision)].inc();
+            if trace.early {
+                self.counts.early.inc();
+            }
+            held.settle(trace.id, &verdict, decision);
+        }
+        drop(held);
+        self.decided.notify_waiters();
+    }
+
+    fn gauges(&self, held: &Held) {
+        self.counts.traces.set(held.traces() as i64);
+        self.counts.bytes.set(held.bytes() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+use std::sync::Arc;
+
+use ferry_proto::common::{AnyValue, KeyValue, any_value};
+use ferry_proto::resource::Resource;
+use ferry_proto::trace::{ResourceSpans, ScopeSpans, Span, Status};
+use ferry_proto::trace_service::ExportTraceServiceRequest;
+use prost::Message;
+
+use super::*;
+
+fn sampler(toml_text: &str) -> (Arc<TailSampler>, Telemetry) {
+    let c: TailConfig = toml::from_str(toml_text).unwrap();
+    let t = Telemetry::default();
+    let s = TailSampler::new("processors.tail", "tail", &c, &t).unwrap();
+    (Arc::new(s), t)
+}
+
+/// The value of the metric line that starts with `line` (name and labels).
+fn metric(t: &Telemetry, line: &str) -> u64 {
+    let text = t.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+}
+
+/// A request of `service`'s spans: (trace, span id, error?).
+fn batch(service: &str, spans: &[(u8, u8, bool)]) -> Bytes {
+    let spans = spans
+        .iter()
+        .map(|&(trace, id, error)| Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            name: format!("s{id}"),
+            status: Some(Status {
+                code: if error { 2 } else { 0 },
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    req.encode_to_vec().into()
+}
+
+/// Span ids (their first byte) of what a batch's answer holds.
+fn kept(batch: &Bytes, out: &Output) -> Vec<u8> {
+    let bytes = match out {
+        Output::Unchanged => batch.clone(),
+        Output::Replaced { payload, .. } => payload.clone(),
+    };
+    ExportTraceServiceRequest::decode(bytes)
+        .unwrap()
+        .resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .map(|s| s.span_id[0])
+        .collect()
+}
+
+const ERRORS: &str = r#"
+    decision_wait = "10s"
+    policies = [{ name = "errors", spans = { any = [{ status = "error" }] } }]
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_is_answered_once_its_traces_are_decided_whole_across_batches() {
+    let (t, telemetry) = sampler(ERRORS);
+    // Trace 1's error comes in the second batch; trace 2 has none.
+    let b1 = batch("front", &[(1, 11, false), (2, 21, false)]);
+    let b2 = batch("back", &[(1, 12, true), (2, 22, false)]);
+    let first = tokio::spawn({
+        let (t, b1) = (t.clone(), b1.clone());
+        async move { t.process(&b1).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!first.is_finished(), "held until its traces are due");
+    let second = tokio::spawn({
+        let (t, b2) = (t.clone(), b2.clone());
+        async move { t.process(&b2).await }
+    });
+    let out1 = first.await.unwrap();
+    assert_eq!(
+        kept(&b1, &out1),
+        [11],
+        "trace 1 is kept for its later error"
+    );
+    assert_eq!(
+        out1,
+        Output::Replaced {
+            payload: match &out1 {
+                Output::Replaced { payload, .. } => payload.clone(),
+                Output::Unchanged => unreachable!(),
+            },
+            items: 1
+        }
+    );
+    let out2 = second.await.unwrap();
+    assert_eq!(kept(&b2, &out2), [12]);
+    // A late span follows its trace's decision at once.
+    let late = batch("late", &[(1, 13, false), (2, 23, true)]);
+    let out = tokio::time::timeout(Duration::from_millis(1), t.process(&late))
+        .await
+        .expect("late spans wait for nothing");
+    assert_eq!(
+        kept(&late, &out),
+        [13],
+        "trace 2 stays dropped despite a late error"
+    );
+    let decided = |policy: &str, d: &str| {
+        metric(
+            &telemetry,
+            &format!(
+                "ferry_tail_traces_decided_total{{processor=\"tail\",decision=\"{d}\",policy=\"{policy}\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        (decided("errors", "keep"), decided("default", "drop")),
+        (1, 1)
+    );
+    let late = |d: &str| {
+        metric(
+            &telemetry,
+            &format!("ferry_tail_late_spans_total{{processor=\"tail\",decision=\"{d}\"}}"),
+        )
+    };
+    assert_eq!((late("keep"), late("drop")), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_max_traces_the_oldest_are_decided_early_and_nothing_waits_forever() {
+    let (t, telemetry) = sampler(
+        r#"
+        decision_wait = "60s"
+        max_traces = 2
+        default = "keep"
+        "#,
+    );
+    let b = batch("a", &[(1, 1, false), (2, 2, false), (3, 3, false)]);
+    let out = tokio::time::timeout(Duration::from_secs(61), t.process(&b))
+        .await
+        .unwrap();
+    assert_eq!(out, Output::Unchanged, "every trace kept by the default");
+    assert_eq!(t.held().traces(), 0);
+    let early = "ferry_tail_early_decisions_total{processor=\"tail\"}";
+    assert_eq!(
+        metric(&telemetry, early),
+        1,
+        "the oldest of three, over max_traces = 2"
+    );
+}
+
+#[test]
+fn settings_are_checked_whole() {
+    let c: TailConfig = toml::from_str(
+        r#"
+        decision_wait = "0s"
+        max_traces = 0
+        policies = [{ name = "p", percentage = -1 }]
+        "#,
+    )
+    .unwrap();
+    let errors = TailSampler::new("processors.tail", "tail", &c, &Telemetry::default())
+        .err()
+        .unwrap()
+        .join("\n");
+    for needle in [
+        "processors.tail.decision_wait: must be above 0",
+        "processors.tail.max_traces: must be at least 1",
+        "processors.tail.policies[0].percentage",
+    ] {
+        assert!(errors.contains(needle), "{needle} missing from {errors}");
+    }
+}
