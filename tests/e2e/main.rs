@@ -31,4 +31,5 @@ mod scale_out_auth;
 mod scale_out_gateways;
 mod sdks;
 mod servers;
+mod tail_sample;
 mod zipkin;

@@ -199,6 +199,7 @@ impl Config {
             "pipeline.processors",
             &self.pipeline.processors,
             &self.processors,
+            true,
             errors,
         );
         for (name, e) in &self.exporters {
@@ -207,6 +208,7 @@ impl Config {
                 &format!("exporters.{name}.processors"),
                 &e.processors,
                 &self.processors,
+                false,
                 errors,
             );
         }
@@ -313,6 +315,26 @@ mod tests {
             "{errors}"
         );
         assert!(errors.contains("exporters.b.concurrency"), "{errors}");
+    }
+
+    #[test]
+    fn a_tail_sampler_runs_only_in_an_exporters_chain() {
+        let text = |chain: &str| {
+            format!(
+                "{chain}\n[processors.tail]\nkind = \"tail_sample\"\n\
+                 policies = [{{ name = \"errors\", spans = {{ any = [{{ status = \"error\" }}] }} }}]\n\
+                 [exporters.out]\nplugin = \"debug\"\nprocessors = [\"tail\"]\n"
+            )
+        };
+        assert!(Config::parse(&text("")).is_ok());
+        let errors = Config::parse(&text("[pipeline]\nprocessors = [\"tail\"]"))
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(
+            errors.contains("pipeline.processors[0]: \"tail\" is a tail_sample, which runs only in an exporter's chain"),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -74,7 +74,19 @@ pub trait Process: Send + Sync {
     /// What to export instead of `batch`: `None` for `batch` as it is, a batch of no items
     /// for nothing at all; or why it cannot be processed now (retried like a failed attempt).
     fn process<'a>(&'a self, batch: &'a Batch) -> ProcessFuture<'a>;
+
+    /// Whether it answers a batch only once later batches have come (a tail sampler): the
+    /// worker then reads up to [`HELD_BATCHES`] ahead, still exporting `concurrency` at once.
+    fn holds(&self) -> bool {
+        false
+    }
+
+    /// The exporter is draining: answer every batch as soon as possible.
+    fn drain(&self) {}
 }
+
+/// Batches a worker whose processors hold batches reads ahead of its cursor.
+pub const HELD_BATCHES: usize = 4096;
 
 /// Why a batch is not ready to export.
 enum Unready {
@@ -134,8 +146,13 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     signal: Signal,
     policy: RetryConfig,
-    /// Most batches in flight at once.
+    /// Most batches exported at once.
     concurrency: usize,
+    /// Most batches read and not yet handled: `concurrency`, or [`HELD_BATCHES`] when the
+    /// processors hold batches.
+    reading: usize,
+    /// Export attempts under way, at most `concurrency`.
+    exporting: tokio::sync::Semaphore,
     metrics: WorkerMetrics,
     /// Where the cursor stood when the worker was made.
     next: u64,
@@ -164,6 +181,8 @@ impl Worker {
             signal,
             policy,
             concurrency: concurrency.max(1),
+            reading: concurrency.max(1),
+            exporting: tokio::sync::Semaphore::new(concurrency.max(1)),
             metrics,
             processors: None,
         }
@@ -171,6 +190,9 @@ impl Worker {
 
     /// Runs `processors` over every batch before it is exported.
     pub fn with_processors(mut self, processors: Arc<dyn Process>) -> Self {
+        if processors.holds() {
+            self.reading = HELD_BATCHES.max(self.concurrency);
+        }
         self.processors = Some(processors);
         self
     }
@@ -206,10 +228,18 @@ impl Worker {
         // nothing new is started, and the worker ends when the attempts in hand are over.
         let mut interrupted = false;
         let this = &self;
+        let mut drained = false;
         loop {
             head.borrow_and_update();
             interrupted |= *stop.borrow() == Stop::Now;
-            while !interrupted && in_flight.len() < self.concurrency {
+            if !drained
+                && *stop.borrow() != Stop::Run
+                && let Some(p) = &self.processors
+            {
+                p.drain();
+                drained = true;
+            }
+            while !interrupted && in_flight.len() < self.reading {
                 let Some((batch, after)) = self.queue.read(next) else {
                     break;
                 };
@@ -231,7 +261,7 @@ impl Worker {
                 }
                 continue;
             }
-            let room = in_flight.len() < self.concurrency && !interrupted;
+            let room = in_flight.len() < self.reading && !interrupted;
             tokio::select! {
                 Some((handled, after)) = in_flight.next() => {
                     if handled && !interrupted {
@@ -260,7 +290,10 @@ impl Worker {
         loop {
             let prepared = match ready.clone() {
                 Some(r) => Ok(Some(r)),
-                None => self.prepare(batch).await,
+                None => tokio::select! {
+                    r = self.prepare(batch) => r,
+                    () = stopped_now(stop) => return false,
+                },
             };
             let items = ready.as_ref().map_or(batch.items, |r| r.1);
             let (delay, why) = match prepared {
@@ -276,6 +309,7 @@ impl Worker {
                 }
                 Ok(Some((payload, items))) => {
                     ready = Some((payload.clone(), items));
+                    let _slot = self.exporting.acquire().await;
                     let outcome = self
                         .exporter
                         .export(self.signal, items, attempt, payload)
@@ -326,18 +360,19 @@ impl Worker {
             tracing::warn!(exporter = name, signal = %self.signal, attempt, "export failed, retrying in {delay:?}: {why}");
             m.retries.inc();
             attempt += 1;
-            let interrupted = async {
-                // The stop may have been given before this batch's delivery began.
-                while *stop.borrow_and_update() != Stop::Now {
-                    if stop.changed().await.is_err() {
-                        std::future::pending::<()>().await
-                    }
-                }
-            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = interrupted => return false,
+                _ = stopped_now(stop) => return false,
             }
+        }
+    }
+}
+
+/// Resolves once `stop` says [`Stop::Now`] (perhaps said before this was called).
+async fn stopped_now(stop: &mut watch::Receiver<Stop>) {
+    while *stop.borrow_and_update() != Stop::Now {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await
         }
     }
 }
@@ -522,6 +557,85 @@ mod tests {
         assert_eq!(q.used_bytes(), 0);
         assert_eq!(e.peak.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(count(&t, "ferry_exporter_sent_items_total{"), 5);
+    }
+
+    /// Processors that answer a batch only once `need` batches have come, or once drained.
+    struct Holding {
+        need: usize,
+        entered: std::sync::atomic::AtomicUsize,
+        drained: std::sync::atomic::AtomicBool,
+        wake: tokio::sync::Notify,
+    }
+
+    impl Process for Holding {
+        fn process<'a>(&'a self, _: &'a Batch) -> ProcessFuture<'a> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                self.entered.fetch_add(1, SeqCst);
+                self.wake.notify_waiters();
+                loop {
+                    let woken = self.wake.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    if self.entered.load(SeqCst) >= self.need || self.drained.load(SeqCst) {
+                        return Ok(None);
+                    }
+                    woken.await;
+                }
+            })
+        }
+        fn holds(&self) -> bool {
+            true
+        }
+        fn drain(&self) {
+            self.drained
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.wake.notify_waiters();
+        }
+    }
+
+    fn holding(need: usize) -> Arc<Holding> {
+        Arc::new(Holding {
+            need,
+            entered: Default::default(),
+            drained: Default::default(),
+            wake: Default::default(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holding_processors_read_ahead_while_exports_stay_within_the_concurrency() {
+        let (e, q, _, w) = gated_worker(2);
+        let p = holding(5);
+        let (tx, rx) = watch::channel(Stop::Run);
+        let task = tokio::spawn(w.with_processors(p.clone()).run(rx));
+        // All five are read although only two may be exported at once.
+        settle(|| e.started().len() == 2).await;
+        assert_eq!(p.entered.load(std::sync::atomic::Ordering::SeqCst), 5);
+        for b in [b"a", b"b", b"c", b"d", b"e"] {
+            e.release(b);
+        }
+        tx.send(Stop::Drain).unwrap();
+        task.await.unwrap();
+        assert_eq!(q.cursor("gated"), Some(5));
+        assert_eq!(e.peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_makes_holding_processors_answer_at_once() {
+        let (e, q, _, w) = gated_worker(2);
+        let p = holding(100);
+        for b in [b"a", b"b", b"c", b"d", b"e"] {
+            e.release(b);
+        }
+        let (tx, rx) = watch::channel(Stop::Run);
+        let task = tokio::spawn(w.with_processors(p.clone()).run(rx));
+        settle(|| p.entered.load(std::sync::atomic::Ordering::SeqCst) == 5).await;
+        assert!(e.started().is_empty(), "held");
+        tx.send(Stop::Drain).unwrap();
+        task.await.unwrap();
+        assert_eq!(q.cursor("gated"), Some(5));
+        assert_eq!(e.started().len(), 5);
     }
 
     #[tokio::test(start_paused = true)]

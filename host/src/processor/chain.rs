@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::tail::TailSampler;
 use super::wasm::{WasmEnv, WasmOutput, WasmProcessor};
 use super::{Checked, Fault, Native, OnError, Processors, Tally, pass, schema};
 use crate::signal::Signal;
@@ -36,6 +37,7 @@ struct Counts {
 enum Stage {
     Native(Box<dyn Native>),
     Wasm(Box<WasmProcessor>),
+    Tail(Box<TailSampler>),
 }
 
 struct Link {
@@ -50,6 +52,7 @@ impl Link {
         match &self.stage {
             Stage::Native(n) => n.handles(signal),
             Stage::Wasm(w) => w.handles(signal),
+            Stage::Tail(_) => signal == Signal::Traces,
         }
     }
 
@@ -99,6 +102,10 @@ enum Run {
         link: usize,
         duration: Histogram,
     },
+    /// A tail sampler: its time is mostly waiting, so it is not observed.
+    Tail {
+        link: usize,
+    },
 }
 
 /// Processors applied in order.
@@ -132,7 +139,7 @@ fn runs(links: &[Link], signal: Signal, telemetry: &Telemetry) -> Vec<Run> {
     let flush = |natives: &mut Vec<usize>, runs: &mut Vec<Run>| {
         let on_resources = natives.iter().map(|&i| match &links[i].stage {
             Stage::Native(n) => n.on_resources(),
-            Stage::Wasm(_) => false,
+            Stage::Wasm(_) | Stage::Tail(_) => false,
         });
         let starts = pass::plan(on_resources);
         for (k, &start) in starts.iter().enumerate() {
@@ -159,6 +166,10 @@ fn runs(links: &[Link], signal: Signal, telemetry: &Telemetry) -> Vec<Run> {
                     duration: duration(telemetry, &link.name),
                 });
             }
+            Stage::Tail(_) => {
+                flush(&mut natives, &mut runs);
+                runs.push(Run::Tail { link: i });
+            }
         }
     }
     flush(&mut natives, &mut runs);
@@ -183,7 +194,10 @@ impl Chain {
                 continue;
             };
             let stage = match (p.wasm(name), wasm) {
-                (None, _) => p.build(name, telemetry).map(Stage::Native),
+                (None, _) => match p.tail(name, telemetry) {
+                    Some(tail) => tail.map(|t| Stage::Tail(Box::new(t))),
+                    None => p.build(name, telemetry).map(Stage::Native),
+                },
                 (Some(Err(e)), _) => Err(e),
                 (Some(Ok(_)), None) => Err(vec![format!(
                     "processors.{name}: Wasm processors need the plugin engine"
@@ -235,6 +249,21 @@ impl Chain {
         self.links.is_empty()
     }
 
+    /// Whether the chain holds batches until later ones arrive (a tail sampler).
+    pub fn holds(&self) -> bool {
+        self.links.iter().any(|l| matches!(l.stage, Stage::Tail(_)))
+    }
+
+    /// Makes every processor that holds data decide on what it holds now, and on whatever
+    /// comes next, without waiting (the exporter is draining).
+    pub fn drain(&self) {
+        for l in &self.links {
+            if let Stage::Tail(t) = &l.stage {
+                t.drain();
+            }
+        }
+    }
+
     /// Whether any processor of the chain acts on `signal`.
     pub fn handles(&self, signal: Signal) -> bool {
         !self.runs[signal.index()].is_empty()
@@ -271,7 +300,7 @@ impl Chain {
                     }
                     let natives = links.iter().filter_map(|&i| match &self.links[i].stage {
                         Stage::Native(n) => Some(&**n),
-                        Stage::Wasm(_) => None,
+                        Stage::Wasm(_) | Stage::Tail(_) => None,
                     });
                     let (steps, walked) = pass::run(signal, natives, input);
                     if let pass::Walked::Malformed = walked {
@@ -328,6 +357,37 @@ impl Chain {
                         }
                     }
                     duration.observe(started.elapsed());
+                }
+                Run::Tail { link } => {
+                    let link = &self.links[*link];
+                    let Stage::Tail(tail) = &link.stage else {
+                        continue;
+                    };
+                    if bytes.is_none()
+                        && !std::mem::replace(&mut valid, true)
+                        && let Err(e) = schema::validate(signal, input)
+                    {
+                        let why = format!("the {signal} request does not decode: {e}");
+                        if link.failed(signal, items, why)? {
+                            return Ok(Output::nothing());
+                        }
+                        continue;
+                    }
+                    if let Output::Replaced {
+                        payload,
+                        items: kept,
+                    } = tail.process(input).await
+                    {
+                        let kept = u64::from(kept);
+                        let t = Tally {
+                            dropped: items.saturating_sub(kept),
+                            modified: 0,
+                        };
+                        link.count(signal, items, t);
+                        (bytes, items) = (Some(payload), kept);
+                    } else {
+                        link.count(signal, items, Tally::default());
+                    }
                 }
             }
         }
@@ -388,5 +448,13 @@ impl crate::pipeline::router::Process for Chain {
                 Err(fault) => Err(fault.to_string()),
             }
         })
+    }
+
+    fn holds(&self) -> bool {
+        Chain::holds(self)
+    }
+
+    fn drain(&self) {
+        Chain::drain(self)
     }
 }

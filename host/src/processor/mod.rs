@@ -206,6 +206,9 @@ pub type Processors = BTreeMap<String, ProcessorConfig>;
 /// The kind that runs a Wasm plugin.
 pub const WASM: &str = "wasm";
 
+/// The kind that samples whole traces ([`tail`]); exporter chains only.
+pub const TAIL: &str = "tail_sample";
+
 impl ProcessorConfig {
     /// The settings of a `kind = "wasm"` processor, checked; `None` for a built-in kind.
     pub fn wasm(&self, name: &str) -> Option<Result<WasmConfig, Vec<String>>> {
@@ -224,10 +227,25 @@ impl ProcessorConfig {
         })
     }
 
+    /// A `kind = "tail_sample"` processor, built; `None` for any other kind.
+    pub fn tail(
+        &self,
+        name: &str,
+        telemetry: &Telemetry,
+    ) -> Option<Result<tail::TailSampler, Vec<String>>> {
+        (self.kind == TAIL).then(|| {
+            let path = format!("processors.{name}");
+            let c: tail::TailConfig =
+                crate::units::at_path(&path, &toml::Value::Table(self.settings.clone()))
+                    .map_err(|e| vec![e])?;
+            tail::TailSampler::new(&path, name, &c, telemetry)
+        })
+    }
+
     fn build(&self, name: &str, telemetry: &Telemetry) -> Result<Box<dyn Native>, Vec<String>> {
         let path = format!("processors.{name}");
         let kind = KINDS.iter().find(|k| k.name == self.kind).ok_or_else(|| {
-            let names: Vec<_> = KINDS.iter().map(|k| k.name).chain([WASM]).collect();
+            let names: Vec<_> = KINDS.iter().map(|k| k.name).chain([WASM, TAIL]).collect();
             vec![format!(
                 "{path}.kind: unknown processor kind {:?} (expected one of {})",
                 self.kind,
@@ -247,9 +265,10 @@ impl ProcessorConfig {
 pub fn check(processors: &Processors, errors: &mut Vec<String>) {
     let scratch = Telemetry::default();
     for (name, p) in processors {
-        let checked = match p.wasm(name) {
-            Some(wasm) => wasm.map(drop),
-            None => p.build(name, &scratch).map(drop),
+        let checked = match (p.wasm(name), p.tail(name, &scratch)) {
+            (Some(wasm), _) => wasm.map(drop),
+            (_, Some(tail)) => tail.map(drop),
+            (None, None) => p.build(name, &scratch).map(drop),
         };
         if let Err(e) = checked {
             errors.extend(e);
@@ -267,18 +286,25 @@ pub fn wasm_plugins<'a>(names: &[String], processors: &'a Processors) -> Vec<&'a
         .collect()
 }
 
-/// Adds to `errors` each name in the chain at `path` that `processors` does not define.
+/// Adds to `errors` each name in the chain at `path` that `processors` does not define, and
+/// (for the ingest chain, `ingest`) each that runs only in an exporter's chain.
 pub fn check_chain(
     path: &str,
     chain: &[String],
     processors: &Processors,
+    ingest: bool,
     errors: &mut Vec<String>,
 ) {
     for (i, name) in chain.iter().enumerate() {
-        if !processors.contains_key(name) {
-            errors.push(format!(
+        match processors.get(name) {
+            None => errors.push(format!(
                 "{path}[{i}]: no processor named {name:?} is defined (add a [processors.{name}] section)"
-            ));
+            )),
+            Some(p) if ingest && p.kind == TAIL => errors.push(format!(
+                "{path}[{i}]: {name:?} is a {TAIL}, which runs only in an exporter's chain \
+                 (it holds batches until their traces are decided)"
+            )),
+            Some(_) => {}
         }
     }
 }

@@ -126,14 +126,15 @@ impl Held {
         Admitted::Held(trace.verdict.clone(), trace.due)
     }
 
-    /// Takes out every trace due at `now`, then the oldest while the holder is over a bound.
-    /// Each must be settled with [`Held::settle`] before anything else is admitted.
-    pub fn take_due(&mut self, now: Instant) -> Vec<(Due, Verdict)> {
+    /// Takes out every trace due at `now` (every trace, with `all`), then the oldest while
+    /// the holder is over a bound. Each must be settled with [`Held::settle`] before anything
+    /// else is admitted.
+    pub fn take_due(&mut self, now: Instant, all: bool) -> Vec<(Due, Verdict)> {
         let mut out = Vec::new();
         while let Some(&(id, due)) = self.order.front() {
             let over =
                 self.traces.len() > self.limits.max_traces || self.bytes > self.limits.max_bytes;
-            if due > now && !over {
+            if due > now && !over && !all {
                 break;
             }
             self.order.pop_front();

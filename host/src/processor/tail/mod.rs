@@ -11,6 +11,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,6 +74,8 @@ pub struct TailSampler {
     held: Mutex<Held>,
     /// Woken whenever traces were decided.
     decided: Notify,
+    /// Set once the exporter drains: everything is decided at once from then on.
+    draining: AtomicBool,
     counts: Counts,
 }
 
@@ -172,6 +175,7 @@ impl TailSampler {
             policies,
             held: Mutex::new(Held::new(limits)),
             decided: Notify::new(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -250,7 +254,7 @@ impl TailSampler {
     fn decide_due(&self) {
         let now = Instant::now().into_std();
         let mut held = self.held();
-        let due = held.take_due(now);
+        let due = held.take_due(now, self.draining.load(Ordering::Relaxed));
         if due.is_empty() {
             return;
         }
@@ -283,6 +287,13 @@ impl TailSampler {
         }
         drop(held);
         self.decided.notify_waiters();
+    }
+
+    /// Decides every trace held now, early, and every trace that comes later as it comes,
+    /// so that no batch waits (the exporter is draining before a shutdown).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.decide_due();
     }
 
     fn gauges(&self, held: &Held) {

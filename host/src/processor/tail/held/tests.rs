@@ -40,8 +40,8 @@ fn a_trace_is_due_its_wait_after_its_first_span_and_late_spans_follow_it() {
     held(h.admit(id(2), span(1), t0 + Duration::from_secs(1)));
     assert_eq!((h.traces(), h.bytes()), (2, 16));
 
-    assert!(h.take_due(t0 + Duration::from_secs(9)).is_empty());
-    let due_now = h.take_due(t0 + Duration::from_secs(10));
+    assert!(h.take_due(t0 + Duration::from_secs(9), false).is_empty());
+    let due_now = h.take_due(t0 + Duration::from_secs(10), false);
     assert_eq!(due_now.len(), 1);
     let (trace, verdict) = &due_now[0];
     assert_eq!(
@@ -66,16 +66,20 @@ fn over_a_bound_the_oldest_traces_are_decided_early() {
     for n in 1..=3 {
         held(by_count.admit(id(n), span(1), t0));
     }
-    let early = by_count.take_due(t0);
+    let early = by_count.take_due(t0, false);
     assert_eq!(early.len(), 1);
     assert_eq!((early[0].0.id, early[0].0.early), (id(1), true));
 
     let mut by_bytes = Held::new(limits(100, 100, 10));
     held(by_bytes.admit(id(1), span(60), t0));
     held(by_bytes.admit(id(2), span(30), t0));
-    assert!(by_bytes.take_due(t0).is_empty());
+    assert!(by_bytes.take_due(t0, false).is_empty());
     held(by_bytes.admit(id(3), span(30), t0));
-    let early: Vec<TraceId> = by_bytes.take_due(t0).iter().map(|(d, _)| d.id).collect();
+    let early: Vec<TraceId> = by_bytes
+        .take_due(t0, false)
+        .iter()
+        .map(|(d, _)| d.id)
+        .collect();
     assert_eq!(early, [id(1)], "only as many as it takes to get under");
     assert_eq!(by_bytes.bytes(), 60);
 }
@@ -87,7 +91,7 @@ fn the_least_recently_used_decision_is_forgotten_first() {
     for n in 1..=2 {
         held(h.admit(id(n), span(1), t0));
     }
-    for (d, v) in h.take_due(t0 + Duration::from_secs(10)) {
+    for (d, v) in h.take_due(t0 + Duration::from_secs(10), false) {
         h.settle(d.id, &v, Decision::Drop);
     }
     // Trace 1 is used again, so trace 2 is the one a third decision pushes out.
@@ -96,7 +100,7 @@ fn the_least_recently_used_decision_is_forgotten_first() {
         Admitted::Late(Decision::Drop)
     ));
     held(h.admit(id(3), span(1), t0));
-    for (d, v) in h.take_due(t0 + Duration::from_secs(10)) {
+    for (d, v) in h.take_due(t0 + Duration::from_secs(10), false) {
         h.settle(d.id, &v, Decision::Keep);
     }
     assert!(matches!(
