@@ -285,19 +285,26 @@ impl Chain {
         for run in &self.runs[signal.index()] {
             let started = Instant::now();
             let input = bytes.as_ref().unwrap_or(payload);
+            // A run that reads the wire form checks it first, unless it was checked already.
+            let reader = match run {
+                Run::Native { links, .. } => Some(links[0]),
+                Run::Tail { link } => Some(*link),
+                Run::Wasm { .. } => None,
+            };
+            if let Some(i) = reader
+                && bytes.is_none()
+                && !std::mem::replace(&mut valid, true)
+                && let Err(e) = schema::validate(signal, input)
+            {
+                let why = format!("the {signal} request does not decode: {e}");
+                if self.links[i].failed(signal, items, why)? {
+                    return Ok(Output::nothing());
+                }
+                continue;
+            }
             match run {
                 Run::Native { links, duration } => {
                     let first = &self.links[links[0]];
-                    if bytes.is_none()
-                        && !std::mem::replace(&mut valid, true)
-                        && let Err(e) = schema::validate(signal, input)
-                    {
-                        let why = format!("the {signal} request does not decode: {e}");
-                        if first.failed(signal, items, why)? {
-                            return Ok(Output::nothing());
-                        }
-                        continue;
-                    }
                     let natives = links.iter().filter_map(|&i| match &self.links[i].stage {
                         Stage::Native(n) => Some(&**n),
                         Stage::Wasm(_) | Stage::Tail(_) => None,
@@ -363,16 +370,6 @@ impl Chain {
                     let Stage::Tail(tail) = &link.stage else {
                         continue;
                     };
-                    if bytes.is_none()
-                        && !std::mem::replace(&mut valid, true)
-                        && let Err(e) = schema::validate(signal, input)
-                    {
-                        let why = format!("the {signal} request does not decode: {e}");
-                        if link.failed(signal, items, why)? {
-                            return Ok(Output::nothing());
-                        }
-                        continue;
-                    }
                     if let Output::Replaced {
                         payload,
                         items: kept,

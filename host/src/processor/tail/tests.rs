@@ -23,6 +23,20 @@ fn metric(t: &Telemetry, line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {line} in\n{text}"))
 }
 
+/// A resource with this `service.name`.
+pub(super) fn service_resource(service: &str) -> Resource {
+    Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(service.into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// A request of `service`'s spans: (trace, span id, error?).
 fn batch(service: &str, spans: &[(u8, u8, bool)]) -> Bytes {
     let spans = spans
@@ -40,16 +54,7 @@ fn batch(service: &str, spans: &[(u8, u8, bool)]) -> Bytes {
         .collect();
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(service.into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
+            resource: Some(service_resource(service)),
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()

@@ -1,26 +1,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_proto::common::{AnyValue, KeyValue, any_value};
-use ferry_proto::resource::Resource;
 use ferry_proto::trace::{Span, Status};
 use prost::Message;
 
 use super::*;
+use crate::processor::tail::tests::service_resource;
 
 /// A span of `service` (as its resource and scope, encoded): `parent` 0 for a root,
 /// `status` 2 for an error, lasting `ms` milliseconds.
 fn span(service: &str, parent: u8, status: i32, ms: u64) -> (Msg, Msg, Msg) {
-    let resource = Resource {
-        attributes: vec![KeyValue {
-            key: "service.name".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(service.into())),
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let resource = service_resource(service);
     let span = Span {
         trace_id: vec![7; 16],
         span_id: vec![parent + 1; 8],
