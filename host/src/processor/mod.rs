@@ -116,8 +116,7 @@ pub struct Setup<'a> {
 impl Setup<'_> {
     /// The settings as the kind's config type, or every error with its key path.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Vec<String>> {
-        crate::units::at_path(&self.path, &toml::Value::Table(self.settings.clone()))
-            .map_err(|e| vec![e])
+        settings_at(&self.path, self.settings)
     }
 
     /// A counter labelled with this processor's name and `labels`.
@@ -131,6 +130,14 @@ impl Setup<'_> {
         l.extend_from_slice(labels);
         self.telemetry.counter(name, help, &l)
     }
+}
+
+/// `settings` (the section at `path`) as a kind's config type, or the error with its key path.
+fn settings_at<T: serde::de::DeserializeOwned>(
+    path: &str,
+    settings: &toml::Table,
+) -> Result<T, Vec<String>> {
+    crate::units::at_path(path, &toml::Value::Table(settings.clone())).map_err(|e| vec![e])
 }
 
 /// Builds a processor of one kind, or says everything wrong with its settings.
@@ -214,9 +221,7 @@ impl ProcessorConfig {
     pub fn wasm(&self, name: &str) -> Option<Result<WasmConfig, Vec<String>>> {
         (self.kind == WASM).then(|| {
             let path = format!("processors.{name}");
-            let c: WasmConfig =
-                crate::units::at_path(&path, &toml::Value::Table(self.settings.clone()))
-                    .map_err(|e| vec![e])?;
+            let c: WasmConfig = settings_at(&path, &self.settings)?;
             let mut errors = Vec::new();
             c.check(&path, &mut errors);
             if errors.is_empty() {
@@ -235,9 +240,7 @@ impl ProcessorConfig {
     ) -> Option<Result<tail::TailSampler, Vec<String>>> {
         (self.kind == TAIL).then(|| {
             let path = format!("processors.{name}");
-            let c: tail::TailConfig =
-                crate::units::at_path(&path, &toml::Value::Table(self.settings.clone()))
-                    .map_err(|e| vec![e])?;
+            let c: tail::TailConfig = settings_at(&path, &self.settings)?;
             tail::TailSampler::new(&path, name, &c, telemetry)
         })
     }
