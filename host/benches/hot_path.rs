@@ -212,7 +212,7 @@ fn processor_chain(c: &mut Criterion) {
     let t = Telemetry::default();
     let chain = |names: &[&str]| {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        futures::executor::block_on(Chain::build(&names, &defs, &t, None)).unwrap()
+        futures::executor::block_on(Chain::build(&names, &defs, &t, None, None)).unwrap()
     };
     let mut g = c.benchmark_group("processor_chain");
     g.bench_function("compute_only", |b| b.iter(compute));

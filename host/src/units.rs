@@ -1,11 +1,26 @@
 //! Durations and sizes as people write them in config files (`200ms`, `64MiB`), and
 //! deserialising a section with its key path in errors: shared by every component's config
-//! type.
+//! type. Also config keys as file names.
 
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+
+/// A file name for the config key `name` (any string) with `extension`: one path component,
+/// bytes other than ASCII letters, digits, `-` and `_` written `%XX`, so distinct keys get
+/// distinct names.
+pub fn file_name(name: &str, extension: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{out}.{extension}")
+}
 
 /// Parses a duration like `200ms`, `5s`, `1m`, `2h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -93,4 +108,17 @@ pub fn at_path<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Result<T,
         };
         format!("{path}: {}", e.inner().message().trim())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn config_keys_become_one_path_component_each_its_own() {
+        assert_eq!(file_name("tail-1_a", "d"), "tail-1_a.d");
+        assert_eq!(file_name("../x y", "d"), "%2E%2E%2Fx%20y.d");
+        assert_ne!(file_name("a.b", "d"), file_name("a%2Eb", "d"));
+        assert_eq!(file_name("é", "d"), "%C3%A9.d");
+    }
 }

@@ -177,18 +177,25 @@ async fn load(
             continue;
         }
         let env = wasm_env(config, engine);
-        let chain =
-            match Chain::build(&ec.processors, &config.processors, telemetry, Some(&env)).await {
-                Ok(c) if c.is_empty() => None,
-                Ok(c) => Some(Arc::new(c)),
-                Err(e) => {
-                    errors.extend(
-                        e.into_iter()
-                            .map(|e| format!("exporters.{name}.processors: {e}")),
-                    );
-                    continue;
-                }
-            };
+        let state = config.queue.exporter_state(name);
+        let built = Chain::build(
+            &ec.processors,
+            &config.processors,
+            telemetry,
+            Some(&env),
+            state.as_deref(),
+        );
+        let chain = match built.await {
+            Ok(c) if c.is_empty() => None,
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                errors.extend(
+                    e.into_iter()
+                        .map(|e| format!("exporters.{name}.processors: {e}")),
+                );
+                continue;
+            }
+        };
         let log = config.plugins.log.policy();
         match PluginExporter::load(
             engine,

@@ -28,7 +28,7 @@ pub async fn load_exporters(
 ) -> Result<Vec<(String, Arc<PluginExporter>)>, crate::config::ConfigErrors> {
     let env = exporters::wasm_env(config, engine);
     let (names, defs) = (&config.pipeline.processors, &config.processors);
-    let ingest = crate::processor::Chain::build(names, defs, telemetry, Some(&env)).await;
+    let ingest = crate::processor::Chain::build(names, defs, telemetry, Some(&env), None).await;
     let loaded = exporters::load_all(config, engine, telemetry).await;
     match (ingest, loaded) {
         (Ok(_), Ok(loaded)) => Ok(loaded
@@ -108,6 +108,7 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         &config.processors,
         &telemetry,
         Some(&env),
+        None,
     )
     .await
     .map_err(crate::config::ConfigErrors)?;

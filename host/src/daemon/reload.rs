@@ -117,6 +117,7 @@ impl Reloader {
                 &new.processors,
                 &self.telemetry,
                 Some(&env),
+                None,
             )
             .await
             {

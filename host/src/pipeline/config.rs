@@ -121,6 +121,18 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// Where the exporter `name`'s processors keep what must outlive a crash along with the
+    /// queue: a directory of its own in a durable queue's, none in memory.
+    pub fn exporter_state(&self, name: &str) -> Option<PathBuf> {
+        match (self.mode, &self.dir) {
+            (QueueMode::Durable, Some(dir)) => Some(
+                dir.join("exporters")
+                    .join(crate::units::file_name(name, "d")),
+            ),
+            _ => None,
+        }
+    }
+
     /// The byte budget of each signal's queue in this mode.
     pub fn budget(&self, pipeline: &PipelineConfig) -> usize {
         match self.mode {

@@ -2,6 +2,7 @@
 //! exporter chain), consecutive built-ins sharing one walk ([`super::pass`]), each Wasm
 //! processor called on its own.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -179,12 +180,14 @@ fn runs(links: &[Link], signal: Signal, telemetry: &Telemetry) -> Vec<Run> {
 impl Chain {
     /// The chain of the processors named `names`, all defined in `processors` (the config
     /// was checked). Wasm processors are loaded with `wasm`; without it, a chain naming one
-    /// fails.
+    /// fails. Processors that must keep something across restarts (a tail sampler's
+    /// decisions) keep it in `state`, a directory of this chain's own, when given.
     pub async fn build(
         names: &[String],
         processors: &Processors,
         telemetry: &Telemetry,
         wasm: Option<&WasmEnv<'_>>,
+        state: Option<&Path>,
     ) -> Result<Chain, Vec<String>> {
         let mut links = Vec::new();
         let mut errors = Vec::new();
@@ -195,7 +198,16 @@ impl Chain {
             };
             let stage = match (p.wasm(name), wasm) {
                 (None, _) => match p.tail(name, telemetry) {
-                    Some(tail) => tail.map(|t| Stage::Tail(Box::new(t))),
+                    Some(tail) => tail
+                        .and_then(|t| match state {
+                            Some(dir) => t
+                                .keeping_decisions(
+                                    &dir.join(crate::units::file_name(name, "decisions")),
+                                )
+                                .map_err(|e| vec![format!("processors.{name}: {e}")]),
+                            None => Ok(t),
+                        })
+                        .map(|t| Stage::Tail(Box::new(t))),
                     None => p.build(name, telemetry).map(Stage::Native),
                 },
                 (Some(Err(e)), _) => Err(e),

@@ -129,7 +129,7 @@ pub(super) fn chain(processors: &str, names: &[&str]) -> (Chain, Arc<Telemetry>)
         .map(|(k, v)| (k, v.try_into().unwrap()))
         .collect();
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let chain = futures::executor::block_on(Chain::build(&names, &defs, &t, None)).unwrap();
+    let chain = futures::executor::block_on(Chain::build(&names, &defs, &t, None, None)).unwrap();
     (chain, t)
 }
 

@@ -2,9 +2,12 @@
 calls service `back` in every trace; some traces fail (an error status on `back`'s span), some
 are slow (the root lasts 800 ms, by explicit timestamps), the rest are fast. `front`'s spans
 are exported first and `back`'s --gap seconds later, so every trace arrives in two requests
-seconds apart, and the one span that decides an error trace comes last.
+seconds apart, and the one span that decides an error trace comes last (with --error-on back,
+the default) or first (--error-on front). With --fresh M, M more traces of `back` alone (same
+kinds in turn) start in the second request.
 
 Usage: otel_tail_mix.py --endpoint http://127.0.0.1:P --traces N --gap SECONDS --run RUN_ID
+       [--error-on front|back] [--fresh M]
 
 Prints, as JSON, every span created: trace id, span id, the trace's kind (error, slow, fast)
 and service. Exits non-zero if an export failed.
@@ -40,6 +43,8 @@ def main():
     a.add_argument("--traces", type=int, default=30)
     a.add_argument("--gap", type=float, default=2.0)
     a.add_argument("--run", required=True)
+    a.add_argument("--error-on", choices=["front", "back"], default="back")
+    a.add_argument("--fresh", type=int, default=0)
     args = a.parse_args()
     memory = InMemorySpanExporter()
     front = provider("front", args.endpoint, memory)
@@ -56,12 +61,25 @@ def main():
         serve = bt.start_span(f"{args.run}-serve-{t}", context=ctx, kind=SpanKind.SERVER,
                               start_time=start + 1_000_000)
         if kind == "error":
-            serve.set_status(Status(StatusCode.ERROR, "boom"))
+            (root if args.error_on == "front" else serve).set_status(Status(StatusCode.ERROR,
+                                                                             "boom"))
         serve.end(end_time=start + 10_000_000)
         root.end(end_time=start + length)
         kinds[f"{root.get_span_context().trace_id:032x}"] = kind
     front.force_flush()
     time.sleep(args.gap)
+    for t in range(args.fresh):
+        kind = ("error", "slow", "fast", "fast")[t % 4]
+        start = time.time_ns()
+        length = 800_000_000 if kind == "slow" else 20_000_000
+        root = bt.start_span(f"{args.run}-fresh-{t}", kind=SpanKind.SERVER, start_time=start)
+        child = bt.start_span(f"{args.run}-query-{t}", context=set_span_in_context(root),
+                              start_time=start + 1_000_000)
+        if kind == "error":
+            child.set_status(Status(StatusCode.ERROR, "boom"))
+        child.end(end_time=start + 5_000_000)
+        root.end(end_time=start + length)
+        kinds[f"{root.get_span_context().trace_id:032x}"] = kind
     back.force_flush()
     front.shutdown()
     back.shutdown()

@@ -160,6 +160,16 @@ impl Held {
         self.decided.insert(id, decision);
     }
 
+    /// Remembers a decision made before (read back from the decisions file).
+    pub fn remember(&mut self, id: TraceId, decision: Decision) {
+        self.decided.insert(id, decision);
+    }
+
+    /// The decisions remembered, least recently used first.
+    pub fn remembered(&self) -> impl Iterator<Item = (&TraceId, Decision)> {
+        self.decided.iter()
+    }
+
     /// When the oldest trace held is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.order.front().map(|(_, d)| *d)
@@ -196,6 +206,13 @@ impl Decided {
             });
         }
         self.stamp
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&TraceId, Decision)> {
+        self.order.iter().filter_map(|(id, s)| {
+            let (d, live) = self.map.get(id)?;
+            (live == s).then_some((id, *d))
+        })
     }
 
     fn get(&mut self, id: &TraceId) -> Option<Decision> {

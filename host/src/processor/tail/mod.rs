@@ -4,14 +4,18 @@
 //! is answered only once every trace it holds spans of is decided: with its spans of the kept
 //! traces. So the exporter's cursor, which moves past a batch only once the batch is
 //! exported, never moves past a span whose trace is undecided, and a restart replays and
-//! decides again whatever was not yet exported.
+//! decides again whatever was not yet exported. With a durable queue, the decisions are kept
+//! on disk too ([`journal`]), so that a replayed batch's spans of a trace decided before the
+//! crash follow that decision.
 
 pub mod held;
+pub mod journal;
 pub mod policy;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::held::{Admitted, Held, HeldSpan, Limits, TraceId, Verdict};
+use self::journal::Journal;
 use self::policy::{Decision, Policies, PolicyConfig, SpanView};
 use super::At;
 use super::Output;
@@ -76,6 +81,12 @@ pub struct TailSampler {
     decided: Notify,
     /// Set once the exporter drains: everything is decided at once from then on.
     draining: AtomicBool,
+    /// Where decisions are kept across restarts (exporters with a durable queue).
+    journal: Option<Arc<Journal>>,
+    /// Set once the journal's decisions were read back (on the first batch, so that a
+    /// sampler being replaced by a reload has stopped writing).
+    restored: AtomicBool,
+    remembered: usize,
     counts: Counts,
 }
 
@@ -88,6 +99,7 @@ struct Counts {
     late: [Counter; 2],
     traces: Gauge,
     bytes: Gauge,
+    journal_errors: Counter,
 }
 
 impl Counts {
@@ -123,6 +135,11 @@ impl Counts {
             ),
             traces: t.gauge("ferry_tail_traces_held", "Traces a tail sampler holds undecided.", &p),
             bytes: t.gauge("ferry_tail_bytes_held", "Span bytes a tail sampler holds.", &p),
+            journal_errors: t.counter(
+                "ferry_tail_journal_errors_total",
+                "Failed reads and writes of a tail sampler's decisions file (decisions then live in memory only).",
+                &p,
+            ),
         }
     }
 }
@@ -176,7 +193,64 @@ impl TailSampler {
             held: Mutex::new(Held::new(limits)),
             decided: Notify::new(),
             draining: AtomicBool::new(false),
+            journal: None,
+            restored: AtomicBool::new(true),
+            remembered: c.decided_traces,
         })
+    }
+
+    /// Keeps the decisions in the file at `path` too, and starts from those it holds.
+    pub fn keeping_decisions(mut self, path: &Path) -> Result<TailSampler, String> {
+        if self.remembered == 0 {
+            return Ok(self);
+        }
+        let j = Journal::open(path)
+            .map_err(|e| format!("cannot open the decisions file {}: {e}", path.display()))?;
+        self.journal = Some(Arc::new(j));
+        self.restored = AtomicBool::new(false);
+        Ok(self)
+    }
+
+    /// Reads the journal's decisions back, once, before the first span is admitted.
+    fn restore(&self, held: &mut Held) {
+        let Some(j) = &self.journal else { return };
+        if self.restored.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match j.read(self.remembered) {
+            Ok(decisions) => {
+                tracing::info!(
+                    decisions = decisions.len(),
+                    "tail_sample: decisions restored"
+                );
+                for (id, d) in decisions {
+                    held.remember(id, d);
+                }
+            }
+            Err(e) => self.journal_failed("read", &e),
+        }
+    }
+
+    fn journal_failed(&self, what: &str, e: &std::io::Error) {
+        self.counts.journal_errors.inc();
+        tracing::error!(
+            "tail_sample: cannot {what} the decisions file ({e}); decisions are kept in memory \
+             only, and a crash now may split a trace"
+        );
+    }
+
+    /// Makes the decisions written so far durable before a batch that follows them is
+    /// answered (and then exported, and its cursor moved past it).
+    async fn sync_journal(&self) {
+        let Some(j) = self.journal.clone() else {
+            return;
+        };
+        let synced = tokio::task::spawn_blocking(move || j.sync()).await;
+        match synced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.journal_failed("sync", &e),
+            Err(e) => self.journal_failed("sync", &std::io::Error::other(e)),
+        }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -194,6 +268,7 @@ impl TailSampler {
         {
             let now = Instant::now().into_std();
             let mut held = self.held();
+            self.restore(&mut held);
             items::each_item(&mut req, |resource, scope, item| {
                 total += 1;
                 let Ok(id) = TraceId::try_from(item.view().raw(span::TRACE_ID)) else {
@@ -236,6 +311,7 @@ impl TailSampler {
                 () = &mut woken => {}
             }
         }
+        self.sync_journal().await;
         if known.values().all(|d| *d == Decision::Keep) {
             return Output::Unchanged;
         }
@@ -259,6 +335,7 @@ impl TailSampler {
             return;
         }
         self.gauges(&held);
+        let mut made = Vec::with_capacity(due.len());
         for (trace, verdict) in due {
             let msgs: Vec<(Msg, Msg, Msg)> = trace
                 .spans
@@ -283,10 +360,33 @@ impl TailSampler {
             if trace.early {
                 self.counts.early.inc();
             }
-            held.settle(trace.id, &verdict, decision);
+            made.push((trace.id, verdict, decision));
+        }
+        // Written before any batch can see them: a batch that follows a decision is answered
+        // only after the journal is synced past it.
+        self.write_journal(&held, &made);
+        for (id, verdict, decision) in made {
+            held.settle(id, &verdict, decision);
         }
         drop(held);
         self.decided.notify_waiters();
+    }
+
+    fn write_journal(&self, held: &Held, made: &[(TraceId, Verdict, Decision)]) {
+        let Some(j) = &self.journal else { return };
+        match j.append(made.iter().map(|(id, _, d)| (id, *d))) {
+            // Past twice what is remembered, the file is cut down to what is.
+            Ok(records) if records > 2 * self.remembered => {
+                let live = held
+                    .remembered()
+                    .chain(made.iter().map(|(id, _, d)| (id, *d)));
+                if let Err(e) = j.rewrite(live) {
+                    self.journal_failed("rewrite", &e);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.journal_failed("write", &e),
+        }
     }
 
     /// Decides every trace held now, early, and every trace that comes later as it comes,

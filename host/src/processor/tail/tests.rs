@@ -174,6 +174,66 @@ async fn past_max_traces_the_oldest_are_decided_early_and_nothing_waits_forever(
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn kept_decisions_outlive_the_sampler_and_replayed_spans_follow_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.d").join("tail.decisions");
+    let with_journal = |text: &str| {
+        let c: TailConfig = toml::from_str(text).unwrap();
+        let t = Telemetry::default();
+        let s = TailSampler::new("processors.tail", "tail", &c, &t)
+            .unwrap()
+            .keeping_decisions(&path)
+            .unwrap();
+        (s, t)
+    };
+    let (before, _) = with_journal(ERRORS);
+    let b1 = batch("front", &[(1, 11, true), (2, 21, false)]);
+    assert_eq!(kept(&b1, &before.process(&b1).await), [11]);
+    drop(before);
+    // The daemon restarts: a replayed batch holds the rest of both traces, an error now in
+    // trace 2 and none in trace 1. Each follows the decision made before, at once.
+    let (after, telemetry) = with_journal(ERRORS);
+    let b2 = batch("back", &[(1, 12, false), (2, 22, true), (3, 31, true)]);
+    let waiting = tokio::spawn(async move { after.process(&b2).await });
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let out = waiting.await.unwrap();
+    assert_eq!(
+        kept(
+            &batch("back", &[(1, 12, false), (2, 22, true), (3, 31, true)]),
+            &out
+        ),
+        [12, 31],
+        "trace 1 kept and trace 2 dropped as before the restart; trace 3 is new"
+    );
+    let late = |d: &str| {
+        metric(
+            &telemetry,
+            &format!("ferry_tail_late_spans_total{{processor=\"tail\",decision=\"{d}\"}}"),
+        )
+    };
+    assert_eq!((late("keep"), late("drop")), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_decisions_file_is_cut_down_to_what_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tail.decisions");
+    let c: TailConfig = toml::from_str("decision_wait = \"1s\"\ndecided_traces = 3").unwrap();
+    let s = TailSampler::new("processors.tail", "tail", &c, &Telemetry::default())
+        .unwrap()
+        .keeping_decisions(&path)
+        .unwrap();
+    for trace in 1..=20 {
+        s.process(&batch("a", &[(trace, trace, false)])).await;
+    }
+    let records = std::fs::metadata(&path).unwrap().len() / 17;
+    assert!((3..=7).contains(&records), "{records} records");
+    let j = journal::Journal::open(&path).unwrap();
+    let last: Vec<u8> = j.read(100).unwrap().iter().map(|(id, _)| id[0]).collect();
+    assert!(last.ends_with(&[18, 19, 20]), "{last:?}");
+}
+
 #[test]
 fn settings_are_checked_whole() {
     let c: TailConfig = toml::from_str(
