@@ -7,6 +7,8 @@
 #   FERRY=$PWD/my-bundle DAEMONS=ferry bench/run.sh grpc_otlp_http   # another ferry (a bundle)
 #   DAEMONS=ferry bench/run.sh grpc_chain grpc_chain_wasm   # processors (Ferry only)
 #   WORKER_THREADS=1 RATE=80000 DAEMONS=ferry bench/run.sh grpc_chain   # Ferry on one thread
+#   RATE=20000 DAEMONS=ferry bench/run.sh grpc_blackhole grpc_tail   # tail sampling (10 s wait)
+#   TAIL_MAX_TRACES=5000 RATE=20000 DAEMONS=ferry bench/run.sh grpc_tail   # held traces capped
 #
 # Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
 # OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
@@ -28,6 +30,9 @@ ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
 RATE=${RATE:-}   # items/s offered in all; empty = as fast as the daemon acknowledges
 WORKER_THREADS=${WORKER_THREADS:-}   # Ferry's [runtime] worker_threads; empty = one per core
 SCENARIOS=${*:-grpc_blackhole grpc_otlp_http http_otlp_http grpc_fanout}
+TAIL_WAIT=${TAIL_WAIT:-10s}             # grpc_tail: decision_wait
+TAIL_MAX_TRACES=${TAIL_MAX_TRACES:-50000}
+TAIL_MAX_BYTES=${TAIL_MAX_BYTES:-256MiB}
 TICKS=$(getconf CLK_TCK)
 
 echo "building ferry and the bench tools (release)..." >&2
@@ -103,6 +108,27 @@ percentage = 50
 plugin = "blackhole"
 TOML
           ;;
+        grpc_tail)
+          # Every trace held for TAIL_WAIT, then all errors (the load has none: the policy
+          # is evaluated on every trace) and 10% of the rest kept. The memory queue holds what
+          # the sampler holds, so its budget is raised to a wait's worth of load.
+          cat <<TOML
+[pipeline]
+queue_max_bytes = "2GiB"
+[processors.tail]
+kind = "tail_sample"
+decision_wait = "$TAIL_WAIT"
+max_traces = $TAIL_MAX_TRACES
+max_bytes = "$TAIL_MAX_BYTES"
+policies = [
+  { name = "errors", spans = { any = [{ status = "error" }] } },
+  { name = "tenth", percentage = 10 },
+]
+[exporters.a]
+plugin = "blackhole"
+processors = ["tail"]
+TOML
+          ;;
         grpc_chain_wasm)
           mkdir -p "$dir/plugins"
           cp "$ROOT/target/plugins/wasm32-wasip2/plugin/ferry_test_bench_chain.wasm" "$dir/plugins/bench-chain.wasm"
@@ -128,7 +154,7 @@ TOML
   else
     local args=(start --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP")
     case $scenario in
-      grpc_blackhole|grpc_chain|grpc_chain_wasm)
+      grpc_blackhole|grpc_chain|grpc_chain_wasm|grpc_tail)
         # Rotel has no equivalent chain: its row is its pass-through.
         args+=(--exporter blackhole) ;;
       grpc_otlp_http|http_otlp_http)
@@ -171,10 +197,15 @@ for scenario in $SCENARIOS; do
     fi
     case $scenario in http_*) proto=http; port=$HTTP ;; *) proto=grpc; port=$GRPC ;; esac
     cpu0=$(cpu_ticks "$DPID")
+    unique=""; [ "$scenario" = grpc_tail ] && unique=--unique-traces
     summary=$("$LOADGEN" --target "127.0.0.1:$port" --protocol $proto --items "$ITEMS" \
       --attributes "$ATTRS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
-      ${RATE:+--rate "$RATE"} \
+      ${RATE:+--rate "$RATE"} $unique \
       | sed -n 's/^SUMMARY //p')
+    if [ "$scenario" = grpc_tail ] && [ "$daemon" = ferry ]; then
+      # What the sampler holds at the end of the load: a wait's worth of traces.
+      http_get "$ADMIN" /metrics | awk '/^ferry_tail_(traces|bytes)_held/ {printf "  %s %s\n", $1, $2}' >&2
+    fi
     acked=$(echo "$summary" | python3 -c 'import json,sys; print(json.load(sys.stdin)["acked_items"])')
     # Everything acknowledged must come out: wait for the sinks (or the exporter's count).
     expected=$acked; copies=1
@@ -182,7 +213,7 @@ for scenario in $SCENARIOS; do
     delivered=0
     for _ in $(seq 1 300); do
       case $scenario in
-        grpc_blackhole|grpc_chain|grpc_chain_wasm)
+        grpc_blackhole|grpc_chain|grpc_chain_wasm|grpc_tail)
           if [ "$daemon" = ferry ]; then
             # Exported, or dropped by a processor (filtered, sampled out): every span accounted.
             delivered=$(http_get "$ADMIN" /metrics | awk '
@@ -201,7 +232,10 @@ for scenario in $SCENARIOS; do
     cpu1=$(cpu_ticks "$DPID")
     rss=$(peak_rss_kib "$DPID")
     lost=$((expected * copies - ${delivered:-0}))
-    case $scenario in grpc_blackhole|grpc_chain*) [ "$daemon" = rotel ] && lost="n/a" ;; esac
+    case $scenario in grpc_blackhole|grpc_chain*|grpc_tail) [ "$daemon" = rotel ] && lost="n/a" ;; esac
+    if [ "$scenario" = grpc_tail ] && [ "$daemon" = ferry ]; then
+      http_get "$ADMIN" /metrics | awk '/^ferry_tail_(traces_decided|early_decisions)_total/ {printf "  %s %s\n", $1, $2}' >&2
+    fi
     row=$(python3 - "$summary" "$cpu0" "$cpu1" "$TICKS" "$rss" "$acked" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1]); cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])

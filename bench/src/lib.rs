@@ -265,9 +265,35 @@ pub fn count_items(signal: Signal, buf: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// Where, in a traces request made by [`request`] with `seed`, each span's trace id has its
+/// first 8 bytes (the seed): overwriting them there makes every trace in it new.
+pub fn trace_id_prefixes(body: &[u8], seed: u64) -> Vec<usize> {
+    let mut needle = vec![0x0a, 0x10];
+    needle.extend_from_slice(&seed.to_be_bytes());
+    body.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle.as_slice())
+        .map(|(at, _)| at + 2)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_id_prefixes_find_every_span_and_only_trace_ids() {
+        let mut req = request(Signal::Traces, 37, 10, 5);
+        let at = trace_id_prefixes(&req, 5);
+        assert_eq!(at.len(), 37);
+        for &a in &at {
+            req[a..a + 8].copy_from_slice(&99u64.to_be_bytes());
+        }
+        let decoded = ExportTraceServiceRequest::decode(req.as_slice()).unwrap();
+        let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+        assert!(spans.iter().all(|s| s.trace_id[..8] == 99u64.to_be_bytes()));
+        assert!(spans.iter().all(|s| s.span_id[..] != s.trace_id[..8]));
+    }
 
     #[test]
     fn counts_match_what_was_generated() {

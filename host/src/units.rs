@@ -84,6 +84,11 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
 }
 
+/// Deserialises an optional duration (for fields with `#[serde(default)]`).
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 /// Deserialises a size: bytes as a number, or text like `64MiB`.
 pub fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     match NumOrStr::deserialize(d)? {

@@ -19,9 +19,22 @@ use crate::harness::{
 };
 use crate::nats::NatsCluster;
 
-/// A gateway: the `nats` receiver on `stream` (subjects: its name in lower case), tagging every resource with its name, and
-/// exporting to `sink`.
+/// A gateway: the `nats` receiver on `stream` (subjects: its name in lower case), tagging
+/// every resource with its name, and exporting to `sink`.
 pub fn gateway(name: &str, cluster: &NatsCluster, stream: &str, mode: &str, sink: &Sink) -> Ferry {
+    gateway_with(name, cluster, stream, mode, sink, &[], "")
+}
+
+/// A [`gateway`] whose exporter runs the processors named `chain`, defined in `defs` (TOML).
+pub fn gateway_with(
+    name: &str,
+    cluster: &NatsCluster,
+    stream: &str,
+    mode: &str,
+    sink: &Sink,
+    chain: &[&str],
+    defs: &str,
+) -> Ferry {
     Ferry::start(
         name,
         &format!(
@@ -41,8 +54,10 @@ pub fn gateway(name: &str, cluster: &NatsCluster, stream: &str, mode: &str, sink
             [processors.gateway]
             kind = "resource"
             actions = [{{ key = "ferry.gateway", action = "upsert", value = "{name}" }}]
+            {defs}
             [exporters.capture]
             plugin = "otlp-http"
+            processors = {chain:?}
             config = {{ endpoint = "{}" }}
             "#,
             cluster.toml_urls(),

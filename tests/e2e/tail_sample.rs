@@ -1,7 +1,9 @@
 //! Tail sampling in an exporter's chain, with the real OpenTelemetry SDK: traces whose spans
 //! arrive in two requests seconds apart are kept or dropped whole, as the first policy that
 //! holds says, and `/metrics` counts each decision; spans that come after their trace's
-//! decision follow it, and so do those a durable queue replays after a `kill -9`.
+//! decision follow it, and so do those a durable queue replays after a `kill -9`; and behind
+//! two agents and two gateways on NATS JetStream (`by_trace`), traces whose services send to
+//! different agents are still decided whole.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -9,14 +11,13 @@ use std::process::{Command, Stdio};
 use crate::harness::{
     Ferry, PREAMBLE, Script, Sink, client_json, client_script, eventually, python,
 };
-use crate::scale_out_gateways::spans_at;
+use crate::nats::NatsCluster;
+use crate::scale_out_gateways::{agent, gateway_with, spans_at};
 
-/// One tail sampler keeping error and slow traces, in the chain of an exporter to `sink`.
-fn config(sink: &Sink, wait: &str, queue: &str) -> String {
+/// A tail sampler keeping error and slow traces, named `tail`.
+fn sampler(wait: &str) -> String {
     format!(
         r#"
-        {PREAMBLE}
-        {queue}
         [processors.tail]
         kind = "tail_sample"
         decision_wait = "{wait}"
@@ -24,11 +25,23 @@ fn config(sink: &Sink, wait: &str, queue: &str) -> String {
           {{ name = "errors", spans = {{ any = [{{ status = "error" }}] }} }},
           {{ name = "slow", duration_at_least = "500ms" }},
         ]
+        "#
+    )
+}
+
+/// A [`sampler`] in the chain of an exporter to `sink`.
+fn config(sink: &Sink, wait: &str, queue: &str) -> String {
+    format!(
+        r#"
+        {PREAMBLE}
+        {queue}
+        {}
         [exporters.capture]
         plugin = "otlp-http"
         processors = ["tail"]
         config = {{ endpoint = "{}" }}
         "#,
+        sampler(wait),
         sink.url()
     )
 }
@@ -227,4 +240,114 @@ async fn kill_9_mid_wait_replays_what_is_undecided_and_no_trace_is_half_delivere
     assert_eq!((late(&f, "keep").await, late(&f, "drop").await), (4, 4));
     assert_eq!(dropped_items(&f).await, 4 + 8);
     assert_eq!(f.metric("ferry_tail_journal_errors_total", &[]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_traces_the_oldest_are_decided_early_whole_and_counted() {
+    let sink = Sink::start(Script::default()).await;
+    let toml = config(&sink, "3s", "").replace(
+        "decision_wait = \"3s\"",
+        "decision_wait = \"3s\"\nmax_traces = 4",
+    );
+    let f = Ferry::start("tail-bound", &toml);
+    // 24 roots in one request: 20 of them over max_traces, decided early on their root alone
+    // (so an error that comes with `back` 2 s later is not seen), and their `back` spans then
+    // follow that decision.
+    let sent = client_json(&mut mix(
+        &f,
+        &["--traces", "24", "--gap", "2", "--run", "bound"],
+    ));
+    eventually("all 24 traces are decided", async || {
+        let (e, s, d) = decisions(&f).await;
+        e + s + d == 24
+    })
+    .await;
+    assert_eq!(
+        f.metric("ferry_tail_early_decisions_total", &["processor=\"tail\""])
+            .await,
+        20
+    );
+    let (errors, slow, _) = decisions(&f).await;
+    assert_eq!(slow, 6, "a slow root is seen in time");
+    let mut traces: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for s in sent["spans"].as_array().unwrap() {
+        traces
+            .entry(s["trace_id"].as_str().unwrap())
+            .or_default()
+            .push(s["span_id"].as_str().unwrap());
+    }
+    let kept_spans = 2 * (errors + slow) as usize;
+    eventually("the kept traces reach the backend", async || {
+        spans_at(&sink).0.len() >= kept_spans
+    })
+    .await;
+    let (got, twice) = spans_at(&sink);
+    assert_eq!((got.len(), twice), (kept_spans, 0));
+    for (trace, spans) in &traces {
+        let arrived = spans.iter().filter(|s| got.contains_key(**s)).count();
+        assert!(
+            arrived == 0 || arrived == spans.len(),
+            "trace {trace}: {arrived} of {} spans arrived",
+            spans.len()
+        );
+    }
+    assert_eq!(
+        dropped_items(&f).await as usize,
+        48 - kept_spans,
+        "every span not delivered is counted"
+    );
+    assert_eq!(late(&f, "keep").await + late(&f, "drop").await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_two_gateways_by_trace_traces_from_two_agents_are_decided_whole() {
+    let cluster = NatsCluster::start(3).await;
+    let sink = Sink::start(Script::default()).await;
+    let gateways = ["tail-g1", "tail-g2"].map(|name| {
+        let tail = sampler("4s");
+        gateway_with(name, &cluster, "TAIL", "by_trace", &sink, &["tail"], &tail)
+    });
+    eventually("the gateways hold two shards each", async || {
+        let mut owned = Vec::new();
+        for g in &gateways {
+            owned.push(g.metric("ferry_receiver_nats_shards_owned", &[]).await);
+        }
+        owned == [2, 2]
+    })
+    .await;
+    let agents = ["tail-a1", "tail-a2"].map(|name| agent(name, &cluster, "TAIL", "by_trace"));
+    // `front` sends to one agent, `back` (with every error) to the other, 2 s later.
+    let sent = client_json(
+        Command::new(python())
+            .arg(client_script("otel_tail_mix.py"))
+            .args(["--endpoint", &format!("http://{}", agents[0].grpc.unwrap())])
+            .args([
+                "--back-endpoint",
+                &format!("http://{}", agents[1].grpc.unwrap()),
+            ])
+            .args(["--traces", "24", "--gap", "2", "--run", "gateways"]),
+    );
+    let (kept, dropped) = split(&sent);
+    let total = async || {
+        let mut sum = (0, 0, 0);
+        for g in &gateways {
+            let (e, s, d) = decisions(g).await;
+            sum = (sum.0 + e, sum.1 + s, sum.2 + d);
+        }
+        sum
+    };
+    eventually("all 24 traces are decided", async || {
+        let (e, s, d) = total().await;
+        e + s + d == 24
+    })
+    .await;
+    only_kept_arrive(&sink, &kept, &dropped).await;
+    assert_eq!(total().await, (6, 6, 12), "each trace decided once, whole");
+    let mut through: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (trace, gw) in spans_at(&sink).0.into_values() {
+        through.entry(trace).or_default().insert(gw);
+    }
+    let used: BTreeSet<&String> = through.values().flatten().collect();
+    assert_eq!(used.len(), 2, "both gateways decide some: {used:?}");
+    assert!(through.values().all(|g| g.len() == 1), "{through:?}");
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use ferry_bench::{Signal, request};
+use ferry_bench::{Signal, request, trace_id_prefixes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -53,6 +53,10 @@ struct Args {
     /// Seconds of unmeasured load first.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// Give every request's traces ids never sent before (traces only), as a tail sampler
+    /// needs: otherwise the requests repeat every `--distinct`.
+    #[arg(long)]
+    unique_traces: bool,
     /// Distinct pre-encoded requests to cycle through.
     #[arg(long, default_value_t = 64)]
     distinct: u64,
@@ -164,13 +168,25 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
+    if args.unique_traces && args.signal != Signal::Traces {
+        anyhow::bail!("--unique-traces is for --signal traces");
+    }
+    // Each body with where its trace ids' prefixes are (when they are to be made unique).
+    let bodies: Arc<Vec<(Bytes, Vec<usize>)>> = Arc::new(
         (0..args.distinct)
             .map(|seed| {
                 let msg = request(args.signal, args.items, args.attributes, seed);
+                let mut at = if args.unique_traces {
+                    trace_id_prefixes(&msg, seed)
+                } else {
+                    Vec::new()
+                };
                 match args.protocol {
-                    Protocol::Grpc => grpc_frame(msg),
-                    Protocol::Http => Bytes::from(msg),
+                    Protocol::Grpc => {
+                        at.iter_mut().for_each(|a| *a += 5);
+                        (grpc_frame(msg), at)
+                    }
+                    Protocol::Http => (Bytes::from(msg), at),
                 }
             })
             .collect(),
@@ -213,7 +229,17 @@ async fn main() -> anyhow::Result<()> {
                 {
                     break;
                 }
-                let body = bodies[(i % bodies.len() as u64) as usize].clone();
+                let (body, at) = &bodies[(i % bodies.len() as u64) as usize];
+                let body = if at.is_empty() {
+                    body.clone()
+                } else {
+                    // `i` is this request's own number (senders step by their count).
+                    let mut b = body.to_vec();
+                    for &a in at {
+                        b[a..a + 8].copy_from_slice(&(i + 1 + u64::MAX / 2).to_be_bytes());
+                    }
+                    Bytes::from(b)
+                };
                 i += args.concurrency as u64;
                 let started = Instant::now();
                 let result = send(&mut conn, &args, &args.target, body).await;

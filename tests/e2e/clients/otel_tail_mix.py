@@ -7,7 +7,9 @@ the default) or first (--error-on front). With --fresh M, M more traces of `back
 kinds in turn) start in the second request.
 
 Usage: otel_tail_mix.py --endpoint http://127.0.0.1:P --traces N --gap SECONDS --run RUN_ID
-       [--error-on front|back] [--fresh M]
+       [--error-on front|back] [--fresh M] [--back-endpoint http://127.0.0.1:Q]
+
+`back` sends to --back-endpoint when given (another agent), else to --endpoint.
 
 Prints, as JSON, every span created: trace id, span id, the trace's kind (error, slow, fast)
 and service. Exits non-zero if an export failed.
@@ -45,10 +47,11 @@ def main():
     a.add_argument("--run", required=True)
     a.add_argument("--error-on", choices=["front", "back"], default="back")
     a.add_argument("--fresh", type=int, default=0)
+    a.add_argument("--back-endpoint")
     args = a.parse_args()
     memory = InMemorySpanExporter()
     front = provider("front", args.endpoint, memory)
-    back = provider("back", args.endpoint, memory)
+    back = provider("back", args.back_endpoint or args.endpoint, memory)
     ft, bt = front.get_tracer("front"), back.get_tracer("back")
     kinds = {}
     base = time.time_ns()

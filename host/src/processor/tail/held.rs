@@ -1,8 +1,9 @@
 //! The traces a `tail_sample` holds: each trace's spans until it is due (the decision wait
-//! after its first span) or pushed out early by the bounds, and the decisions made since,
+//! after its first span, or the idle time after its root span when that comes first) or
+//! pushed out early by the bounds, and the decisions made since,
 //! remembered (least recently used out first) so that late spans follow their trace.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Decisions remembered for late spans.
     pub remembered: usize,
+    /// When set, a trace is due this long after its root span, if that is sooner.
+    pub idle: Option<Duration>,
 }
 
 /// Where a span went.
@@ -58,7 +61,11 @@ pub enum Admitted {
 struct Trace {
     spans: Vec<HeldSpan>,
     bytes: usize,
+    /// The decision wait after its first span: its place in `order`.
+    deadline: Instant,
     due: Instant,
+    /// Whether its due time was brought forward by its root span.
+    rooted: bool,
     verdict: Verdict,
 }
 
@@ -78,6 +85,8 @@ pub struct Held {
     traces: HashMap<TraceId, Trace>,
     /// Ids by first span, with when each is due: the order of both.
     order: VecDeque<(TraceId, Instant)>,
+    /// Traces due sooner, after their root span: by when.
+    rooted: BTreeSet<(Instant, TraceId)>,
     bytes: usize,
     decided: Decided,
 }
@@ -90,6 +99,7 @@ impl Held {
             limits,
             traces: HashMap::new(),
             order: VecDeque::new(),
+            rooted: BTreeSet::new(),
             bytes: 0,
         }
     }
@@ -104,8 +114,8 @@ impl Held {
         self.bytes
     }
 
-    /// Takes a span of trace `id`, seen at `now`.
-    pub fn admit(&mut self, id: TraceId, span: HeldSpan, now: Instant) -> Admitted {
+    /// Takes a span of trace `id` (its `root`, without a parent), seen at `now`.
+    pub fn admit(&mut self, id: TraceId, span: HeldSpan, root: bool, now: Instant) -> Admitted {
         if let Some(d) = self.decided.get(&id) {
             return Admitted::Late(d);
         }
@@ -115,10 +125,21 @@ impl Held {
             Trace {
                 spans: Vec::new(),
                 bytes: 0,
+                deadline: due,
                 due,
+                rooted: false,
                 verdict: Verdict::default(),
             }
         });
+        if let Some(idle) = self.limits.idle
+            && root
+            && !trace.rooted
+            && now + idle < trace.due
+        {
+            trace.due = now + idle;
+            trace.rooted = true;
+            self.rooted.insert((trace.due, id));
+        }
         let weight = span.weight();
         trace.bytes += weight;
         trace.spans.push(span);
@@ -131,6 +152,16 @@ impl Held {
     /// else is admitted.
     pub fn take_due(&mut self, now: Instant, all: bool) -> Vec<(Due, Verdict)> {
         let mut out = Vec::new();
+        while let Some(&(due, id)) = self.rooted.first() {
+            if due > now && !all {
+                break;
+            }
+            self.rooted.pop_first();
+            // Gone when decided early, through `order`.
+            if let Some(t) = self.traces.remove(&id) {
+                out.push(self.taken(id, t, false));
+            }
+        }
         while let Some(&(id, due)) = self.order.front() {
             let over =
                 self.traces.len() > self.limits.max_traces || self.bytes > self.limits.max_bytes;
@@ -138,20 +169,30 @@ impl Held {
                 break;
             }
             self.order.pop_front();
+            // Not there, or a later trace of the same id (decided after its root, forgotten,
+            // and come again), which has an entry of its own.
+            if self.traces.get(&id).is_none_or(|t| t.deadline != due) {
+                continue;
+            }
             let Some(t) = self.traces.remove(&id) else {
                 continue;
             };
-            self.bytes -= t.bytes;
-            out.push((
-                Due {
-                    id,
-                    spans: t.spans,
-                    early: due > now,
-                },
-                t.verdict,
-            ));
+            if t.rooted {
+                self.rooted.remove(&(t.due, id));
+            }
+            out.push(self.taken(id, t, due > now));
         }
         out
+    }
+
+    fn taken(&mut self, id: TraceId, t: Trace, early: bool) -> (Due, Verdict) {
+        self.bytes -= t.bytes;
+        let due = Due {
+            id,
+            spans: t.spans,
+            early,
+        };
+        (due, t.verdict)
     }
 
     /// Records the decision on a trace taken out, for its batches and for late spans.
@@ -170,9 +211,11 @@ impl Held {
         self.decided.iter()
     }
 
-    /// When the oldest trace held is due.
+    /// When the next trace held is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.order.front().map(|(_, d)| *d)
+        let rooted = self.rooted.first().map(|(d, _)| *d);
+        let first = self.order.front().map(|(_, d)| *d);
+        rooted.into_iter().chain(first).min()
     }
 }
 

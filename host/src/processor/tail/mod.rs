@@ -31,7 +31,7 @@ use super::Output;
 use super::items::{self, span};
 use super::msg::Msg;
 use crate::telemetry::{Counter, Gauge, Telemetry};
-use crate::units::{de_bytes, de_duration};
+use crate::units::{de_bytes, de_duration, de_opt_duration};
 
 /// `[processors.NAME] kind = "tail_sample"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +40,10 @@ pub struct TailConfig {
     /// How long a trace is held after its first span before it is decided.
     #[serde(default = "default_wait", deserialize_with = "de_duration")]
     pub decision_wait: Duration,
+    /// When set, a trace is decided this long after its root span arrived, if that is before
+    /// its `decision_wait` is over.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle: Option<Duration>,
     /// Most traces held at once; past it the oldest are decided early.
     #[serde(default = "default_max_traces")]
     pub max_traces: usize,
@@ -167,6 +171,14 @@ impl TailSampler {
         if c.decision_wait.is_zero() {
             errors.push(format!("{path}.decision_wait: must be above 0"));
         }
+        if let Some(idle) = c.idle
+            && (idle.is_zero() || idle >= c.decision_wait)
+        {
+            errors.push(format!(
+                "{path}.idle: must be above 0 and below decision_wait ({:?})",
+                c.decision_wait
+            ));
+        }
         for (key, n) in [("max_traces", c.max_traces), ("max_bytes", c.max_bytes)] {
             if n == 0 {
                 errors.push(format!("{path}.{key}: must be at least 1"));
@@ -186,6 +198,7 @@ impl TailSampler {
             max_traces: c.max_traces,
             max_bytes: c.max_bytes,
             remembered: c.decided_traces,
+            idle: c.idle,
         };
         Ok(TailSampler {
             counts: Counts::new(telemetry, name, &policies),
@@ -261,6 +274,8 @@ impl TailSampler {
     /// A validated traces request's spans of kept traces, once every trace it holds spans of
     /// is decided. A span without a trace id is kept.
     pub async fn process(&self, batch: &Bytes) -> Output {
+        // Parsed twice, to admit and to cut out what is dropped, rather than kept parsed
+        // through the wait: a parsed span's field table is about twice the span's size.
         let mut req = Msg::new(batch.clone());
         let mut known: HashMap<TraceId, Decision> = HashMap::new();
         let mut waiting = Waiting::new();
@@ -271,15 +286,17 @@ impl TailSampler {
             self.restore(&mut held);
             items::each_item(&mut req, |resource, scope, item| {
                 total += 1;
-                let Ok(id) = TraceId::try_from(item.view().raw(span::TRACE_ID)) else {
+                let view = item.view();
+                let Ok(id) = TraceId::try_from(view.raw(span::TRACE_ID)) else {
                     return;
                 };
+                let root = view.raw(span::PARENT).is_empty();
                 let span = HeldSpan {
                     resource: resource.encode(),
                     scope: scope.encode(),
                     span: item.encode(),
                 };
-                match held.admit(id, span, now) {
+                match held.admit(id, span, root, now) {
                     Admitted::Late(d) => {
                         self.counts.late[slot(d)].inc();
                         known.insert(id, d);
@@ -291,6 +308,7 @@ impl TailSampler {
             });
             self.gauges(&held);
         }
+        drop(req);
         loop {
             let woken = self.decided.notified();
             tokio::pin!(woken);
@@ -315,6 +333,7 @@ impl TailSampler {
         if known.values().all(|d| *d == Decision::Keep) {
             return Output::Unchanged;
         }
+        let mut req = Msg::new(batch.clone());
         let removed = items::retain_items(&mut req, |_, _, item| {
             TraceId::try_from(item.view().raw(span::TRACE_ID))
                 .map_or(true, |id| known.get(&id) != Some(&Decision::Drop))

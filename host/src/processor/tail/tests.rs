@@ -234,11 +234,23 @@ async fn the_decisions_file_is_cut_down_to_what_is_remembered() {
     assert!(last.ends_with(&[18, 19, 20]), "{last:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn with_idle_a_trace_is_decided_that_long_after_its_root() {
+    let (t, _) = sampler("decision_wait = \"60s\"\nidle = \"2s\"\ndefault = \"keep\"");
+    // The helper's spans have no parent: each is its trace's root.
+    let b = batch("a", &[(1, 1, false)]);
+    let started = Instant::now();
+    let out = t.process(&b).await;
+    assert_eq!(out, Output::Unchanged);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}
+
 #[test]
 fn settings_are_checked_whole() {
     let c: TailConfig = toml::from_str(
         r#"
         decision_wait = "0s"
+        idle = "1s"
         max_traces = 0
         policies = [{ name = "p", percentage = -1 }]
         "#,
@@ -250,6 +262,7 @@ fn settings_are_checked_whole() {
         .join("\n");
     for needle in [
         "processors.tail.decision_wait: must be above 0",
+        "processors.tail.idle: must be above 0 and below decision_wait",
         "processors.tail.max_traces: must be at least 1",
         "processors.tail.policies[0].percentage",
     ] {
