@@ -24,7 +24,7 @@ use crate::pipeline::router::{Stop, Worker};
 use crate::plugin::registry::{self, PluginSource};
 use crate::plugin::sender::{HostSender, SenderLimits};
 use crate::plugin::{PluginEngine, PluginExporter};
-use crate::processor::{Chain, WasmEnv};
+use crate::processor::{Chain, QueueView, WasmEnv};
 use crate::signal::Signal;
 use crate::telemetry::Telemetry;
 
@@ -178,12 +178,16 @@ async fn load(
         }
         let env = wasm_env(config, engine);
         let state = config.queue.exporter_state(name);
+        let queue = QueueView {
+            state: state.as_deref(),
+            budget: config.queue.budget(&config.pipeline),
+        };
         let built = Chain::build(
             &ec.processors,
             &config.processors,
             telemetry,
             Some(&env),
-            state.as_deref(),
+            Some(&queue),
         );
         let chain = match built.await {
             Ok(c) if c.is_empty() => None,

@@ -177,17 +177,26 @@ fn runs(links: &[Link], signal: Signal, telemetry: &Telemetry) -> Vec<Run> {
     runs
 }
 
+/// The queue an exporter's chain reads from, as its processors need it.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueView<'a> {
+    /// Where processors keep what must outlive a crash along with a durable queue (a tail
+    /// sampler's decisions): a directory of this exporter's own; none in memory mode.
+    pub state: Option<&'a Path>,
+    /// The queue's byte budget (what a processor holding batches holds them in).
+    pub budget: usize,
+}
+
 impl Chain {
     /// The chain of the processors named `names`, all defined in `processors` (the config
     /// was checked). Wasm processors are loaded with `wasm`; without it, a chain naming one
-    /// fails. Processors that must keep something across restarts (a tail sampler's
-    /// decisions) keep it in `state`, a directory of this chain's own, when given.
+    /// fails. An exporter's chain is given its `queue`.
     pub async fn build(
         names: &[String],
         processors: &Processors,
         telemetry: &Telemetry,
         wasm: Option<&WasmEnv<'_>>,
-        state: Option<&Path>,
+        queue: Option<&QueueView<'_>>,
     ) -> Result<Chain, Vec<String>> {
         let mut links = Vec::new();
         let mut errors = Vec::new();
@@ -197,17 +206,8 @@ impl Chain {
                 continue;
             };
             let stage = match (p.wasm(name), wasm) {
-                (None, _) => match p.tail(name, telemetry) {
-                    Some(tail) => tail
-                        .and_then(|t| match state {
-                            Some(dir) => t
-                                .keeping_decisions(
-                                    &dir.join(crate::units::file_name(name, "decisions")),
-                                )
-                                .map_err(|e| vec![format!("processors.{name}: {e}")]),
-                            None => Ok(t),
-                        })
-                        .map(|t| Stage::Tail(Box::new(t))),
+                (None, _) => match p.tail(name, telemetry, queue) {
+                    Some(tail) => tail.map(|t| Stage::Tail(Box::new(t))),
                     None => p.build(name, telemetry).map(Stage::Native),
                 },
                 (Some(Err(e)), _) => Err(e),

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::signal::Signal;
 use crate::telemetry::{Counter, Telemetry};
-pub use chain::{Chain, IngestChain, Output};
+pub use chain::{Chain, IngestChain, Output, QueueView};
 use msg::Msg;
 pub use otlp::Decoded;
 pub use wasm::{WasmConfig, WasmEnv};
@@ -237,11 +237,12 @@ impl ProcessorConfig {
         &self,
         name: &str,
         telemetry: &Telemetry,
+        queue: Option<&QueueView<'_>>,
     ) -> Option<Result<tail::TailSampler, Vec<String>>> {
         (self.kind == TAIL).then(|| {
             let path = format!("processors.{name}");
             let c: tail::TailConfig = settings_at(&path, &self.settings)?;
-            tail::TailSampler::new(&path, name, &c, telemetry)
+            tail::TailSampler::new(&path, name, &c, telemetry, queue)
         })
     }
 
@@ -268,7 +269,7 @@ impl ProcessorConfig {
 pub fn check(processors: &Processors, errors: &mut Vec<String>) {
     let scratch = Telemetry::default();
     for (name, p) in processors {
-        let checked = match (p.wasm(name), p.tail(name, &scratch)) {
+        let checked = match (p.wasm(name), p.tail(name, &scratch, None)) {
             (Some(wasm), _) => wasm.map(drop),
             (_, Some(tail)) => tail.map(drop),
             (None, None) => p.build(name, &scratch).map(drop),

@@ -17,7 +17,8 @@ pub type TraceId = [u8; 16];
 /// A trace's decision once made, shared by every batch that holds some of its spans.
 pub type Verdict = Arc<OnceLock<Decision>>;
 
-/// One span held, with its resource and scope (slices of the batch it came in).
+/// One span held, with its resource and scope (slices of the batch it came in, which stays in
+/// memory as long as one of its spans is held).
 #[derive(Debug, Clone)]
 pub struct HeldSpan {
     /// Its resource's encoding.
@@ -28,12 +29,6 @@ pub struct HeldSpan {
     pub span: Bytes,
 }
 
-impl HeldSpan {
-    fn weight(&self) -> usize {
-        self.span.len()
-    }
-}
-
 /// What bounds a holder.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -41,7 +36,8 @@ pub struct Limits {
     pub wait: Duration,
     /// Most traces held; past it the oldest is decided early.
     pub max_traces: usize,
-    /// Most span bytes held; past it the oldest traces are decided early.
+    /// Most bytes of batches waiting for traces held; past it the traces of the oldest
+    /// batches are decided early.
     pub max_bytes: usize,
     /// Decisions remembered for late spans.
     pub remembered: usize,
@@ -60,7 +56,6 @@ pub enum Admitted {
 
 struct Trace {
     spans: Vec<HeldSpan>,
-    bytes: usize,
     /// The decision wait after its first span: its place in `order`.
     deadline: Instant,
     due: Instant,
@@ -87,6 +82,10 @@ pub struct Held {
     order: VecDeque<(TraceId, Instant)>,
     /// Traces due sooner, after their root span: by when.
     rooted: BTreeSet<(Instant, TraceId)>,
+    /// Batches waiting for traces held, oldest first.
+    batches: VecDeque<Batch>,
+    next_batch: u64,
+    /// Their bytes.
     bytes: usize,
     decided: Decided,
 }
@@ -100,6 +99,8 @@ impl Held {
             traces: HashMap::new(),
             order: VecDeque::new(),
             rooted: BTreeSet::new(),
+            batches: VecDeque::new(),
+            next_batch: 0,
             bytes: 0,
         }
     }
@@ -109,9 +110,29 @@ impl Held {
         self.traces.len()
     }
 
-    /// Span bytes held.
+    /// Bytes of the batches waiting for traces held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Records a batch of `bytes` waiting for `traces` (held); returns its number, for
+    /// [`Held::release_batch`] once it is answered or given up.
+    pub fn hold_batch(&mut self, bytes: usize, traces: Vec<TraceId>) -> u64 {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.bytes += bytes;
+        self.batches.push_back(Batch { id, bytes, traces });
+        id
+    }
+
+    /// Forgets batch `id`.
+    pub fn release_batch(&mut self, id: u64) {
+        // Batches are answered about in the order they came: the search is short.
+        if let Some(i) = self.batches.iter().position(|b| b.id == id)
+            && let Some(b) = self.batches.remove(i)
+        {
+            self.bytes -= b.bytes;
+        }
     }
 
     /// Takes a span of trace `id` (its `root`, without a parent), seen at `now`.
@@ -124,7 +145,6 @@ impl Held {
             self.order.push_back((id, due));
             Trace {
                 spans: Vec::new(),
-                bytes: 0,
                 deadline: due,
                 due,
                 rooted: false,
@@ -140,15 +160,13 @@ impl Held {
             trace.rooted = true;
             self.rooted.insert((trace.due, id));
         }
-        let weight = span.weight();
-        trace.bytes += weight;
         trace.spans.push(span);
-        self.bytes += weight;
         Admitted::Held(trace.verdict.clone(), trace.due)
     }
 
     /// Takes out every trace due at `now` (every trace, with `all`), then the oldest while
-    /// the holder is over a bound. Each must be settled with [`Held::settle`] before anything
+    /// there are more than `max_traces`, then those the oldest batches wait for while their
+    /// bytes are over `max_bytes`. Each must be settled with [`Held::settle`] before anything
     /// else is admitted.
     pub fn take_due(&mut self, now: Instant, all: bool) -> Vec<(Due, Verdict)> {
         let mut out = Vec::new();
@@ -163,8 +181,7 @@ impl Held {
             }
         }
         while let Some(&(id, due)) = self.order.front() {
-            let over =
-                self.traces.len() > self.limits.max_traces || self.bytes > self.limits.max_bytes;
+            let over = self.traces.len() > self.limits.max_traces;
             if due > now && !over && !all {
                 break;
             }
@@ -177,16 +194,28 @@ impl Held {
             let Some(t) = self.traces.remove(&id) else {
                 continue;
             };
-            if t.rooted {
-                self.rooted.remove(&(t.due, id));
-            }
             out.push(self.taken(id, t, due > now));
+        }
+        // Deciding a batch's traces answers it (soon) and frees its bytes.
+        let mut over = self.bytes;
+        let mut oldest = 0;
+        while over > self.limits.max_bytes && oldest < self.batches.len() {
+            let b = &self.batches[oldest];
+            over -= b.bytes;
+            oldest += 1;
+            for id in b.traces.clone() {
+                if let Some(t) = self.traces.remove(&id) {
+                    out.push(self.taken(id, t, true));
+                }
+            }
         }
         out
     }
 
     fn taken(&mut self, id: TraceId, t: Trace, early: bool) -> (Due, Verdict) {
-        self.bytes -= t.bytes;
+        if t.rooted {
+            self.rooted.remove(&(t.due, id));
+        }
         let due = Due {
             id,
             spans: t.spans,
@@ -217,6 +246,13 @@ impl Held {
         let first = self.order.front().map(|(_, d)| *d);
         rooted.into_iter().chain(first).min()
     }
+}
+
+/// A batch waiting for traces held.
+struct Batch {
+    id: u64,
+    bytes: usize,
+    traces: Vec<TraceId>,
 }
 
 /// Decisions by trace id, the least recently used forgotten first.

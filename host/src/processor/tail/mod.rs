@@ -13,7 +13,6 @@ pub mod journal;
 pub mod policy;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,10 +27,11 @@ use self::journal::Journal;
 use self::policy::{Decision, Policies, PolicyConfig, SpanView};
 use super::At;
 use super::Output;
+use super::QueueView;
 use super::items::{self, span};
 use super::msg::Msg;
 use crate::telemetry::{Counter, Gauge, Telemetry};
-use crate::units::{de_bytes, de_duration, de_opt_duration};
+use crate::units::{de_duration, de_opt_bytes, de_opt_duration};
 
 /// `[processors.NAME] kind = "tail_sample"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,9 +47,11 @@ pub struct TailConfig {
     /// Most traces held at once; past it the oldest are decided early.
     #[serde(default = "default_max_traces")]
     pub max_traces: usize,
-    /// Most span bytes held at once; past it the oldest traces are decided early.
-    #[serde(default = "default_max_bytes", deserialize_with = "de_bytes")]
-    pub max_bytes: usize,
+    /// Most bytes of batches held at once (waiting for their traces); past it the traces of
+    /// the oldest are decided early.
+    /// (Default: half the exporter's queue budget.)
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub max_bytes: Option<usize>,
     /// Decisions remembered, so that spans arriving after their trace's decision follow it.
     #[serde(default = "default_decided")]
     pub decided_traces: usize,
@@ -66,9 +68,6 @@ fn default_wait() -> Duration {
 }
 fn default_max_traces() -> usize {
     50_000
-}
-fn default_max_bytes() -> usize {
-    256 << 20
 }
 fn default_decided() -> usize {
     100_000
@@ -138,7 +137,11 @@ impl Counts {
                 &[],
             ),
             traces: t.gauge("ferry_tail_traces_held", "Traces a tail sampler holds undecided.", &p),
-            bytes: t.gauge("ferry_tail_bytes_held", "Span bytes a tail sampler holds.", &p),
+            bytes: t.gauge(
+                "ferry_tail_bytes_held",
+                "Bytes of the batches a tail sampler holds, waiting for their traces' decisions.",
+                &p,
+            ),
             journal_errors: t.counter(
                 "ferry_tail_journal_errors_total",
                 "Failed reads and writes of a tail sampler's decisions file (decisions then live in memory only).",
@@ -159,13 +162,14 @@ fn slot(d: Decision) -> usize {
 type Waiting = HashMap<TraceId, (Verdict, std::time::Instant)>;
 
 impl TailSampler {
-    /// Builds the processor `name` from its settings (at `path`), or says everything wrong
-    /// with them.
+    /// Builds the processor `name` from its settings (at `path`) for an exporter with `queue`
+    /// (none when only checking the settings), or says everything wrong with them.
     pub fn new(
         path: &str,
         name: &str,
         c: &TailConfig,
         telemetry: &Telemetry,
+        queue: Option<&QueueView<'_>>,
     ) -> Result<TailSampler, Vec<String>> {
         let mut errors = Vec::new();
         if c.decision_wait.is_zero() {
@@ -179,11 +183,39 @@ impl TailSampler {
                 c.decision_wait
             ));
         }
-        for (key, n) in [("max_traces", c.max_traces), ("max_bytes", c.max_bytes)] {
-            if n == 0 {
+        for (key, n) in [
+            ("max_traces", Some(c.max_traces)),
+            ("max_bytes", c.max_bytes),
+        ] {
+            if n == Some(0) {
                 errors.push(format!("{path}.{key}: must be at least 1"));
             }
         }
+        let budget = queue.map_or(usize::MAX, |q| q.budget);
+        if let Some(n) = c.max_bytes
+            && n >= budget
+        {
+            errors.push(format!(
+                "{path}.max_bytes: {n} bytes must be below the exporter's queue budget ({budget} \
+                 bytes), which holds the batches the sampler waits on"
+            ));
+        }
+        let journal = match queue.and_then(|q| q.state) {
+            Some(dir) if c.decided_traces > 0 => {
+                let file = dir.join(crate::units::file_name(name, "decisions"));
+                match Journal::open(&file) {
+                    Ok(j) => Some(Arc::new(j)),
+                    Err(e) => {
+                        errors.push(format!(
+                            "{path}: cannot open the decisions file {}: {e}",
+                            file.display()
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let policies = Policies::compile(
             &format!("{path}.policies"),
             &c.policies,
@@ -196,7 +228,7 @@ impl TailSampler {
         let limits = Limits {
             wait: c.decision_wait,
             max_traces: c.max_traces,
-            max_bytes: c.max_bytes,
+            max_bytes: c.max_bytes.unwrap_or(budget / 2),
             remembered: c.decided_traces,
             idle: c.idle,
         };
@@ -206,22 +238,10 @@ impl TailSampler {
             held: Mutex::new(Held::new(limits)),
             decided: Notify::new(),
             draining: AtomicBool::new(false),
-            journal: None,
-            restored: AtomicBool::new(true),
+            restored: AtomicBool::new(journal.is_none()),
+            journal,
             remembered: c.decided_traces,
         })
-    }
-
-    /// Keeps the decisions in the file at `path` too, and starts from those it holds.
-    pub fn keeping_decisions(mut self, path: &Path) -> Result<TailSampler, String> {
-        if self.remembered == 0 {
-            return Ok(self);
-        }
-        let j = Journal::open(path)
-            .map_err(|e| format!("cannot open the decisions file {}: {e}", path.display()))?;
-        self.journal = Some(Arc::new(j));
-        self.restored = AtomicBool::new(false);
-        Ok(self)
     }
 
     /// Reads the journal's decisions back, once, before the first span is admitted.
@@ -280,6 +300,7 @@ impl TailSampler {
         let mut known: HashMap<TraceId, Decision> = HashMap::new();
         let mut waiting = Waiting::new();
         let mut total = 0u64;
+        let mut holding = None;
         {
             let now = Instant::now().into_std();
             let mut held = self.held();
@@ -306,6 +327,10 @@ impl TailSampler {
                     }
                 }
             });
+            if !waiting.is_empty() {
+                let id = held.hold_batch(batch.len(), waiting.keys().copied().collect());
+                holding = Some(Holding { sampler: self, id });
+            }
             self.gauges(&held);
         }
         drop(req);
@@ -329,6 +354,7 @@ impl TailSampler {
                 () = &mut woken => {}
             }
         }
+        drop(holding);
         self.sync_journal().await;
         if known.values().all(|d| *d == Decision::Keep) {
             return Output::Unchanged;
@@ -418,6 +444,20 @@ impl TailSampler {
     fn gauges(&self, held: &Held) {
         self.counts.traces.set(held.traces() as i64);
         self.counts.bytes.set(held.bytes() as i64);
+    }
+}
+
+/// A batch the sampler holds, released when it is answered or given up (its future dropped).
+struct Holding<'a> {
+    sampler: &'a TailSampler,
+    id: u64,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        let mut held = self.sampler.held();
+        held.release_batch(self.id);
+        self.sampler.gauges(&held);
     }
 }
 

@@ -9,10 +9,24 @@ use prost::Message;
 use super::*;
 
 fn sampler(toml_text: &str) -> (Arc<TailSampler>, Telemetry) {
+    let (s, t) = sampler_in(toml_text, None);
+    (Arc::new(s), t)
+}
+
+/// The sampler `tail` for an exporter with `queue`.
+fn sampler_in(toml_text: &str, queue: Option<&QueueView<'_>>) -> (TailSampler, Telemetry) {
     let c: TailConfig = toml::from_str(toml_text).unwrap();
     let t = Telemetry::default();
-    let s = TailSampler::new("processors.tail", "tail", &c, &t).unwrap();
-    (Arc::new(s), t)
+    let s = TailSampler::new("processors.tail", "tail", &c, &t, queue).unwrap();
+    (s, t)
+}
+
+/// A durable queue's view, keeping state in `dir`.
+fn durable(dir: &std::path::Path) -> QueueView<'_> {
+    QueueView {
+        state: Some(dir),
+        budget: 1 << 30,
+    }
 }
 
 /// The value of the metric line that starts with `line` (name and labels).
@@ -177,16 +191,8 @@ async fn past_max_traces_the_oldest_are_decided_early_and_nothing_waits_forever(
 #[tokio::test(start_paused = true)]
 async fn kept_decisions_outlive_the_sampler_and_replayed_spans_follow_them() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("x.d").join("tail.decisions");
-    let with_journal = |text: &str| {
-        let c: TailConfig = toml::from_str(text).unwrap();
-        let t = Telemetry::default();
-        let s = TailSampler::new("processors.tail", "tail", &c, &t)
-            .unwrap()
-            .keeping_decisions(&path)
-            .unwrap();
-        (s, t)
-    };
+    let state = dir.path().join("x.d");
+    let with_journal = |text: &str| sampler_in(text, Some(&durable(&state)));
     let (before, _) = with_journal(ERRORS);
     let b1 = batch("front", &[(1, 11, true), (2, 21, false)]);
     assert_eq!(kept(&b1, &before.process(&b1).await), [11]);
@@ -219,11 +225,10 @@ async fn kept_decisions_outlive_the_sampler_and_replayed_spans_follow_them() {
 async fn the_decisions_file_is_cut_down_to_what_is_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tail.decisions");
-    let c: TailConfig = toml::from_str("decision_wait = \"1s\"\ndecided_traces = 3").unwrap();
-    let s = TailSampler::new("processors.tail", "tail", &c, &Telemetry::default())
-        .unwrap()
-        .keeping_decisions(&path)
-        .unwrap();
+    let (s, _) = sampler_in(
+        "decision_wait = \"1s\"\ndecided_traces = 3",
+        Some(&durable(dir.path())),
+    );
     for trace in 1..=20 {
         s.process(&batch("a", &[(trace, trace, false)])).await;
     }
@@ -232,6 +237,25 @@ async fn the_decisions_file_is_cut_down_to_what_is_remembered() {
     let j = journal::Journal::open(&path).unwrap();
     let last: Vec<u8> = j.read(100).unwrap().iter().map(|(id, _)| id[0]).collect();
     assert!(last.ends_with(&[18, 19, 20]), "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_max_bytes_the_oldest_batches_traces_are_decided_early() {
+    // Half the queue's budget by default: a batch is over it by itself here.
+    let queue = QueueView {
+        state: None,
+        budget: 100,
+    };
+    let (t, telemetry) = sampler_in(ERRORS, Some(&queue));
+    let b = batch("a", &[(1, 1, true), (2, 2, false)]);
+    assert!(b.len() > 50);
+    let out = tokio::time::timeout(Duration::from_millis(1), t.process(&b))
+        .await
+        .expect("decided at once");
+    assert_eq!(kept(&b, &out), [1]);
+    let early = "ferry_tail_early_decisions_total{processor=\"tail\"}";
+    assert_eq!(metric(&telemetry, early), 2);
+    assert_eq!(t.held().bytes(), 0, "answered, so no longer held");
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,17 +276,29 @@ fn settings_are_checked_whole() {
         decision_wait = "0s"
         idle = "1s"
         max_traces = 0
+        max_bytes = 1000
         policies = [{ name = "p", percentage = -1 }]
         "#,
     )
     .unwrap();
-    let errors = TailSampler::new("processors.tail", "tail", &c, &Telemetry::default())
-        .err()
-        .unwrap()
-        .join("\n");
+    let queue = QueueView {
+        state: None,
+        budget: 1000,
+    };
+    let errors = TailSampler::new(
+        "processors.tail",
+        "tail",
+        &c,
+        &Telemetry::default(),
+        Some(&queue),
+    )
+    .err()
+    .unwrap()
+    .join("\n");
     for needle in [
         "processors.tail.decision_wait: must be above 0",
         "processors.tail.idle: must be above 0 and below decision_wait",
+        "processors.tail.max_bytes: 1000 bytes must be below the exporter's queue budget (1000 bytes)",
         "processors.tail.max_traces: must be at least 1",
         "processors.tail.policies[0].percentage",
     ] {
