@@ -39,6 +39,8 @@ pub struct Limits {
     /// Most bytes of batches waiting for traces held; past it the traces of the oldest
     /// batches are decided early.
     pub max_bytes: usize,
+    /// Most batches waiting, likewise (the exporter reads only so far ahead).
+    pub max_batches: usize,
     /// Decisions remembered for late spans.
     pub remembered: usize,
     /// When set, a trace is due this long after its root span, if that is sooner.
@@ -165,8 +167,8 @@ impl Held {
     }
 
     /// Takes out every trace due at `now` (every trace, with `all`), then the oldest while
-    /// there are more than `max_traces`, then those the oldest batches wait for while their
-    /// bytes are over `max_bytes`. Each must be settled with [`Held::settle`] before anything
+    /// there are more than `max_traces`, then those the oldest batches wait for while they
+    /// are over `max_bytes` or `max_batches`. Each must be settled with [`Held::settle`] before anything
     /// else is admitted.
     pub fn take_due(&mut self, now: Instant, all: bool) -> Vec<(Due, Verdict)> {
         let mut out = Vec::new();
@@ -197,11 +199,14 @@ impl Held {
             out.push(self.taken(id, t, due > now));
         }
         // Deciding a batch's traces answers it (soon) and frees its bytes.
-        let mut over = self.bytes;
+        let (mut bytes, mut count) = (self.bytes, self.batches.len());
         let mut oldest = 0;
-        while over > self.limits.max_bytes && oldest < self.batches.len() {
+        while (bytes > self.limits.max_bytes || count > self.limits.max_batches)
+            && oldest < self.batches.len()
+        {
             let b = &self.batches[oldest];
-            over -= b.bytes;
+            bytes -= b.bytes;
+            count -= 1;
             oldest += 1;
             for id in b.traces.clone() {
                 if let Some(t) = self.traces.remove(&id) {

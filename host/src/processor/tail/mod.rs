@@ -229,6 +229,8 @@ impl TailSampler {
             wait: c.decision_wait,
             max_traces: c.max_traces,
             max_bytes: c.max_bytes.unwrap_or(budget / 2),
+            // Early enough that the exporter never waits at its read-ahead limit.
+            max_batches: crate::pipeline::router::HELD_BATCHES / 2,
             remembered: c.decided_traces,
             idle: c.idle,
         };

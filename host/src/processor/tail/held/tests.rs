@@ -6,6 +6,7 @@ fn limits(max_traces: usize, max_bytes: usize, remembered: usize) -> Limits {
         max_traces,
         max_bytes,
         remembered,
+        max_batches: 100,
         idle: None,
     }
 }
@@ -127,6 +128,21 @@ fn over_a_bound_the_oldest_traces_are_decided_early() {
     assert_eq!(by_bytes.bytes(), 120, "until the batch is answered");
     by_bytes.release_batch(b1);
     assert_eq!(by_bytes.bytes(), 60);
+
+    let mut by_batches = Held::new(Limits {
+        max_batches: 1,
+        ..limits(100, 1 << 20, 10)
+    });
+    for n in 1..=2 {
+        held(by_batches.admit(id(n), span(1), false, t0));
+        by_batches.hold_batch(1, vec![id(n)]);
+    }
+    let early: Vec<TraceId> = by_batches
+        .take_due(t0, false)
+        .iter()
+        .map(|(d, _)| d.id)
+        .collect();
+    assert_eq!(early, [id(1)]);
 }
 
 #[test]
