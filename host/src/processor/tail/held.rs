@@ -52,8 +52,10 @@ pub struct Limits {
 pub enum Admitted {
     /// Its trace was decided already (a late span): it follows the decision.
     Late(Decision),
-    /// Held with its trace, decided at `due` at the latest.
-    Held(Verdict, Instant),
+    /// Held with its trace, decided at `due` at the latest; `true` when the trace was decided
+    /// before and that decision is forgotten (a late span with no decision to follow: the
+    /// trace is decided again, on what comes now).
+    Held(Verdict, Instant, bool),
 }
 
 struct Trace {
@@ -63,6 +65,8 @@ struct Trace {
     due: Instant,
     /// Whether its due time was brought forward by its root span.
     rooted: bool,
+    /// Whether it was decided before, and the decision forgotten.
+    forgotten: bool,
     verdict: Verdict,
 }
 
@@ -143,6 +147,7 @@ impl Held {
             return Admitted::Late(d);
         }
         let due = now + self.limits.wait;
+        let decided = &self.decided;
         let trace = self.traces.entry(id).or_insert_with(|| {
             self.order.push_back((id, due));
             Trace {
@@ -150,6 +155,7 @@ impl Held {
                 deadline: due,
                 due,
                 rooted: false,
+                forgotten: decided.forgotten.contains(&id),
                 verdict: Verdict::default(),
             }
         });
@@ -163,7 +169,7 @@ impl Held {
             self.rooted.insert((trace.due, id));
         }
         trace.spans.push(span);
-        Admitted::Held(trace.verdict.clone(), trace.due)
+        Admitted::Held(trace.verdict.clone(), trace.due, trace.forgotten)
     }
 
     /// Takes out every trace due at `now` (every trace, with `all`), then the oldest while
@@ -267,6 +273,44 @@ struct Decided {
     /// Ids by use; an entry whose stamp is not the map's is stale.
     order: VecDeque<(TraceId, u64)>,
     stamp: u64,
+    forgotten: Forgotten,
+}
+
+/// Fingerprints of the last ids whose decisions were forgotten (as many as are remembered, at
+/// 8 bytes each rather than an id and a decision), so that a span of such a trace can be told
+/// from a new trace's and counted. Two ids may share a fingerprint: rarely, a new trace's spans
+/// are counted as such late spans.
+struct Forgotten {
+    capacity: usize,
+    ring: VecDeque<u64>,
+    count: HashMap<u64, u32>,
+}
+
+fn fingerprint(id: &TraceId) -> u64 {
+    let (hi, lo) = id.split_at(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    word(lo).wrapping_add(word(hi).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+impl Forgotten {
+    fn push(&mut self, id: &TraceId) {
+        let f = fingerprint(id);
+        self.ring.push_back(f);
+        *self.count.entry(f).or_default() += 1;
+        if self.ring.len() > self.capacity
+            && let Some(old) = self.ring.pop_front()
+            && let Some(n) = self.count.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.count.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &TraceId) -> bool {
+        self.count.contains_key(&fingerprint(id))
+    }
 }
 
 impl Decided {
@@ -276,6 +320,11 @@ impl Decided {
             map: HashMap::new(),
             order: VecDeque::new(),
             stamp: 0,
+            forgotten: Forgotten {
+                capacity,
+                ring: VecDeque::new(),
+                count: HashMap::new(),
+            },
         }
     }
 
@@ -318,6 +367,7 @@ impl Decided {
             };
             if self.map.get(&old).is_some_and(|(_, live)| *live == s) {
                 self.map.remove(&old);
+                self.forgotten.push(&old);
             }
         }
     }

@@ -100,6 +100,8 @@ struct Counts {
     early: Counter,
     /// Late spans, by their trace's decision.
     late: [Counter; 2],
+    /// Late spans whose trace's decision was forgotten.
+    late_undecided: Counter,
     traces: Gauge,
     bytes: Gauge,
     journal_errors: Counter,
@@ -133,8 +135,13 @@ impl Counts {
             ),
             late: by_decision(
                 "ferry_tail_late_spans_total",
-                "Spans that arrived after their trace was decided and followed the decision.",
+                "Spans that arrived after their trace was decided: following the decision, or (none) after it was forgotten.",
                 &[],
+            ),
+            late_undecided: t.counter(
+                "ferry_tail_late_spans_total",
+                "Spans that arrived after their trace was decided: following the decision, or (none) after it was forgotten.",
+                &[("processor", processor), ("decision", "none")],
             ),
             traces: t.gauge("ferry_tail_traces_held", "Traces a tail sampler holds undecided.", &p),
             bytes: t.gauge(
@@ -324,7 +331,10 @@ impl TailSampler {
                         self.counts.late[slot(d)].inc();
                         known.insert(id, d);
                     }
-                    Admitted::Held(verdict, due) => {
+                    Admitted::Held(verdict, due, forgotten) => {
+                        if forgotten {
+                            self.counts.late_undecided.inc();
+                        }
                         waiting.insert(id, (verdict, due));
                     }
                 }

@@ -25,7 +25,7 @@ fn id(n: u8) -> TraceId {
 
 fn held(a: Admitted) -> (Verdict, Instant) {
     match a {
-        Admitted::Held(v, due) => (v, due),
+        Admitted::Held(v, due, _) => (v, due),
         Admitted::Late(d) => panic!("late, {d:?}"),
     }
 }
@@ -173,8 +173,12 @@ fn the_least_recently_used_decision_is_forgotten_first() {
         Admitted::Late(Decision::Keep)
     ));
     assert!(
-        matches!(h.admit(id(2), span(1), false, t0), Admitted::Held(..)),
-        "forgotten"
+        matches!(h.admit(id(2), span(1), false, t0), Admitted::Held(_, _, true)),
+        "forgotten, and known to have been decided"
+    );
+    assert!(
+        matches!(h.admit(id(4), span(1), false, t0), Admitted::Held(_, _, false)),
+        "a new trace"
     );
     // Uses keep the stale entries bounded.
     for _ in 0..100 {
