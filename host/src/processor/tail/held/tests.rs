@@ -173,11 +173,17 @@ fn the_least_recently_used_decision_is_forgotten_first() {
         Admitted::Late(Decision::Keep)
     ));
     assert!(
-        matches!(h.admit(id(2), span(1), false, t0), Admitted::Held(_, _, true)),
+        matches!(
+            h.admit(id(2), span(1), false, t0),
+            Admitted::Held(_, _, true)
+        ),
         "forgotten, and known to have been decided"
     );
     assert!(
-        matches!(h.admit(id(4), span(1), false, t0), Admitted::Held(_, _, false)),
+        matches!(
+            h.admit(id(4), span(1), false, t0),
+            Admitted::Held(_, _, false)
+        ),
         "a new trace"
     );
     // Uses keep the stale entries bounded.
