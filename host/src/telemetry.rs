@@ -101,7 +101,79 @@ enum Series {
 struct Family {
     help: &'static str,
     kind: &'static str,
-    series: BTreeMap<String, Series>,
+    /// By their labels rendered; with the labels as given.
+    series: BTreeMap<String, (Labels, Series)>,
+}
+
+/// Labels as given: name and value.
+pub type Labels = Vec<(String, String)>;
+
+/// The last message of some kind (an error) and when it came: for the status page, not for
+/// `/metrics`, whose values are numbers.
+#[derive(Clone, Debug, Default)]
+pub struct Note(Arc<Mutex<Option<(String, std::time::SystemTime)>>>);
+
+/// Longest note kept, in characters; the rest is cut.
+const NOTE_CHARS: usize = 512;
+
+impl Note {
+    /// Records `text` (cut to 512 characters, control characters escaped) as of now.
+    pub fn set(&self, text: &str) {
+        let mut kept = String::with_capacity(text.len().min(NOTE_CHARS));
+        for (i, c) in text.chars().enumerate() {
+            if i == NOTE_CHARS {
+                kept.push('…');
+                break;
+            }
+            if c.is_control() {
+                kept.extend(c.escape_default());
+            } else {
+                kept.push(c);
+            }
+        }
+        *self.0.lock().expect("note lock") = Some((kept, std::time::SystemTime::now()));
+    }
+
+    /// The text and when it was set, if ever.
+    pub fn get(&self) -> Option<(String, std::time::SystemTime)> {
+        self.0.lock().expect("note lock").clone()
+    }
+}
+
+/// One series at a moment, for the status page.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// The metric's name.
+    pub name: &'static str,
+    /// Its labels.
+    pub labels: Labels,
+    /// A counter's or gauge's value; a histogram's count.
+    pub value: f64,
+    /// A histogram's cumulative bucket counts by upper bound (seconds), `+Inf` last.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Sample {
+    /// The value of label `key`, or `""`.
+    pub fn label(&self, key: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A note at a moment.
+#[derive(Clone, Debug)]
+pub struct NoteSample {
+    /// The note's name.
+    pub name: &'static str,
+    /// Its labels.
+    pub labels: Labels,
+    /// Its text.
+    pub text: String,
+    /// When it was set.
+    pub at: std::time::SystemTime,
 }
 
 /// Refreshes gauges that are read from elsewhere, just before rendering.
@@ -112,12 +184,23 @@ type Refresh = Box<dyn Fn() + Send + Sync>;
 pub struct Telemetry {
     families: Mutex<BTreeMap<&'static str, Family>>,
     refreshers: Mutex<Vec<Refresh>>,
+    notes: Mutex<Notes>,
 }
+
+/// Notes by name and rendered labels, with the labels as given.
+type Notes = BTreeMap<(&'static str, String), (Labels, Note)>;
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telemetry").finish_non_exhaustive()
     }
+}
+
+fn owned(labels: &[(&str, &str)]) -> Labels {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn label_key(labels: &[(&str, &str)]) -> String {
@@ -157,7 +240,10 @@ impl Telemetry {
             series: BTreeMap::new(),
         });
         assert_eq!(family.kind, kind, "metric {name} registered with two kinds");
-        let series = family.series.entry(label_key(labels)).or_insert_with(make);
+        let (_, series) = family
+            .series
+            .entry(label_key(labels))
+            .or_insert_with(|| (owned(labels), make()));
         pick(series).expect("metric kind checked above")
     }
 
@@ -226,16 +312,73 @@ impl Telemetry {
     }
 
     /// Renders every series in the Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    /// The note `name` with `labels` (the same one for the same name and labels).
+    pub fn note(&self, name: &'static str, labels: &[(&str, &str)]) -> Note {
+        let mut notes = self.notes.lock().expect("telemetry lock");
+        let (_, note) = notes
+            .entry((name, label_key(labels)))
+            .or_insert_with(|| (owned(labels), Note::default()));
+        note.clone()
+    }
+
+    fn refresh(&self) {
         for refresh in self.refreshers.lock().expect("telemetry lock").iter() {
             refresh();
         }
+    }
+
+    /// Every series' value now, and every note set.
+    pub fn snapshot(&self) -> (Vec<Sample>, Vec<NoteSample>) {
+        self.refresh();
+        let mut samples = Vec::new();
+        for (name, family) in self.families.lock().expect("telemetry lock").iter() {
+            for (labels, series) in family.series.values() {
+                let (value, buckets) = match series {
+                    Series::Counter(c) => (c.get() as f64, Vec::new()),
+                    Series::Gauge(g) => (g.get() as f64, Vec::new()),
+                    Series::Histogram(h) => {
+                        let count = h.0.count.load(Ordering::Relaxed);
+                        let mut b: Vec<(f64, u64)> = LATENCY_BUCKETS
+                            .iter()
+                            .zip(&h.0.buckets)
+                            .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
+                            .collect();
+                        b.push((f64::INFINITY, count));
+                        (count as f64, b)
+                    }
+                };
+                samples.push(Sample {
+                    name,
+                    labels: labels.clone(),
+                    value,
+                    buckets,
+                });
+            }
+        }
+        let notes = self.notes.lock().expect("telemetry lock");
+        let notes = notes
+            .iter()
+            .filter_map(|((name, _), (labels, note))| {
+                let (text, at) = note.get()?;
+                Some(NoteSample {
+                    name,
+                    labels: labels.clone(),
+                    text,
+                    at,
+                })
+            })
+            .collect();
+        (samples, notes)
+    }
+
+    pub fn render(&self) -> String {
+        self.refresh();
         let families = self.families.lock().expect("telemetry lock");
         let mut out = String::with_capacity(4096);
         for (name, family) in families.iter() {
             let _ = writeln!(out, "# HELP {name} {}", family.help);
             let _ = writeln!(out, "# TYPE {name} {}", family.kind);
-            for (labels, series) in &family.series {
+            for (labels, (_, series)) in &family.series {
                 let braces = |extra: &str| -> String {
                     match (labels.is_empty(), extra.is_empty()) {
                         (true, true) => String::new(),
@@ -309,5 +452,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ferry_lat_seconds_count 2"), "{text}");
+    }
+
+    #[test]
+    fn a_snapshot_has_every_series_with_its_labels_and_the_notes_set() {
+        let t = Telemetry::new();
+        t.counter(
+            "ferry_x_total",
+            "x",
+            &[("exporter", "a"), ("signal", "logs")],
+        )
+        .add(2);
+        t.histogram("ferry_lat_seconds", "lat", &[])
+            .observe(std::time::Duration::from_millis(3));
+        let note = t.note("last_error", &[("exporter", "a")]);
+        t.note("never_set", &[]);
+        note.set(&format!("bad\nthing {}", "x".repeat(600)));
+        let (samples, notes) = t.snapshot();
+        let x = samples.iter().find(|s| s.name == "ferry_x_total").unwrap();
+        assert_eq!((x.label("signal"), x.value), ("logs", 2.0));
+        let lat = samples
+            .iter()
+            .find(|s| s.name == "ferry_lat_seconds")
+            .unwrap();
+        assert_eq!(lat.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].text.starts_with("bad\\nthing x"),
+            "{}",
+            notes[0].text
+        );
+        assert!(notes[0].text.chars().count() <= 520);
     }
 }

@@ -31,5 +31,6 @@ mod scale_out_auth;
 mod scale_out_gateways;
 mod sdks;
 mod servers;
+mod status_page;
 mod tail_sample;
 mod zipkin;

@@ -1,5 +1,12 @@
-//! The admin endpoint: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
+//! The admin endpoint: `/metrics` (Prometheus text), `/healthz` and `/readyz`, the status page
+//! (`/status`, drawn from [`status`]'s `/status.json`), behind [`access`].
 
+pub mod access;
+pub mod graph;
+pub mod layout;
+pub mod status;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,23 +19,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::telemetry::Telemetry;
 
-/// `[admin]`: self-metrics and health.
+/// `[admin]`: self-metrics, health and status.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Listen address for `/metrics` and `/healthz`; `""` turns it off.
     #[serde(default = "default_admin")]
     pub listen: String,
+    /// A file holding the token that every path but `open` requires; needed when `listen` is
+    /// not a loopback address.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Paths served without the token.
+    #[serde(default = "default_open")]
+    pub open: Vec<String>,
 }
 
 fn default_admin() -> String {
     "127.0.0.1:8888".into()
 }
 
+fn default_open() -> Vec<String> {
+    ["/metrics", "/healthz", "/readyz"]
+        .map(String::from)
+        .to_vec()
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: default_admin(),
+            token_file: None,
+            open: default_open(),
         }
     }
 }
@@ -36,11 +58,39 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// Adds what is wrong with `[admin]` to `errors`.
     pub fn check(&self, errors: &mut Vec<String>) {
-        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
-            errors.push(format!(
-                "admin.listen: {:?} is not an address like 127.0.0.1:8888",
-                self.listen
-            ));
+        if !self.listen.is_empty() {
+            match self.listen.parse::<std::net::SocketAddr>() {
+                Err(_) => errors.push(format!(
+                    "admin.listen: {:?} is not an address like 127.0.0.1:8888",
+                    self.listen
+                )),
+                Ok(a) if !a.ip().is_loopback() && self.token_file.is_none() => {
+                    errors.push(format!(
+                        "admin.token_file: required when admin.listen ({}) is not a loopback \
+                         address: /status and taps show what flows through the daemon",
+                        self.listen
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        for (i, p) in self.open.iter().enumerate() {
+            if !access::PATHS.contains(&p.as_str()) {
+                errors.push(format!(
+                    "admin.open[{i}]: {p:?} is not an admin path (expected one of {})",
+                    access::PATHS.join(", ")
+                ));
+            }
+        }
+    }
+
+    /// Who may read the endpoint: reads the token file, if any.
+    pub fn access(&self) -> anyhow::Result<access::Access> {
+        match &self.token_file {
+            None => Ok(access::Access::open()),
+            Some(path) => access::read_token(path)
+                .map(|t| access::Access::with_token(t, self.open.clone()))
+                .map_err(|e| anyhow::anyhow!("admin.token_file: {e}")),
         }
     }
 }
@@ -55,20 +105,55 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
     )
 }
 
-/// The admin routes.
-pub fn router(telemetry: Arc<Telemetry>) -> Router {
+async fn status_json(State(s): State<status::StatusSource>) -> impl IntoResponse {
+    axum::Json(s.status())
+}
+
+async fn status_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("status.html"),
+    )
+}
+
+/// The admin routes, behind `access`.
+pub fn router(
+    telemetry: Arc<Telemetry>,
+    status: status::StatusSource,
+    access: access::Access,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .with_state(telemetry)
+        .merge(
+            Router::new()
+                .route("/status.json", get(status_json))
+                .route("/status", get(status_page))
+                .with_state(status),
+        )
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
 }
 
-/// Serves the admin endpoint on `listener`.
+/// Serves the admin endpoint on `listener`, the pipeline laid out as `layout` says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     telemetry: Arc<Telemetry>,
+    layout: tokio::sync::watch::Receiver<layout::Layout>,
+    access: access::Access,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(telemetry)).await?;
+    let window = status::Window::new(telemetry.clone());
+    let source = status::StatusSource {
+        window: window.clone(),
+        layout,
+    };
+    tokio::select! {
+        served = axum::serve(listener, router(telemetry, source, access)) => served?,
+        () = window.run() => {}
+    }
     Ok(())
 }

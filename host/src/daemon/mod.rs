@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 pub mod exporters;
+pub mod layout;
 pub mod reload;
 
 use crate::config::{Carried, Config};
@@ -61,6 +62,8 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         catalog,
         receivers: carried,
     } = carried;
+    // Before anything starts: a token that cannot be read stops the daemon at once.
+    let access = config.admin.access()?;
     let telemetry = Telemetry::new();
     telemetry
         .gauge(
@@ -80,6 +83,13 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
     let mut exporters = ExporterSet::new(engine, telemetry.clone(), pipeline.clone());
     let plan = exporters.prepare_start(&config).await?;
     exporters.apply(plan);
+    let started = std::time::SystemTime::now();
+    let (layout_tx, layout_rx) = tokio::sync::watch::channel(layout::layout(
+        &config,
+        &exporters,
+        path.as_deref(),
+        started,
+    ));
     // Cursors saved by exporters that no longer read a signal would hold the disk forever.
     pipeline.forget_cursors_except(|s| exporters.readers(s));
     pipeline.spawn_timers();
@@ -127,7 +137,7 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         let addr: SocketAddr = config.admin.listen.parse()?;
         let l = bind("the admin endpoint", addr).await?;
         tracing::info!(receiver = "admin", addr = %l.local_addr()?, "listening");
-        servers.spawn(crate::admin::serve(l, telemetry.clone()));
+        servers.spawn(crate::admin::serve(l, telemetry.clone(), layout_rx, access));
     }
     for signal in Signal::ALL {
         if !pipeline.has_exporter(signal) {
@@ -135,8 +145,16 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         }
     }
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    let mut reloader =
-        path.map(|p| Reloader::new(p, config.clone(), carried, chain.clone(), &telemetry));
+    let mut reloader = path.map(|p| {
+        Reloader::new(
+            p,
+            config.clone(),
+            carried,
+            chain.clone(),
+            &telemetry,
+            layout_tx,
+        )
+    });
     if let Some(r) = &reloader {
         r.watch(reload_tx.clone());
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use super::exporters::ExporterSet;
+use crate::admin::layout::Layout;
 use crate::config::Config;
 use crate::processor::{Chain, IngestChain};
 use crate::telemetry::{Counter, Gauge, Telemetry};
@@ -31,6 +32,8 @@ pub struct Reloader {
     invalid: Counter,
     load_failed: Counter,
     last_ok: Gauge,
+    /// The layout the status page draws, with the reload history.
+    layout: tokio::sync::watch::Sender<Layout>,
 }
 
 impl Reloader {
@@ -42,6 +45,7 @@ impl Reloader {
         carried: Vec<String>,
         chain: Arc<IngestChain>,
         telemetry: &Arc<Telemetry>,
+        layout: tokio::sync::watch::Sender<Layout>,
     ) -> Self {
         let result = |r: &str| {
             telemetry.counter(
@@ -68,6 +72,7 @@ impl Reloader {
             invalid: result("invalid"),
             load_failed: result("load_failed"),
             last_ok,
+            layout,
         }
     }
 
@@ -80,6 +85,7 @@ impl Reloader {
                 tracing::error!("reload rejected, the running config stays: {e}");
                 self.invalid.inc();
                 self.last_ok.set(0);
+                self.history("invalid", e.to_string());
                 return;
             }
         };
@@ -96,6 +102,7 @@ impl Reloader {
                 tracing::error!("reload rejected, the running exporters stay: {e}");
                 self.load_failed.inc();
                 self.last_ok.set(0);
+                self.history("load_failed", e.to_string());
                 return;
             }
         };
@@ -129,6 +136,7 @@ impl Reloader {
                     );
                     self.load_failed.inc();
                     self.last_ok.set(0);
+                    self.history("load_failed", e.join("; "));
                     return;
                 }
             }
@@ -148,6 +156,7 @@ impl Reloader {
         }
         if plan.is_empty() {
             tracing::info!("reload: no exporter changed");
+            self.relayout(set, "no exporter changed".into());
             return;
         }
         let changes = set.apply(plan);
@@ -158,6 +167,34 @@ impl Reloader {
             unchanged = ?changes.unchanged,
             "reload applied"
         );
+        let mut detail = Vec::new();
+        for (what, names) in [
+            ("added", &changes.added),
+            ("changed", &changes.changed),
+            ("removed", &changes.removed),
+        ] {
+            if !names.is_empty() {
+                detail.push(format!("{what} {}", names.join(", ")));
+            }
+        }
+        self.relayout(set, format!("exporters {}", detail.join("; ")));
+    }
+
+    /// Records a rejected reload for the status page.
+    fn history(&self, result: &str, detail: String) {
+        self.layout.send_modify(|l| l.reloaded(result, detail));
+    }
+
+    /// Lays the pipeline out anew after an applied reload, and records it.
+    fn relayout(&self, set: &ExporterSet, detail: String) {
+        self.layout.send_modify(|l| {
+            let started = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(l.started_unix_ms).unwrap_or(0));
+            let reloads = std::mem::take(&mut l.reloads);
+            *l = super::layout::layout(&self.current, set, Some(&self.path), started);
+            l.reloads = reloads;
+            l.reloaded("applied", detail);
+        });
     }
 
     /// Watches the config file and the plugin directory, sending on `tx` when either changes.

@@ -20,7 +20,7 @@ use super::queue::{Batch, Encoding, Queue};
 use super::retry::Backoff;
 use super::retry::RetryConfig;
 use crate::signal::Signal;
-use crate::telemetry::{Counter, Telemetry};
+use crate::telemetry::{Counter, Gauge, Note, Telemetry};
 
 /// How one export attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,18 @@ struct WorkerMetrics {
     dropped_permanent: Counter,
     dropped_rejected: Counter,
     dropped_exhausted: Counter,
+    /// Batches waiting to be tried again.
+    retrying: Gauge,
+    /// When the next of them is tried (Unix ms; 0 when none waits).
+    next_attempt: Gauge,
+    last_error: Note,
+}
+
+/// Milliseconds since the Unix epoch, `d` from now.
+pub fn unix_ms_in(d: std::time::Duration) -> i64 {
+    (std::time::SystemTime::now() + d)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl WorkerMetrics {
@@ -136,6 +148,17 @@ impl WorkerMetrics {
             dropped_permanent: dropped("permanent"),
             dropped_rejected: dropped("rejected"),
             dropped_exhausted: dropped("retries_exhausted"),
+            retrying: t.gauge(
+                "ferry_exporter_retrying_batches",
+                "Batches waiting to be tried again after a failed attempt.",
+                &l,
+            ),
+            next_attempt: t.gauge(
+                "ferry_exporter_next_attempt_unix_ms",
+                "When the next batch waiting is tried again (Unix milliseconds; 0 when none waits).",
+                &l,
+            ),
+            last_error: t.note("exporter_last_error", &l),
         }
     }
 }
@@ -330,6 +353,7 @@ impl Worker {
                         }
                         Outcome::Permanent(msg) => {
                             m.dropped_permanent.add(items.into());
+                            m.last_error.set(&msg);
                             tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch after a permanent error: {msg}");
                             return true;
                         }
@@ -350,6 +374,7 @@ impl Worker {
             };
             if started.elapsed() + delay > self.policy.max_elapsed {
                 m.dropped_exhausted.add(items.into());
+                m.last_error.set(&why);
                 tracing::error!(
                     exporter = name, signal = %self.signal, items, attempts = attempt + 1,
                     "dropping batch: retries exhausted after {:?} (last error: {why})",
@@ -359,10 +384,21 @@ impl Worker {
             }
             tracing::warn!(exporter = name, signal = %self.signal, attempt, "export failed, retrying in {delay:?}: {why}");
             m.retries.inc();
+            m.last_error.set(&why);
             attempt += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stopped_now(stop) => return false,
+            m.retrying.add(1);
+            m.next_attempt.set(unix_ms_in(delay));
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = stopped_now(stop) => true,
+            };
+            // The figure is of the last batch to wait; once none waits it is cleared.
+            m.retrying.add(-1);
+            if m.retrying.get() == 0 {
+                m.next_attempt.set(0);
+            }
+            if stopped {
+                return false;
             }
         }
     }

@@ -63,6 +63,7 @@ pub struct Breaker {
     state: Mutex<State>,
     open: Gauge,
     opened: Counter,
+    open_until: Gauge,
 }
 
 impl Breaker {
@@ -95,6 +96,11 @@ impl Breaker {
             opened: telemetry.counter(
                 role.circuit_opened,
                 "Times the plugin's circuit breaker opened.",
+                &l,
+            ),
+            open_until: telemetry.gauge(
+                role.circuit_open_until,
+                "Until when the plugin's circuit breaker is open (Unix milliseconds; 0 when closed).",
                 &l,
             ),
         }
@@ -130,6 +136,7 @@ impl Breaker {
         let mut s = self.lock();
         if s.open_until.take().is_some() {
             self.open.set(0);
+            self.open_until.set(0);
             tracing::info!(
                 exporter = self.exporter,
                 "circuit breaker closed: the plugin works again"
@@ -151,6 +158,7 @@ impl Breaker {
         s.open_until = Some(Instant::now() + d);
         s.next_open_for = (d * 2).min(self.config.max_open_for);
         self.open.set(1);
+        self.open_until.set(crate::pipeline::router::unix_ms_in(d));
         self.opened.inc();
         tracing::error!(
             exporter = self.exporter,

@@ -26,6 +26,8 @@ pub struct Role {
     pub circuit_open: &'static str,
     /// Times the circuit breaker opened.
     pub circuit_opened: &'static str,
+    /// Until when it is open (Unix ms; 0 when closed).
+    pub circuit_open_until: &'static str,
 }
 
 /// An exporter (`[exporters.NAME]`).
@@ -40,6 +42,7 @@ pub const EXPORTER: Role = Role {
     call_duration: "ferry_exporter_call_duration_seconds",
     circuit_open: "ferry_exporter_circuit_open",
     circuit_opened: "ferry_exporter_circuit_opened_total",
+    circuit_open_until: "ferry_exporter_circuit_open_until_unix_ms",
 };
 
 /// A Wasm processor (`[processors.NAME]` with `plugin`).
@@ -54,4 +57,5 @@ pub const PROCESSOR: Role = Role {
     call_duration: "ferry_processor_call_duration_seconds",
     circuit_open: "ferry_processor_circuit_open",
     circuit_opened: "ferry_processor_circuit_opened_total",
+    circuit_open_until: "ferry_processor_circuit_open_until_unix_ms",
 };

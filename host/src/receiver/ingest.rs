@@ -147,6 +147,8 @@ pub struct Ingest {
     pipeline: Arc<Pipeline>,
     chain: Arc<IngestChain>,
     counters: [SignalCounters; 3],
+    /// The last refusal's reason, for the status page.
+    last_error: crate::telemetry::Note,
     /// Largest request body, after decompression.
     pub max_request_bytes: usize,
 }
@@ -199,6 +201,7 @@ impl Ingest {
             pipeline,
             chain,
             counters,
+            last_error: telemetry.note("receiver_last_error", &[("receiver", receiver)]),
             max_request_bytes,
         })
     }
@@ -207,6 +210,7 @@ impl Ingest {
     pub fn count_refused(&self, signal: Signal, err: &IngestError) {
         let i = REASONS.iter().position(|r| *r == err.reason()).unwrap_or(0);
         self.counters[signal.index()].refused[i].inc();
+        self.last_error.set(&format!("{signal}: {err}"));
     }
 
     /// Hands a foreign request, already translated to OTLP protobuf (or not, with why), to the

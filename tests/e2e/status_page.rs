@@ -1,0 +1,314 @@
+//! The status page in headless Chromium (Debian's, installed by [`chromium`]) on a daemon
+//! under load with two receivers, an ingest processor and two exporters, one failing: the page
+//! draws the pipeline, its figures agree with `/metrics`, they move as load goes on, and the
+//! failing exporter is shown retrying with its last error. Screenshots are saved in
+//! `target/e2e-artifacts/`. And the admin endpoint's access rules.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{
+    Ferry, PREAMBLE, Script, Sink, eventually, ferry_command, grpc_unary, install_once, request,
+    traces_request, workspace,
+};
+use crate::load::Load;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Debian's Chromium, installed once.
+fn chromium() -> PathBuf {
+    install_once(
+        "chromium",
+        || std::path::Path::new(CHROMIUM).exists(),
+        || {
+            let apt = |args: &[&str]| {
+                Command::new("apt-get")
+                    .args(args)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !apt(&["install", "-y", "-q", "chromium"]) {
+                assert!(apt(&["update", "-q"]), "apt-get update failed");
+                assert!(
+                    apt(&["install", "-y", "-q", "chromium"]),
+                    "apt-get install chromium failed"
+                );
+            }
+        },
+    );
+    PathBuf::from(CHROMIUM)
+}
+
+/// Headless Chromium on `url`, given 3 s of page time: the rendered DOM, and a screenshot
+/// saved as `target/e2e-artifacts/{shot}.png`.
+fn browse(url: &str, shot: &str) -> String {
+    let dir = workspace().join("target").join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |extra: &str| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,1300",
+                "--virtual-time-budget=3000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(extra)
+            .arg(url)
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let png = dir.join(format!("{shot}.png"));
+    run(&format!("--screenshot={}", png.display()));
+    assert!(png.metadata().unwrap().len() > 10_000, "a screenshot");
+    run("--dump-dom")
+}
+
+/// The text of the element whose `data-key` is `key`.
+fn figure<'a>(dom: &'a str, key: &str) -> &'a str {
+    let at = dom
+        .find(&format!("data-key=\"{key}\""))
+        .unwrap_or_else(|| panic!("no {key} on the page:\n{dom}"));
+    let rest = &dom[at..];
+    let start = rest.find('>').unwrap() + 1;
+    let end = rest.find('<').unwrap();
+    &rest[start..end]
+}
+
+fn number(dom: &str, key: &str) -> u64 {
+    figure(dom, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}: {:?} is not a count", figure(dom, key)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_draws_the_live_pipeline_and_its_figures_agree_with_the_metrics() {
+    let good = Sink::start(Script::default()).await;
+    let bad = Sink::start(Script {
+        then: 503,
+        ..Default::default()
+    })
+    .await;
+    let f = Ferry::start(
+        "status",
+        &format!(
+            r#"
+            {PREAMBLE}
+            processors = ["env"]
+            [processors.env]
+            kind = "resource"
+            actions = [{{ key = "deployment.environment", action = "upsert", value = "e2e" }}]
+            [exporters.good]
+            plugin = "otlp-http"
+            config = {{ endpoint = "{}" }}
+            [exporters.bad]
+            plugin = "otlp-http"
+            retry = {{ initial_interval = "200ms", max_interval = "1s", max_elapsed = "10m" }}
+            config = {{ endpoint = "{}" }}
+            "#,
+            good.url(),
+            bad.url()
+        ),
+    );
+    // Load on both receivers: OTLP/HTTP and OTLP/gRPC.
+    let http = Load::start(&f.http_url(), 2, 10, Duration::from_millis(30), 0);
+    let grpc = tokio::spawn({
+        let addr = f.grpc.unwrap();
+        async move {
+            for i in 0u64.. {
+                let body = traces_request(5, "grpc", 1_000_000 + i * 5);
+                grpc_unary(
+                    addr,
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    &body,
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
+    });
+    eventually(
+        "the good exporter sends and the bad one retries",
+        async || {
+            f.metric("ferry_exporter_sent_items_total", &["exporter=\"good\""])
+                .await
+                > 0
+                && f.metric("ferry_exporter_retrying_batches", &["exporter=\"bad\""])
+                    .await
+                    > 0
+        },
+    )
+    .await;
+    let url = format!("http://{}/status", f.admin.unwrap());
+    let sent = async || {
+        f.metric("ferry_exporter_sent_items_total", &["exporter=\"good\""])
+            .await
+    };
+    let accepted = async || {
+        f.metric(
+            "ferry_receiver_accepted_items_total",
+            &["receiver=\"otlp_http\""],
+        )
+        .await
+    };
+
+    let (sent0, accepted0) = (sent().await, accepted().await);
+    let first = browse(&url, "status-1");
+    let (sent1, accepted1) = (sent().await, accepted().await);
+    for node in [
+        "receiver:otlp_grpc",
+        "receiver:otlp_http",
+        "processor:ingest:env",
+        "queue:traces",
+        "exporter:good",
+        "exporter:bad",
+    ] {
+        assert!(
+            first.contains(&format!("data-node=\"{node}\"")),
+            "{node} drawn"
+        );
+    }
+    let on_page = number(&first, "exporter:good:sent_items");
+    assert!(
+        (sent0..=sent1).contains(&on_page),
+        "{sent0} <= {on_page} <= {sent1}"
+    );
+    let on_page = number(&first, "receiver:otlp_http:accepted_items");
+    assert!(
+        (accepted0..=accepted1).contains(&on_page),
+        "{accepted0} <= {on_page} <= {accepted1}"
+    );
+    let state = figure(&first, "exporter:bad:state");
+    assert!(
+        state.starts_with("retrying") || state.starts_with("circuit_open"),
+        "{state}"
+    );
+    assert!(
+        figure(&first, "exporter:bad:last_error").contains("503"),
+        "{first}"
+    );
+    assert_eq!(figure(&first, "exporter:good:state"), "ok");
+    assert!(
+        first.contains("data-key=\"edge:queue:traces-&gt;exporter:good\""),
+        "the queue's edge to the exporter, with its rate"
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = browse(&url, "status-2");
+    assert!(
+        number(&second, "exporter:good:sent_items") > number(&first, "exporter:good:sent_items"),
+        "the figures move as load goes on"
+    );
+    assert!(
+        number(&second, "receiver:otlp_grpc:accepted_items")
+            > number(&first, "receiver:otlp_grpc:accepted_items")
+    );
+
+    // The JSON behind it, against the metrics.
+    let (before, rates_from) = (sent().await, accepted().await);
+    let (status, _, body) = request(
+        "GET",
+        &format!("http://{}/status.json", f.admin.unwrap()),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let after = sent().await;
+    let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let exporter = |name: &str| {
+        st["exporters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let good_sent = exporter("good")["sent_items"].as_u64().unwrap();
+    assert!((before..=after).contains(&good_sent));
+    assert!(exporter("good")["sent_per_second"].as_f64().unwrap() > 0.0);
+    let bad_status = exporter("bad");
+    assert!(
+        bad_status["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("503")
+    );
+    assert!(rates_from > 0);
+    assert_eq!(st["processors"][0]["name"], "env");
+    assert_eq!(st["queues"][0]["mode"], "memory");
+    grpc.abort();
+    http.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn off_loopback_the_admin_endpoint_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |extra: &str| {
+        format!(
+            "[receivers.otlp]\nhttp = \"127.0.0.1:0\"\n[admin]\nlisten = \"0.0.0.0:0\"\n{extra}\n\
+             [exporters.d]\nplugin = \"debug\"\n"
+        )
+    };
+    let path = dir.path().join("no-token.toml");
+    std::fs::write(&path, config("")).unwrap();
+    let out = ferry_command()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "admin.token_file: required when admin.listen (0.0.0.0:0) is not a loopback address"
+        ),
+        "{err}"
+    );
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k3n-e2e\n").unwrap();
+    let f = Ferry::start(
+        "admin-token",
+        &config(&format!("token_file = \"{}\"", token.display())),
+    );
+    let base = format!("http://127.0.0.1:{}", f.admin.unwrap().port());
+    let get = async |path: &str, headers: &[(&str, &str)]| {
+        let (status, h, _) = request("GET", &format!("{base}{path}"), headers, vec![]).await;
+        (status, h)
+    };
+    let (status, h) = get("/status.json", &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(h["www-authenticate"], "Bearer");
+    assert_eq!(get("/status", &[]).await.0, 401);
+    assert_eq!(
+        get("/status.json", &[("authorization", "Bearer wrong")])
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        get("/status.json", &[("authorization", "Bearer t0k3n-e2e")])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(get("/status?token=t0k3n-e2e", &[]).await.0, 200);
+    assert_eq!(get("/metrics", &[]).await.0, 200, "open by default");
+    assert_eq!(get("/healthz", &[]).await.0, 200);
+}
