@@ -108,6 +108,18 @@ async fn a_plugin_hanging_in_describe_or_init_at_start_costs_only_its_timeout() 
             >= 2
     })
     .await;
+    // Its circuit opens on the run of faults, and /healthz says so.
+    let health = format!("http://{}/healthz", s.ferry.admin.unwrap());
+    eventually("/healthz names the open circuit", async || {
+        let (status, _, body) = crate::harness::request("GET", &health, &[], vec![]).await;
+        status == 200 && String::from_utf8_lossy(&body).contains("exporter init-hang: circuit open")
+    })
+    .await;
+    let strict = format!("{health}?strict");
+    eventually("a strict probe gets 503 while it is degraded", async || {
+        crate::harness::request("GET", &strict, &[], vec![]).await.0 == 503
+    })
+    .await;
     s.alive();
 }
 

@@ -312,3 +312,77 @@ async fn off_loopback_the_admin_endpoint_needs_a_token() {
     assert_eq!(get("/metrics", &[]).await.0, 200, "open by default");
     assert_eq!(get("/healthz", &[]).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_is_starting_while_plugins_load_then_ready() {
+    use std::io::{BufRead, BufReader};
+    let good = Sink::start(Script::default()).await;
+    let plugins = crate::sandbox::plugin_dir();
+    // Its `init` hangs: the start waits its 5 s timeout, then goes on without it.
+    let hang = crate::sandbox::hostile_timed(
+        "init-hang",
+        "5s",
+        "config = { mode = \"sleep-init\", sleep_ms = 3600000 }",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.toml");
+    std::fs::write(
+        &path,
+        crate::sandbox::config_with(plugins.path(), &good, "", &hang),
+    )
+    .unwrap();
+    let mut child = ferry_command()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("FERRY_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[ferry health] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let needle = "receiver=\"admin\" addr=";
+    let admin = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("admin address");
+        if let Some(at) = line.find(needle) {
+            break line[at + needle.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    let get = async |path: &str| {
+        let (status, _, body) = request("GET", &format!("http://{admin}{path}"), &[], vec![]).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (ready, body) = get("/readyz").await;
+    let (healthy, _) = get("/healthz").await;
+    let (_, status) = get("/status.json").await;
+    let logged: Vec<String> = rx.try_iter().collect();
+    assert!(
+        !logged.iter().any(|l| l.contains("ferry ready")),
+        "asked while the plugin loads"
+    );
+    assert_eq!((ready, healthy), (503, 503), "{body}");
+    assert!(body.starts_with("starting"), "{body}");
+    assert!(status.contains("\"ready\":false"), "{status}");
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("ferry ready");
+        if line.contains("ferry ready") {
+            break;
+        }
+    }
+    assert_eq!(get("/readyz").await, (200, "ready\n".to_string()));
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_string()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -14,6 +14,8 @@ const RELOADS: usize = 20;
 /// The pipeline as configured, and the reload history.
 #[derive(Debug, Clone, Serialize)]
 pub struct Layout {
+    /// Whether the daemon is started: its plugins loaded, its receivers listening.
+    pub ready: bool,
     /// The config file, if the daemon runs on one.
     pub config_file: Option<String>,
     /// When the daemon started (Unix ms).

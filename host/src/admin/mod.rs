@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -109,6 +109,44 @@ async fn status_json(State(s): State<status::StatusSource>) -> impl IntoResponse
     axum::Json(s.status())
 }
 
+/// `/healthz`: 503 while starting; then 200 `ok`, or `degraded: ...` with each problem on a
+/// line (200, since the daemon still works and restarting it would not help; 503 with
+/// `?strict`, for probes that should alert).
+async fn healthz(
+    State(s): State<status::StatusSource>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> impl IntoResponse {
+    let (ready, problems) = s.health();
+    let strict = query.is_some_and(|q| q.split('&').any(|kv| kv == "strict" || kv == "strict=1"));
+    if !ready {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: loading plugins\n".to_string(),
+        );
+    }
+    if problems.is_empty() {
+        return (StatusCode::OK, "ok\n".to_string());
+    }
+    let code = if strict {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, format!("degraded:\n{}\n", problems.join("\n")))
+}
+
+/// `/readyz`: 503 until the daemon is started.
+async fn readyz(State(s): State<status::StatusSource>) -> impl IntoResponse {
+    if s.layout.borrow().ready {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: loading plugins\n",
+        )
+    }
+}
+
 async fn status_page() -> impl IntoResponse {
     (
         [
@@ -127,11 +165,11 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
         .with_state(telemetry)
         .merge(
             Router::new()
+                .route("/healthz", get(healthz))
+                .route("/readyz", get(readyz))
                 .route("/status.json", get(status_json))
                 .route("/status", get(status_page))
                 .with_state(status),

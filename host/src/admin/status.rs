@@ -64,6 +64,36 @@ impl Window {
         }
     }
 
+    /// What is wrong now: exporters whose circuit is open, queues that refused writes in the
+    /// window (at their budget, or a durable queue's storage failing).
+    pub fn problems(&self, layout: &Layout) -> Vec<String> {
+        self.take();
+        let snaps = self.snaps.lock().expect("window lock");
+        let f = Figures {
+            old: snaps.front().expect("one"),
+            new: snaps.back().expect("one"),
+        };
+        let mut out = Vec::new();
+        for e in &layout.exporters {
+            let l = [("exporter", e.name.as_str())];
+            if f.value("ferry_exporter_circuit_open", &l) > 0 {
+                out.push(format!("exporter {}: circuit open", e.name));
+            }
+        }
+        for s in SIGNALS {
+            for (reason, what) in [
+                ("queue_full", "at its budget"),
+                ("storage", "its storage failing"),
+            ] {
+                let w = [("signal", s), ("reason", reason)];
+                if f.rate("ferry_receiver_refused_requests_total", &w) > 0.0 {
+                    out.push(format!("{s} queue refuses writes ({what})"));
+                }
+            }
+        }
+        out
+    }
+
     /// The status now, with `layout`.
     pub fn status(&self, layout: &Layout) -> Status {
         // The newest figures are read now, so that the page agrees with `/metrics`.
@@ -172,6 +202,8 @@ fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
 pub struct Status {
     /// Ferry's version.
     pub version: &'static str,
+    /// Whether the daemon is started (plugins loaded, receivers listening).
+    pub ready: bool,
     /// When the daemon started (Unix ms).
     pub started_unix_ms: i64,
     /// Seconds since.
@@ -353,6 +385,7 @@ fn build(f: &Figures<'_>, layout: &Layout) -> Status {
     let now = unix_ms(std::time::SystemTime::now());
     Status {
         version: env!("CARGO_PKG_VERSION"),
+        ready: layout.ready,
         started_unix_ms: layout.started_unix_ms,
         uptime_seconds: u64::try_from((now - layout.started_unix_ms) / 1000).unwrap_or(0),
         config_file: layout.config_file.clone(),
@@ -410,6 +443,12 @@ pub struct StatusSource {
 }
 
 impl StatusSource {
+    /// Whether the daemon is started, and what is wrong with it now.
+    pub fn health(&self) -> (bool, Vec<String>) {
+        let layout = self.layout.borrow().clone();
+        (layout.ready, self.window.problems(&layout))
+    }
+
     /// The status now.
     pub fn status(&self) -> Status {
         let layout = self.layout.borrow().clone();
@@ -438,6 +477,7 @@ mod tests {
                 processors: Vec::new(),
             }],
             reloads: VecDeque::new(),
+            ready: true,
         }
     }
 

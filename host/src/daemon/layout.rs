@@ -23,7 +23,7 @@ fn chain(names: &[String], config: &Config) -> Vec<ProcessorLayout> {
 }
 
 /// The layout of `config` with `set` running, for a daemon started at `started` on the
-/// config file `path` (if any).
+/// config file `path` (if any); not `ready` (the caller says when it is).
 pub fn layout(
     config: &Config,
     set: &ExporterSet,
@@ -32,6 +32,7 @@ pub fn layout(
 ) -> Layout {
     let readers = Signal::ALL.map(|s| set.readers(s));
     Layout {
+        ready: false,
         config_file: path.map(|p| p.display().to_string()),
         started_unix_ms: unix_ms(started),
         queue_mode: serde_json::to_value(config.queue.mode)

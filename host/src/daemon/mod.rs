@@ -81,15 +81,19 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
     );
     let pipeline = Pipeline::new(&config.pipeline, &config.queue, &telemetry)?;
     let mut exporters = ExporterSet::new(engine, telemetry.clone(), pipeline.clone());
+    // The admin endpoint answers while plugins load: not ready yet.
+    let started = std::time::SystemTime::now();
+    let mut layout_now = layout::layout(&config, &exporters, path.as_deref(), started);
+    let (layout_tx, layout_rx) = tokio::sync::watch::channel(layout_now.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    if !config.admin.listen.is_empty() {
+        let addr: SocketAddr = config.admin.listen.parse()?;
+        let l = bind("the admin endpoint", addr).await?;
+        tracing::info!(receiver = "admin", addr = %l.local_addr()?, "listening");
+        servers.spawn(crate::admin::serve(l, telemetry.clone(), layout_rx, access));
+    }
     let plan = exporters.prepare_start(&config).await?;
     exporters.apply(plan);
-    let started = std::time::SystemTime::now();
-    let (layout_tx, layout_rx) = tokio::sync::watch::channel(layout::layout(
-        &config,
-        &exporters,
-        path.as_deref(),
-        started,
-    ));
     // Cursors saved by exporters that no longer read a signal would hold the disk forever.
     pipeline.forget_cursors_except(|s| exporters.readers(s));
     pipeline.spawn_timers();
@@ -123,7 +127,6 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
     .await
     .map_err(crate::config::ConfigErrors)?;
     let chain = crate::processor::IngestChain::new(chain);
-    let mut servers = tokio::task::JoinSet::new();
     config
         .receivers
         .start_all(&mut crate::receiver::Launch {
@@ -133,17 +136,14 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
             servers: &mut servers,
         })
         .await?;
-    if !config.admin.listen.is_empty() {
-        let addr: SocketAddr = config.admin.listen.parse()?;
-        let l = bind("the admin endpoint", addr).await?;
-        tracing::info!(receiver = "admin", addr = %l.local_addr()?, "listening");
-        servers.spawn(crate::admin::serve(l, telemetry.clone(), layout_rx, access));
-    }
     for signal in Signal::ALL {
         if !pipeline.has_exporter(signal) {
             tracing::warn!("no exporter takes {signal}: {signal} requests will be refused");
         }
     }
+    layout_now = layout::layout(&config, &exporters, path.as_deref(), started);
+    layout_now.ready = true;
+    layout_tx.send_replace(layout_now);
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
     let mut reloader = path.map(|p| {
         Reloader::new(

@@ -193,6 +193,7 @@ impl Reloader {
             let reloads = std::mem::take(&mut l.reloads);
             *l = super::layout::layout(&self.current, set, Some(&self.path), started);
             l.reloads = reloads;
+            l.ready = true;
             l.reloaded("applied", detail);
         });
     }
