@@ -2,7 +2,8 @@
 //! under load with two receivers, an ingest processor and two exporters, one failing: the page
 //! draws the pipeline, its figures agree with `/metrics`, they move as load goes on, and the
 //! failing exporter is shown retrying with its last error. Screenshots are saved in
-//! `target/e2e-artifacts/`. And the admin endpoint's access rules.
+//! `target/e2e-artifacts/`. `ferry top` shows the same figures in a terminal (tmux). And the
+//! admin endpoint's access rules and health.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,13 +15,11 @@ use crate::harness::{
 };
 use crate::load::Load;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Debian's Chromium, installed once.
-fn chromium() -> PathBuf {
+/// Debian's package `package`, installed once, for the program at `path`.
+fn debian(package: &str, path: &str) -> PathBuf {
     install_once(
-        "chromium",
-        || std::path::Path::new(CHROMIUM).exists(),
+        package,
+        || std::path::Path::new(path).exists(),
         || {
             let apt = |args: &[&str]| {
                 Command::new("apt-get")
@@ -29,16 +28,71 @@ fn chromium() -> PathBuf {
                     .status()
                     .is_ok_and(|s| s.success())
             };
-            if !apt(&["install", "-y", "-q", "chromium"]) {
+            if !apt(&["install", "-y", "-q", package]) {
                 assert!(apt(&["update", "-q"]), "apt-get update failed");
                 assert!(
-                    apt(&["install", "-y", "-q", "chromium"]),
-                    "apt-get install chromium failed"
+                    apt(&["install", "-y", "-q", package]),
+                    "apt-get install {package} failed"
                 );
             }
         },
     );
-    PathBuf::from(CHROMIUM)
+    PathBuf::from(path)
+}
+
+fn chromium() -> PathBuf {
+    debian("chromium", "/usr/bin/chromium")
+}
+
+/// `ferry top` on `admin` in a tmux pane 200 × 50: the pane's text, a few times.
+struct Top {
+    session: String,
+}
+
+impl Top {
+    fn start(admin: &str) -> Top {
+        let tmux = debian("tmux", "/usr/bin/tmux");
+        let session = format!("ferry-top-{}", std::process::id());
+        let ferry = crate::harness::ferry_command().get_program().to_owned();
+        let ok = Command::new(&tmux)
+            .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50"])
+            .arg(format!(
+                "{} top --admin {admin} --interval 1s",
+                ferry.to_str().unwrap()
+            ))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session");
+        Top { session }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("/usr/bin/tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/bin/tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+/// The number in the column `col` (0 = the name) of the row starting with `name`.
+fn cell(screen: &str, name: &str, col: usize) -> u64 {
+    let row = screen
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in\n{screen}"));
+    let cell = row.split_whitespace().nth(col).unwrap();
+    cell.parse()
+        .unwrap_or_else(|_| panic!("{name}[{col}] = {cell:?} in\n{screen}"))
 }
 
 /// Headless Chromium on `url`, given 3 s of page time: the rendered DOM, and a screenshot
@@ -253,6 +307,32 @@ async fn the_status_page_draws_the_live_pipeline_and_its_figures_agree_with_the_
     assert!(rates_from > 0);
     assert_eq!(st["processors"][0]["name"], "env");
     assert_eq!(st["queues"][0]["mode"], "memory");
+
+    // `ferry top` in a terminal shows the same live figures, refreshed in place.
+    let top = Top::start(&f.admin.unwrap().to_string());
+    let mut first = String::new();
+    eventually("ferry top draws its tables", async || {
+        first = top.screen();
+        first.contains("EXPORTER") && first.contains("good")
+    })
+    .await;
+    assert!(
+        first.contains("retrying"),
+        "the bad exporter's state:\n{first}"
+    );
+    assert!(first.contains("HTTP 503"), "its last error:\n{first}");
+    let sent_then = cell(&first, "good", 3);
+    let metric_now = sent().await;
+    assert!(
+        sent_then <= metric_now && sent_then > 0,
+        "{sent_then} vs {metric_now}"
+    );
+    eventually("its figures move in place", async || {
+        let now = top.screen();
+        now.matches("SENT/S").count() == 1 && cell(&now, "good", 3) > sent_then
+    })
+    .await;
+    drop(top);
     grpc.abort();
     http.stop().await;
 }

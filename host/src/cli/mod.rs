@@ -12,6 +12,7 @@ mod bundle;
 mod plugin;
 mod plugins;
 mod run;
+mod top;
 mod validate;
 
 use std::path::PathBuf;
@@ -93,6 +94,22 @@ pub enum Command {
     BuildInfo,
     /// Print the embedded default config.
     DefaultConfig,
+    /// Show a running daemon's figures (receivers, queues, exporters) in the terminal,
+    /// refreshed in place, from its admin endpoint's `/status.json`.
+    Top {
+        /// The daemon's admin address (`[admin] listen`).
+        #[arg(long, default_value = "127.0.0.1:8888")]
+        admin: String,
+        /// A file holding the admin token (`[admin] token_file`), when the endpoint needs it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// How often to refresh, e.g. 2s.
+        #[arg(long, default_value = "2s", value_parser = crate::units::parse_duration)]
+        interval: std::time::Duration,
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +263,12 @@ async fn dispatch(command: Command, running: &Running) -> anyhow::Result<ExitCod
             outln!("{}", serde_json::to_string(&info).expect("serialises"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top {
+            admin,
+            token_file,
+            interval,
+            once,
+        } => top::top(&admin, token_file.as_deref(), interval, once).await,
         Command::DefaultConfig => {
             write_stdout(format_args!("{}", default_config(running)));
             Ok(ExitCode::SUCCESS)
