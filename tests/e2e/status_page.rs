@@ -258,6 +258,11 @@ async fn the_status_page_draws_the_live_pipeline_and_its_figures_agree_with_the_
     );
     assert_eq!(figure(&first, "exporter:good:state"), "ok");
     assert!(
+        number(&first, "queue:traces:bad:behind_items") > 0,
+        "the retrying exporter's cursor lags"
+    );
+    assert!(number(&first, "queue:traces:bad:behind_records") > 0);
+    assert!(
         first.contains("data-key=\"edge:queue:traces-&gt;exporter:good\""),
         "the queue's edge to the exporter, with its rate"
     );

@@ -128,6 +128,15 @@ impl Figures<'_> {
         sum(&self.new.samples, name, with) as u64
     }
 
+    /// The value, if some series matches.
+    fn get(&self, name: &str, with: &[(&str, &str)]) -> Option<u64> {
+        self.new
+            .samples
+            .iter()
+            .any(|s| matches(s, name, with))
+            .then(|| self.value(name, with))
+    }
+
     /// Per second over the window, of the series `name` with `with`, summed.
     pub(super) fn rate(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         let secs = self.new.at.duration_since(self.old.at).as_secs_f64();
@@ -280,6 +289,23 @@ pub struct QueueStatus {
     pub budget_bytes: u64,
     /// The exporters reading it.
     pub exporters: Vec<String>,
+    /// How far each exporter's cursor is behind the head.
+    pub cursors: Vec<CursorStatus>,
+}
+
+/// An exporter's cursor in a queue.
+#[derive(Debug, Serialize)]
+pub struct CursorStatus {
+    /// The exporter.
+    pub exporter: String,
+    /// Batches not yet exported.
+    pub behind_records: u64,
+    /// Their bytes.
+    pub behind_bytes: u64,
+    /// Their items (memory mode; `null` in durable mode, where it would mean reading them).
+    pub behind_items: Option<u64>,
+    /// Age of the oldest of them, in ms (memory mode; 0 when none).
+    pub oldest_age_ms: Option<u64>,
 }
 
 /// An exporter.
@@ -377,6 +403,21 @@ fn build(f: &Figures<'_>, layout: &Layout) -> Status {
                     .iter()
                     .filter(|e| e.signals.iter().any(|x| x == s))
                     .map(|e| e.name.clone())
+                    .collect(),
+                cursors: layout
+                    .exporters
+                    .iter()
+                    .filter(|e| e.signals.iter().any(|x| x == s))
+                    .map(|e| {
+                        let c = [("signal", *s), ("exporter", e.name.as_str())];
+                        CursorStatus {
+                            exporter: e.name.clone(),
+                            behind_records: f.value("ferry_queue_behind_records", &c),
+                            behind_bytes: f.value("ferry_queue_behind_bytes", &c),
+                            behind_items: f.get("ferry_queue_behind_items", &c),
+                            oldest_age_ms: f.get("ferry_queue_behind_age_ms", &c),
+                        }
+                    })
                     .collect(),
             }
         })

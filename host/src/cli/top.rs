@@ -141,11 +141,18 @@ pub fn render(st: &Value) -> String {
         "QUEUE", "MODE", "BYTES", "BUDGET"
     );
     for q in st["queues"].as_array().into_iter().flatten() {
-        let exporters: Vec<String> = q["exporters"]
+        // Each exporter reading it, with the batches its cursor is behind.
+        let exporters: Vec<String> = q["cursors"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(text)
+            .map(|c| {
+                format!(
+                    "{} ({} behind)",
+                    text(&c["exporter"]),
+                    text(&c["behind_records"])
+                )
+            })
             .collect();
         let _ = writeln!(
             out,
@@ -191,7 +198,7 @@ mod tests {
                 "accepted_items": {"traces": 40, "logs": 2}, "refused_per_second": 0.0,
                 "refused_requests": {"invalid": 1}, "last_error": {"message": "bad \u{1b}[2J", "at_unix_ms": 1}}],
             "queues": [{"signal": "traces", "mode": "memory", "bytes": 10, "budget_bytes": 100,
-                "exporters": ["a", "b"]}],
+                "cursors": [{"exporter": "a", "behind_records": 0}, {"exporter": "b", "behind_records": 3}]}],
             "exporters": [{"name": "a", "state": "retrying", "sent_per_second": 1.5,
                 "sent_items": 30, "dropped_items": {"permanent": 2}, "call_p50_ms": 2.5,
                 "call_p99_ms": null, "last_error": null}],
@@ -206,7 +213,7 @@ mod tests {
         assert!(frame.contains("42"), "{frame}");
         assert!(frame.contains("bad \\u{1b}[2J"), "{frame}");
         assert!(!frame.contains('\u{1b}'));
-        assert!(frame.contains("a, b"), "{frame}");
+        assert!(frame.contains("a (0 behind), b (3 behind)"), "{frame}");
         assert!(frame.contains("retrying"), "{frame}");
         assert!(frame.contains("2.5/-"), "{frame}");
     }

@@ -115,6 +115,7 @@ pub async fn run(config: Config, path: Option<PathBuf>, carried: Carried) -> any
         let p = pipeline.clone();
         telemetry.on_render(move || queued.set(p.buffered_bytes(signal) as i64));
     }
+    crate::pipeline::lag::register(&pipeline, &telemetry);
 
     let env = exporters::wasm_env(&config, exporters.engine());
     let chain = crate::processor::Chain::build(

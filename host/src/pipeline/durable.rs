@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::queue::{Batch, Queue, QueueFull, concat};
+use super::queue::{Batch, Lag, Queue, QueueFull, concat};
 use super::segment_log::{Recovery, SegmentLog};
 use crate::signal::Signal;
 use crate::telemetry::Counter;
@@ -479,6 +479,25 @@ impl Queue for DurableQueue {
         self.lock().log.bytes() as usize
     }
 
+    fn lags(&self) -> Vec<(String, Lag)> {
+        let inner = self.lock();
+        let next = inner.log.next_seq();
+        inner
+            .cursors
+            .iter()
+            .map(|(name, c)| {
+                let lag = Lag {
+                    records: next.saturating_sub(*c),
+                    // Counting items or dating records would mean reading them from disk.
+                    items: None,
+                    bytes: inner.log.bytes_from(*c),
+                    oldest: None,
+                };
+                (name.clone(), lag)
+            })
+            .collect()
+    }
+
     fn capacity(&self) -> usize {
         self.capacity
     }
@@ -554,6 +573,33 @@ mod tests {
         q.commit("slow", *seqs.last().unwrap() + 1);
         assert!(q.used_bytes() < used, "whole segments freed");
         q.append(&big, 1).unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_cursor_knows_the_records_and_bytes_it_is_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 KiB segments: the records span several.
+        let (q, _) = open(dir.path(), 1 << 20).await;
+        q.open_cursor("fast");
+        q.open_cursor("slow");
+        for _ in 0..10 {
+            put(&q, &[7u8; 1000], 1).await;
+        }
+        Queue::commit(&*q, "fast", 8);
+        Queue::commit(&*q, "slow", 3);
+        let lags: BTreeMap<String, Lag> = Queue::lags(&*q).into_iter().collect();
+        assert_eq!((lags["fast"].records, lags["slow"].records), (2, 7));
+        assert!(
+            lags["fast"].bytes >= 2000 && lags["fast"].bytes < 2200,
+            "{:?}",
+            lags["fast"]
+        );
+        assert!(
+            lags["slow"].bytes >= 7000 && lags["slow"].bytes < 7400,
+            "{:?}",
+            lags["slow"]
+        );
+        assert_eq!((lags["slow"].items, lags["slow"].oldest), (None, None));
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod durable;
+pub mod lag;
 pub mod queue;
 pub mod retry;
 pub mod router;

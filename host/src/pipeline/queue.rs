@@ -41,7 +41,22 @@ pub struct Batch {
     pub items: u32,
     /// `Export*ServiceRequest` protobuf (a concatenation of received requests).
     pub payload: Bytes,
+    /// When it was made (sealed by the batcher, or read back from disk).
+    pub created: std::time::SystemTime,
     json: OnceLock<Result<Bytes, String>>,
+}
+
+/// How far a cursor is behind the queue's head.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lag {
+    /// Records (batches) not yet exported.
+    pub records: u64,
+    /// Their items, where the queue knows without reading them (memory mode).
+    pub items: Option<u64>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// When the oldest of them was made, where the queue knows (memory mode).
+    pub oldest: Option<std::time::SystemTime>,
 }
 
 impl Batch {
@@ -51,6 +66,7 @@ impl Batch {
             signal,
             items,
             payload,
+            created: std::time::SystemTime::now(),
             json: OnceLock::new(),
         }
     }
@@ -128,6 +144,8 @@ pub trait Queue: Send + Sync {
     fn head(&self) -> watch::Receiver<u64>;
     /// Bytes held.
     fn used_bytes(&self) -> usize;
+    /// Every cursor, with how far it is behind the head.
+    fn lags(&self) -> Vec<(String, Lag)>;
     /// Byte budget.
     fn capacity(&self) -> usize;
 }
@@ -242,6 +260,29 @@ impl Queue for MemoryQueue {
         self.lock().bytes
     }
 
+    fn lags(&self) -> Vec<(String, Lag)> {
+        let inner = self.lock();
+        let lag = |cursor: u64| {
+            let from = usize::try_from(cursor.saturating_sub(inner.base)).unwrap_or(usize::MAX);
+            let mut lag = Lag {
+                items: Some(0),
+                ..Lag::default()
+            };
+            for b in inner.records.iter().skip(from) {
+                lag.records += 1;
+                lag.items = lag.items.map(|n| n + u64::from(b.items));
+                lag.bytes += b.payload.len() as u64;
+                lag.oldest.get_or_insert(b.created);
+            }
+            lag
+        };
+        inner
+            .cursors
+            .iter()
+            .map(|(name, c)| (name.clone(), lag(*c)))
+            .collect()
+    }
+
     fn capacity(&self) -> usize {
         self.capacity
     }
@@ -271,6 +312,34 @@ mod tests {
         assert!(q.get(2).is_some());
         q.close_cursor("slow");
         assert_eq!(q.used_bytes(), 0);
+    }
+
+    #[test]
+    fn each_cursor_knows_how_far_it_is_behind() {
+        let q = MemoryQueue::new(1000);
+        q.open_cursor("fast");
+        q.open_cursor("slow");
+        let first = batch(100);
+        q.append(first.clone()).unwrap();
+        q.append(batch(50)).unwrap();
+        q.commit("fast", 2);
+        let lags: BTreeMap<String, Lag> = q.lags().into_iter().collect();
+        assert_eq!(
+            lags["fast"],
+            Lag {
+                items: Some(0),
+                ..Lag::default()
+            }
+        );
+        assert_eq!(
+            lags["slow"],
+            Lag {
+                records: 2,
+                items: Some(2),
+                bytes: 150,
+                oldest: Some(first.created),
+            }
+        );
     }
 
     #[test]

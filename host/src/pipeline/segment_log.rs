@@ -251,6 +251,18 @@ impl SegmentLog {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
+    /// Bytes of the records from `seq` on (what a reader at `seq` has yet to read).
+    pub fn bytes_from(&self, seq: u64) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.end_seq() > seq)
+            .map(|s| match seq.checked_sub(s.first_seq) {
+                Some(i) => s.bytes - s.offsets[i as usize],
+                None => s.bytes,
+            })
+            .sum()
+    }
+
     /// Appends one record made of `parts` back to back (not yet durable: see
     /// [`SegmentLog::sync`]); returns its sequence number. A failed write (a full disk) leaves
     /// the log as it was, so later records are not stranded behind a torn one.
