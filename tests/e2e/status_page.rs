@@ -262,6 +262,17 @@ async fn the_status_page_draws_the_live_pipeline_and_its_figures_agree_with_the_
         "the retrying exporter's cursor lags"
     );
     assert!(number(&first, "queue:traces:bad:behind_records") > 0);
+    assert_eq!(figure(&first, "plugin:good:origin"), "built-in");
+    assert_eq!(figure(&first, "plugin:good:digest").len(), 12);
+    assert!(
+        figure(&first, "plugin:good:contract").starts_with("0."),
+        "{first}"
+    );
+    assert!(number(&first, "plugin:good:instances_created") >= 1);
+    assert!(
+        figure(&first, "plugin:good:memory").contains(" / 64.0 MiB"),
+        "{first}"
+    );
     assert!(
         first.contains("data-key=\"edge:queue:traces-&gt;exporter:good\""),
         "the queue's edge to the exporter, with its rate"

@@ -50,6 +50,29 @@ pub struct ExporterLayout {
     pub signals: Vec<String>,
     /// Its chain's processors, in order.
     pub processors: Vec<ProcessorLayout>,
+    /// What its plugin is and may use.
+    pub component: Option<PluginLayout>,
+}
+
+/// A running plugin: what it is, where it came from, and its caps.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginLayout {
+    /// Its manifest's name and version.
+    pub name: String,
+    /// Its manifest's version.
+    pub version: String,
+    /// The contract version it implements.
+    pub contract: String,
+    /// `exporter` or `processor`.
+    pub world: String,
+    /// `built-in`, `bundled`, or the file it was loaded from.
+    pub origin: String,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// Cap of an instance's linear memory.
+    pub memory_cap_bytes: u64,
+    /// Cap of the host memory an instance may hold.
+    pub host_memory_cap_bytes: u64,
 }
 
 /// One reload.

@@ -229,6 +229,8 @@ pub struct Status {
     pub queues: Vec<QueueStatus>,
     /// The exporters.
     pub exporters: Vec<ExporterStatus>,
+    /// The exporters' plugins.
+    pub plugins: Vec<PluginStatus>,
     /// The pipeline as nodes and edges with their rates.
     pub graph: super::graph::Graph,
     /// The last reloads, oldest first.
@@ -339,6 +341,26 @@ pub struct ExporterStatus {
     pub call_p50_ms: Option<f64>,
     /// 99th percentile likewise.
     pub call_p99_ms: Option<f64>,
+    /// Plugin calls running now.
+    pub calls_in_flight: u64,
+}
+
+/// An exporter's plugin.
+#[derive(Debug, Serialize)]
+pub struct PluginStatus {
+    /// The exporter running it.
+    pub exporter: String,
+    /// What it is, where it came from, its caps.
+    #[serde(flatten)]
+    pub layout: super::layout::PluginLayout,
+    /// Instances created so far.
+    pub instances_created: u64,
+    /// The most linear memory one instance held at the end of a call.
+    pub memory_peak_bytes: u64,
+    /// The most host memory one instance held during a call.
+    pub host_memory_peak_bytes: u64,
+    /// Faults, by reason (trap, timeout, memory, host_resources).
+    pub faults: BTreeMap<String, u64>,
 }
 
 /// The signals, as the metrics label them.
@@ -423,6 +445,21 @@ fn build(f: &Figures<'_>, layout: &Layout) -> Status {
         })
         .collect();
     let exporters = layout.exporters.iter().map(|e| exporter(f, e)).collect();
+    let plugins = layout
+        .exporters
+        .iter()
+        .filter_map(|e| {
+            let l = [("exporter", e.name.as_str())];
+            Some(PluginStatus {
+                exporter: e.name.clone(),
+                layout: e.component.clone()?,
+                instances_created: f.value("ferry_exporter_instances_created_total", &l),
+                memory_peak_bytes: f.value("ferry_exporter_memory_peak_bytes", &l),
+                host_memory_peak_bytes: f.value("ferry_exporter_host_bytes_peak", &l),
+                faults: f.by("ferry_exporter_faults_total", &l, "reason"),
+            })
+        })
+        .collect();
     let now = unix_ms(std::time::SystemTime::now());
     Status {
         version: env!("CARGO_PKG_VERSION"),
@@ -436,6 +473,7 @@ fn build(f: &Figures<'_>, layout: &Layout) -> Status {
         processors,
         queues,
         exporters,
+        plugins,
         reloads: layout.reloads.iter().cloned().collect(),
     }
 }
@@ -471,6 +509,7 @@ fn exporter(f: &Figures<'_>, e: &super::layout::ExporterLayout) -> ExporterStatu
         failed_attempts: f.by("ferry_exporter_failed_attempts_total", &l, "kind"),
         call_p50_ms: f.quantile("ferry_exporter_call_duration_seconds", &l, 0.5),
         call_p99_ms: f.quantile("ferry_exporter_call_duration_seconds", &l, 0.99),
+        calls_in_flight: f.value("ferry_exporter_calls_in_flight", &l),
     }
 }
 
@@ -516,6 +555,7 @@ mod tests {
                 plugin: "otlp-http".into(),
                 signals: vec!["traces".into()],
                 processors: Vec::new(),
+                component: None,
             }],
             reloads: VecDeque::new(),
             ready: true,

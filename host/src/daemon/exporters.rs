@@ -36,6 +36,8 @@ pub struct Loaded {
     config: ExporterConfig,
     /// Its processors, if it has any.
     chain: Option<Arc<Chain>>,
+    /// Where its plugin came from, and its digest (hex).
+    origin: (String, String),
 }
 
 impl Loaded {
@@ -220,6 +222,10 @@ async fn load(
                         fingerprint,
                         config: ec.clone(),
                         chain,
+                        origin: (
+                            source.origin.to_string(),
+                            source.digest.iter().map(|b| format!("{b:02x}")).collect(),
+                        ),
                     },
                 );
             }
@@ -280,6 +286,22 @@ impl ExporterSet {
     /// Names of the running exporters.
     pub fn names(&self) -> Vec<&str> {
         self.running.keys().map(String::as_str).collect()
+    }
+
+    /// What the plugin of exporter `name` is, for the status page.
+    pub fn plugin_layout(&self, name: &str) -> Option<crate::admin::layout::PluginLayout> {
+        let r = self.running.get(name)?;
+        let m = r.loaded.exporter.manifest();
+        Some(crate::admin::layout::PluginLayout {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            contract: m.contract.to_string(),
+            world: m.world.as_str().to_string(),
+            origin: r.loaded.origin.0.clone(),
+            digest: r.loaded.origin.1.clone(),
+            memory_cap_bytes: r.loaded.config.memory as u64,
+            host_memory_cap_bytes: r.loaded.config.host_memory as u64,
+        })
     }
 
     /// Names of the running exporters that take `signal`.

@@ -54,6 +54,7 @@ pub fn layout(
                     .map(|(s, _)| s.as_str().to_string())
                     .collect(),
                 processors: chain(&ec.processors, config),
+                component: set.plugin_layout(name),
             })
             .collect(),
         reloads: Default::default(),

@@ -104,7 +104,26 @@ pub struct PluginExporter {
     instances: Counter,
     breaker: Breaker,
     memory_peak: AtomicUsize,
+    /// The same, as a gauge.
+    memory_gauge: Gauge,
+    in_flight: Gauge,
     host: HostSeen,
+}
+
+/// Counts a call in flight while it lives (a call cut short by a stop is dropped, not ended).
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn start(g: &'a Gauge) -> InFlight<'a> {
+        g.add(1);
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
 }
 
 impl PluginExporter {
@@ -252,6 +271,12 @@ impl PluginExporter {
             instances,
             breaker,
             memory_peak: AtomicUsize::new(0),
+            memory_gauge: telemetry.gauge(
+                role.memory_peak,
+                "The most linear memory one plugin instance held at the end of a call.",
+                &labels,
+            ),
+            in_flight: telemetry.gauge(role.in_flight, "Plugin calls running now.", &labels),
             host,
         })
     }
@@ -384,6 +409,7 @@ impl PluginExporter {
     ) -> Result<T, String> {
         let name = &self.shared.name;
         let timeout = self.shared.limits.timeout;
+        let _in_flight = InFlight::start(&self.in_flight);
         let mut inst = match self.checkout().await {
             Ok(i) => i,
             Err(e) => {
@@ -407,8 +433,12 @@ impl PluginExporter {
             Err(_) => Err(CallError::Timeout),
         };
         self.latency.observe(started.elapsed());
-        self.memory_peak
-            .fetch_max(inst.store.data().limits.peak(), Ordering::Relaxed);
+        let peak = self
+            .memory_peak
+            .fetch_max(inst.store.data().limits.peak(), Ordering::Relaxed)
+            .max(inst.store.data().limits.peak());
+        self.memory_gauge
+            .set(i64::try_from(peak).unwrap_or(i64::MAX));
         let reusable = self.note_host(&mut inst);
         let (fault, msg) = match result {
             Ok(value) => {

@@ -28,6 +28,10 @@ pub struct Role {
     pub circuit_opened: &'static str,
     /// Until when it is open (Unix ms; 0 when closed).
     pub circuit_open_until: &'static str,
+    /// Calls running now.
+    pub in_flight: &'static str,
+    /// The most linear memory one instance held.
+    pub memory_peak: &'static str,
 }
 
 /// An exporter (`[exporters.NAME]`).
@@ -43,6 +47,8 @@ pub const EXPORTER: Role = Role {
     circuit_open: "ferry_exporter_circuit_open",
     circuit_opened: "ferry_exporter_circuit_opened_total",
     circuit_open_until: "ferry_exporter_circuit_open_until_unix_ms",
+    in_flight: "ferry_exporter_calls_in_flight",
+    memory_peak: "ferry_exporter_memory_peak_bytes",
 };
 
 /// A Wasm processor (`[processors.NAME]` with `plugin`).
@@ -58,4 +64,6 @@ pub const PROCESSOR: Role = Role {
     circuit_open: "ferry_processor_circuit_open",
     circuit_opened: "ferry_processor_circuit_opened_total",
     circuit_open_until: "ferry_processor_circuit_open_until_unix_ms",
+    in_flight: "ferry_processor_calls_in_flight",
+    memory_peak: "ferry_processor_memory_peak_bytes",
 };
