@@ -30,7 +30,8 @@ mod house {
     /// Top-level modules from the bottom up. A module may use modules of lower layers only, so
     /// no two folders can import each other, directly or around a circle.
     const LAYERS: &[&[&str]] = &[
-        &["signal", "telemetry", "units", "runtime"],
+        &["signal"],
+        &["telemetry", "units", "runtime"],
         &["pipeline", "admin", "wire"],
         &["plugin"],
         &["processor"],

@@ -33,4 +33,5 @@ mod sdks;
 mod servers;
 mod status_page;
 mod tail_sample;
+mod tap;
 mod zipkin;

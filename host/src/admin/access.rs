@@ -11,7 +11,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// Paths the admin endpoint serves.
-pub const PATHS: &[&str] = &["/metrics", "/healthz", "/readyz", "/status", "/status.json"];
+pub const PATHS: &[&str] = &[
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/status",
+    "/status.json",
+    "/tap",
+    "/tap/points",
+];
 
 /// A token longer than this is refused when read: it is a secret, not a document.
 const MAX_TOKEN: usize = 4096;
@@ -68,7 +76,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn percent_decode(s: &str) -> String {
+/// `s` with `%XX` and `+` decoded (a URL query's value).
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

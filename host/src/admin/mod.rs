@@ -5,6 +5,7 @@ pub mod access;
 pub mod graph;
 pub mod layout;
 pub mod status;
+pub mod tap;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,6 +166,8 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/tap", get(tap::tap))
+        .route("/tap/points", get(tap::points))
         .with_state(telemetry)
         .merge(
             Router::new()

@@ -12,6 +12,7 @@ mod bundle;
 mod plugin;
 mod plugins;
 mod run;
+mod tap;
 mod top;
 mod validate;
 
@@ -94,6 +95,25 @@ pub enum Command {
     BuildInfo,
     /// Print the embedded default config.
     DefaultConfig,
+    /// Show what flows at a point of a running daemon, one JSON line per batch (the request as
+    /// OTLP/JSON), from its admin endpoint's `/tap`. Without POINT, list the points.
+    Tap {
+        /// `receiver:NAME`, `processors` (after the ingest chain), `exporter:NAME` (what it is
+        /// handed) or `dropped:NAME` (what it gave up on, with why).
+        point: Option<String>,
+        /// The daemon's admin address (`[admin] listen`).
+        #[arg(long, default_value = "127.0.0.1:8888")]
+        admin: String,
+        /// A file holding the admin token (`[admin] token_file`), when the endpoint needs it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Batches a second at most (the ones between are skipped, and counted in each line).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Stop after this many batches.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Show a running daemon's figures (receivers, queues, exporters) in the terminal,
     /// refreshed in place, from its admin endpoint's `/status.json`.
     Top {
@@ -263,6 +283,13 @@ async fn dispatch(command: Command, running: &Running) -> anyhow::Result<ExitCod
             outln!("{}", serde_json::to_string(&info).expect("serialises"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tap {
+            point,
+            admin,
+            token_file,
+            rate,
+            count,
+        } => tap::tap(&admin, token_file.as_deref(), point.as_deref(), rate, count).await,
         Command::Top {
             admin,
             token_file,

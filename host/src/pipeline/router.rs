@@ -20,6 +20,7 @@ use super::queue::{Batch, Encoding, Queue};
 use super::retry::Backoff;
 use super::retry::RetryConfig;
 use crate::signal::Signal;
+use crate::telemetry::tap::{Point, Tapped};
 use crate::telemetry::{Counter, Gauge, Note, Telemetry};
 
 /// How one export attempt ended.
@@ -109,6 +110,8 @@ struct WorkerMetrics {
     /// When the next of them is tried (Unix ms; 0 when none waits).
     next_attempt: Gauge,
     last_error: Note,
+    /// What the exporter is handed (`exporter:NAME`), and what it gives up on (`dropped:NAME`).
+    taps: [Point; 2],
 }
 
 /// Milliseconds since the Unix epoch, `d` from now.
@@ -159,6 +162,10 @@ impl WorkerMetrics {
                 &l,
             ),
             last_error: t.note("exporter_last_error", &l),
+            taps: [
+                t.taps().point(&format!("exporter:{exporter}")),
+                t.taps().point(&format!("dropped:{exporter}")),
+            ],
         }
     }
 }
@@ -324,6 +331,7 @@ impl Worker {
                 Err(Unready::Encoding(e)) => {
                     tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch: {e}");
                     m.dropped_permanent.add(items.into());
+                    self.tap(DROPPED, &batch.payload, items, || Some(e));
                     return true;
                 }
                 Err(Unready::Processor(why)) => {
@@ -331,6 +339,9 @@ impl Worker {
                     (backoff.next_delay(), why)
                 }
                 Ok(Some((payload, items))) => {
+                    if ready.is_none() {
+                        self.tap(HANDED, &payload, items, || None);
+                    }
                     ready = Some((payload.clone(), items));
                     let _slot = self.exporting.acquire().await;
                     let outcome = self
@@ -349,12 +360,18 @@ impl Worker {
                             m.sent_batches.inc();
                             m.dropped_rejected.add(rejected.into());
                             tracing::warn!(exporter = name, signal = %self.signal, rejected, items, "backend rejected items: {msg}");
+                            self.tap(DROPPED, &payload_of(&ready, batch), items, || {
+                                Some(format!("rejected: {rejected} of {items} items: {msg}"))
+                            });
                             return true;
                         }
                         Outcome::Permanent(msg) => {
                             m.dropped_permanent.add(items.into());
                             m.last_error.set(&msg);
                             tracing::error!(exporter = name, signal = %self.signal, items, "dropping batch after a permanent error: {msg}");
+                            self.tap(DROPPED, &payload_of(&ready, batch), items, || {
+                                Some(format!("permanent: {msg}"))
+                            });
                             return true;
                         }
                         Outcome::Retryable(msg) => {
@@ -375,6 +392,9 @@ impl Worker {
             if started.elapsed() + delay > self.policy.max_elapsed {
                 m.dropped_exhausted.add(items.into());
                 m.last_error.set(&why);
+                self.tap(DROPPED, &payload_of(&ready, batch), items, || {
+                    Some(format!("retries_exhausted: {why}"))
+                });
                 tracing::error!(
                     exporter = name, signal = %self.signal, items, attempts = attempt + 1,
                     "dropping batch: retries exhausted after {:?} (last error: {why})",
@@ -401,6 +421,30 @@ impl Worker {
                 return false;
             }
         }
+    }
+}
+
+/// The tap points of a worker: what its exporter is handed, what it gives up on.
+const HANDED: usize = 0;
+const DROPPED: usize = 1;
+
+/// The bytes an exporter was handed, else the batch's own.
+fn payload_of(ready: &Option<(Bytes, u32)>, batch: &Batch) -> Bytes {
+    ready
+        .as_ref()
+        .map_or_else(|| batch.payload.clone(), |(p, _)| p.clone())
+}
+
+impl Worker {
+    /// Offers a batch at tap point `i` ([`HANDED`] or [`DROPPED`], with why).
+    fn tap(&self, i: usize, payload: &Bytes, items: u32, reason: impl FnOnce() -> Option<String>) {
+        self.metrics.taps[i].offer(|| Tapped {
+            signal: self.signal,
+            items,
+            payload: payload.clone(),
+            reason: reason(),
+            at: std::time::SystemTime::now(),
+        });
     }
 }
 

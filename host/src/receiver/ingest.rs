@@ -9,6 +9,7 @@ use prost::Message;
 use crate::pipeline::{Pipeline, Refusal};
 use crate::processor::{Checked, IngestChain, Output};
 use crate::signal::Signal;
+use crate::telemetry::tap::{Point, Tapped};
 use crate::telemetry::{Counter, Telemetry};
 use crate::wire;
 
@@ -149,6 +150,8 @@ pub struct Ingest {
     counters: [SignalCounters; 3],
     /// The last refusal's reason, for the status page.
     last_error: crate::telemetry::Note,
+    /// What it accepts (`receiver:NAME`), and what the ingest chain passes on (`processors`).
+    taps: [Point; 2],
     /// Largest request body, after decompression.
     pub max_request_bytes: usize,
 }
@@ -202,6 +205,10 @@ impl Ingest {
             chain,
             counters,
             last_error: telemetry.note("receiver_last_error", &[("receiver", receiver)]),
+            taps: [
+                telemetry.taps().point(&format!("receiver:{receiver}")),
+                telemetry.taps().point("processors"),
+            ],
             max_request_bytes,
         })
     }
@@ -266,6 +273,7 @@ impl Ingest {
         } else {
             (drop_invalid_spans(&body)?, summary.items - summary.invalid)
         };
+        self.taps[0].offer(|| tapped(signal, items, &body));
         // One chain for the whole request, even if a reload swaps it meanwhile.
         let chain = self.chain.current();
         if !chain.is_empty() {
@@ -279,6 +287,7 @@ impl Ingest {
             {
                 (body, items) = (payload, kept);
             }
+            self.taps[1].offer(|| tapped(signal, items, &body));
             self.pipeline.accept(signal, body, items).await?;
             return Ok(Accepted {
                 items: sent,
@@ -292,6 +301,16 @@ impl Ingest {
             rejected: summary.invalid,
             message: summary.invalid_reason.unwrap_or_default(),
         })
+    }
+}
+
+fn tapped(signal: Signal, items: u32, body: &Bytes) -> Tapped {
+    Tapped {
+        signal,
+        items,
+        payload: body.clone(),
+        reason: None,
+        at: std::time::SystemTime::now(),
     }
 }
 

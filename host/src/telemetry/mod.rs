@@ -3,6 +3,8 @@
 //! Components register their series once at start-up and keep the returned handles, so the hot
 //! path only touches an atomic.
 
+pub mod tap;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -185,6 +187,7 @@ pub struct Telemetry {
     families: Mutex<BTreeMap<&'static str, Family>>,
     refreshers: Mutex<Vec<Refresh>>,
     notes: Mutex<Notes>,
+    taps: tap::Taps,
 }
 
 /// Notes by name and rendered labels, with the labels as given.
@@ -312,6 +315,11 @@ impl Telemetry {
     }
 
     /// Renders every series in the Prometheus text exposition format.
+    /// The tap points ([`tap`]).
+    pub fn taps(&self) -> &tap::Taps {
+        &self.taps
+    }
+
     /// The note `name` with `labels` (the same one for the same name and labels).
     pub fn note(&self, name: &'static str, labels: &[(&str, &str)]) -> Note {
         let mut notes = self.notes.lock().expect("telemetry lock");

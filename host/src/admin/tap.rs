@@ -1,0 +1,163 @@
+//! `GET /tap?point=P&rate=N&count=N`: what flows at a tap point, as lines of JSON (one per
+//! batch, the request as OTLP/JSON), at most `rate` a second (default 10; the batches between
+//! are skipped, and each line says how many were), ending after `count` lines if given.
+//! The first line, `{"tapping": POINT, ...}`, says the tap is listening. `GET /tap/points`
+//! lists the points.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::telemetry::Telemetry;
+use crate::telemetry::tap::{Tapped, json_line};
+
+/// The query of `/tap`.
+#[derive(Debug, Default)]
+struct TapQuery {
+    /// The point: `receiver:NAME`, `processors`, `exporter:NAME` or `dropped:NAME`.
+    point: Option<String>,
+    /// Lines a second at most.
+    rate: Option<f64>,
+    /// Lines in all, then the answer ends.
+    count: Option<u64>,
+}
+
+impl TapQuery {
+    fn parse(query: Option<&str>) -> Result<TapQuery, String> {
+        let mut q = TapQuery::default();
+        for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let v = super::access::percent_decode(v);
+            match k {
+                "point" => q.point = Some(v),
+                "rate" => {
+                    q.rate = Some(
+                        v.parse()
+                            .map_err(|_| format!("rate {v:?} is not a number"))?,
+                    )
+                }
+                "count" => {
+                    q.count = Some(
+                        v.parse()
+                            .map_err(|_| format!("count {v:?} is not a whole number"))?,
+                    )
+                }
+                "token" => {}
+                other => return Err(format!("unknown parameter {other:?} (point, rate, count)")),
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// `/tap/points`.
+pub async fn points(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    axum::Json(t.taps().names())
+}
+
+/// A token bucket of `rate` a second, holding at most one second's worth.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `/tap`.
+pub async fn tap(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> Response {
+    let q = match TapQuery::parse(query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let rate = q.rate.unwrap_or(10.0);
+    let problem = match (&q.point, rate) {
+        (None, _) => Some("point is missing (e.g. /tap?point=exporter:NAME)".to_string()),
+        (_, r) if !(r > 0.0 && r.is_finite()) => Some(format!("rate {r} must be above 0")),
+        _ => None,
+    };
+    if let Some(p) = problem {
+        return (StatusCode::BAD_REQUEST, format!("{p}\n")).into_response();
+    }
+    let point = q.point.expect("checked");
+    let Some((_, rx)) = t.taps().subscribe(&point) else {
+        let names = t.taps().names().join(", ");
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no tap point {point:?} (there are: {names})\n"),
+        )
+            .into_response();
+    };
+    struct Reader {
+        rx: tokio::sync::mpsc::Receiver<Tapped>,
+        point: String,
+        bucket: Bucket,
+        left: Option<u64>,
+        skipped: u64,
+    }
+    let reader = Reader {
+        rx,
+        point,
+        bucket: Bucket {
+            rate,
+            tokens: 1.0,
+            at: Instant::now(),
+        },
+        left: q.count,
+        skipped: 0,
+    };
+    // The first line says the tap is listening: what comes from now on is seen.
+    // Written by hand: `tapping` first, which is how a reader tells this line.
+    let header = format!(
+        "{{\"tapping\":{},\"rate\":{rate},\"count\":{}}}",
+        serde_json::Value::from(reader.point.as_str()),
+        q.count.map_or("null".to_string(), |n| n.to_string())
+    );
+    let header =
+        futures::stream::once(
+            async move { Ok::<_, Infallible>(Bytes::from(format!("{header}\n"))) },
+        );
+    let lines = futures::stream::unfold(reader, |mut r| async move {
+        if r.left == Some(0) {
+            return None;
+        }
+        loop {
+            let t = r.rx.recv().await?;
+            if !r.bucket.take() {
+                r.skipped += 1;
+                continue;
+            }
+            let mut line = json_line(&r.point, &t);
+            // `json_line` ends with `}`: the skipped count goes in as the last field.
+            line.pop();
+            line.push_str(&format!(",\"skipped\":{}}}\n", r.skipped));
+            r.skipped = 0;
+            r.left = r.left.map(|n| n - 1);
+            return Some((Ok::<_, Infallible>(Bytes::from(line)), r));
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(futures::StreamExt::chain(header, lines)),
+    )
+        .into_response()
+}
