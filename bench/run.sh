@@ -9,6 +9,7 @@
 #   WORKER_THREADS=1 RATE=80000 DAEMONS=ferry bench/run.sh grpc_chain   # Ferry on one thread
 #   RATE=20000 DAEMONS=ferry bench/run.sh grpc_blackhole grpc_tail   # tail sampling (10 s wait)
 #   TAIL_MAX_TRACES=5000 RATE=20000 DAEMONS=ferry bench/run.sh grpc_tail   # held traces capped
+#   TAP=exporter:a DAEMONS=ferry bench/run.sh grpc_blackhole   # with `ferry tap` reading a point
 #
 # Each run starts a fresh daemon (and fresh sinks), drives it with `ferry-loadgen` (pre-encoded
 # OTLP, 100 spans of 10 attributes per request, 4 concurrent senders unless overridden),
@@ -30,6 +31,7 @@ ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
 RATE=${RATE:-}   # items/s offered in all; empty = as fast as the daemon acknowledges
 WORKER_THREADS=${WORKER_THREADS:-}   # Ferry's [runtime] worker_threads; empty = one per core
 SCENARIOS=${*:-grpc_blackhole grpc_otlp_http http_otlp_http grpc_fanout}
+TAP=${TAP:-}                           # Ferry: a point `ferry tap` reads during the load
 TAIL_WAIT=${TAIL_WAIT:-10s}             # grpc_tail: decision_wait
 TAIL_MAX_TRACES=${TAIL_MAX_TRACES:-50000}
 TAIL_MAX_BYTES=${TAIL_MAX_BYTES:-256MiB}
@@ -196,6 +198,11 @@ for scenario in $SCENARIOS; do
       cleanup; continue
     fi
     case $scenario in http_*) proto=http; port=$HTTP ;; *) proto=grpc; port=$GRPC ;; esac
+    if [ -n "$TAP" ] && [ "$daemon" = ferry ]; then
+      # A reader at its default rate (10 batches a second), its output thrown away.
+      "$FERRY" tap "$TAP" --admin "127.0.0.1:$ADMIN" >/dev/null 2>&1 &
+      PIDS+=($!)
+    fi
     cpu0=$(cpu_ticks "$DPID")
     unique=""; [ "$scenario" = grpc_tail ] && unique=--unique-traces
     summary=$("$LOADGEN" --target "127.0.0.1:$port" --protocol $proto --items "$ITEMS" \

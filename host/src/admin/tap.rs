@@ -1,12 +1,11 @@
 //! `GET /tap?point=P&rate=N&count=N`: what flows at a tap point, as lines of JSON (one per
-//! batch, the request as OTLP/JSON), at most `rate` a second (default 10; the batches between
-//! are skipped, and each line says how many were), ending after `count` lines if given.
+//! batch, the request as OTLP/JSON), at most `rate` a second (default 1; the batches between
+//! are passed over, and each line says how many were), ending after `count` lines if given.
 //! The first line, `{"tapping": POINT, ...}`, says the tap is listening. `GET /tap/points`
 //! lists the points.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -61,35 +60,13 @@ pub async fn points(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
     axum::Json(t.taps().names())
 }
 
-/// A token bucket of `rate` a second, holding at most one second's worth.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
-            .min(self.rate.max(1.0));
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// `/tap`.
 pub async fn tap(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> Response {
     let q = match TapQuery::parse(query.as_deref()) {
         Ok(q) => q,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let rate = q.rate.unwrap_or(10.0);
+    let rate = q.rate.unwrap_or(1.0);
     let problem = match (&q.point, rate) {
         (None, _) => Some("point is missing (e.g. /tap?point=exporter:NAME)".to_string()),
         (_, r) if !(r > 0.0 && r.is_finite()) => Some(format!("rate {r} must be above 0")),
@@ -99,7 +76,7 @@ pub async fn tap(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> 
         return (StatusCode::BAD_REQUEST, format!("{p}\n")).into_response();
     }
     let point = q.point.expect("checked");
-    let Some((_, rx)) = t.taps().subscribe(&point) else {
+    let Some(rx) = t.taps().subscribe(&point, rate) else {
         let names = t.taps().names().join(", ");
         return (
             StatusCode::NOT_FOUND,
@@ -108,22 +85,14 @@ pub async fn tap(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> 
             .into_response();
     };
     struct Reader {
-        rx: tokio::sync::mpsc::Receiver<Tapped>,
+        rx: tokio::sync::mpsc::Receiver<(Tapped, u64)>,
         point: String,
-        bucket: Bucket,
         left: Option<u64>,
-        skipped: u64,
     }
     let reader = Reader {
         rx,
         point,
-        bucket: Bucket {
-            rate,
-            tokens: 1.0,
-            at: Instant::now(),
-        },
         left: q.count,
-        skipped: 0,
     };
     // The first line says the tap is listening: what comes from now on is seen.
     // Written by hand: `tapping` first, which is how a reader tells this line.
@@ -140,20 +109,13 @@ pub async fn tap(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> 
         if r.left == Some(0) {
             return None;
         }
-        loop {
-            let t = r.rx.recv().await?;
-            if !r.bucket.take() {
-                r.skipped += 1;
-                continue;
-            }
-            let mut line = json_line(&r.point, &t);
-            // `json_line` ends with `}`: the skipped count goes in as the last field.
-            line.pop();
-            line.push_str(&format!(",\"skipped\":{}}}\n", r.skipped));
-            r.skipped = 0;
-            r.left = r.left.map(|n| n - 1);
-            return Some((Ok::<_, Infallible>(Bytes::from(line)), r));
-        }
+        let (t, skipped) = r.rx.recv().await?;
+        let mut line = json_line(&r.point, &t);
+        // `json_line` ends with `}`: the skipped count goes in as the last field.
+        line.pop();
+        line.push_str(&format!(",\"skipped\":{skipped}}}\n"));
+        r.left = r.left.map(|n| n - 1);
+        Some((Ok::<_, Infallible>(Bytes::from(line)), r))
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],

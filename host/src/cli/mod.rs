@@ -108,7 +108,7 @@ pub enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// Batches a second at most (the ones between are skipped, and counted in each line).
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 1.0)]
         rate: f64,
         /// Stop after this many batches.
         #[arg(long)]

@@ -1,9 +1,11 @@
 //! Taps: a sample of what flows at a named point (a receiver's output, the ingest chain's, an
 //! exporter's input, what an exporter dropped), for `GET /tap` and `ferry tap`. Components
 //! register their points once and offer each batch; with nobody tapping, an offer is one
-//! relaxed atomic load. A tapper gets batches through a small bounded channel: when it reads
-//! too slowly the batches that do not fit are skipped (and counted), so a tap never makes the
-//! pipeline wait, and it only ever sees shared bytes, so it never changes what is delivered.
+//! relaxed atomic load. Each tapper takes at most its rate of batches a second (a token bucket
+//! checked at the offer, so the batches it passes over are never even queued) through a small
+//! bounded channel: when it reads too slowly the batches that do not fit are skipped too (and
+//! counted), so a tap never makes the pipeline wait, and it only ever sees shared bytes, so it
+//! never changes what is delivered.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +19,37 @@ use tokio::sync::mpsc;
 use crate::signal::Signal;
 
 /// Batches a tapper may fall behind by before the next ones are skipped.
-const BACKLOG: usize = 64;
+const BACKLOG: usize = 4;
+
+/// A token bucket of `rate` a second, holding at most one second's worth (at least one).
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One tapper: where its batches go, at what rate, and how many it passed over since the last.
+struct Tapper {
+    tx: mpsc::Sender<(Tapped, u64)>,
+    bucket: Bucket,
+    skipped: u64,
+}
 
 /// One batch seen at a point.
 #[derive(Debug, Clone)]
@@ -38,7 +70,7 @@ pub struct Tapped {
 struct PointInner {
     /// Tappers now: the only thing an offer reads when there are none.
     active: AtomicUsize,
-    tappers: Mutex<Vec<mpsc::Sender<Tapped>>>,
+    tappers: Mutex<Vec<Tapper>>,
     /// Batches a tapper had no room for.
     skipped: AtomicU64,
 }
@@ -60,23 +92,41 @@ impl Point {
     #[cold]
     fn offer_slow(&self, t: Tapped) {
         let mut tappers = self.0.tappers.lock().expect("tap lock");
-        tappers.retain(|tx| match tx.try_send(t.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.0.skipped.fetch_add(1, Ordering::Relaxed);
-                true
+        tappers.retain_mut(|tapper| {
+            if tapper.tx.is_closed() {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            if !tapper.bucket.take() {
+                tapper.skipped += 1;
+                return true;
+            }
+            match tapper.tx.try_send((t.clone(), tapper.skipped)) {
+                Ok(()) => tapper.skipped = 0,
+                Err(_) => {
+                    self.0.skipped.fetch_add(1, Ordering::Relaxed);
+                    tapper.skipped += 1;
+                }
+            }
+            true
         });
         self.0.active.store(tappers.len(), Ordering::Relaxed);
     }
 
-    /// A new tapper's end.
-    fn subscribe(&self) -> mpsc::Receiver<Tapped> {
+    /// A new tapper's end, taking at most `rate` batches a second; each comes with the
+    /// number of batches passed over since the one before.
+    fn subscribe(&self, rate: f64) -> mpsc::Receiver<(Tapped, u64)> {
         let (tx, rx) = mpsc::channel(BACKLOG);
         let mut tappers = self.0.tappers.lock().expect("tap lock");
-        tappers.retain(|tx| !tx.is_closed());
-        tappers.push(tx);
+        tappers.retain(|t| !t.tx.is_closed());
+        tappers.push(Tapper {
+            tx,
+            bucket: Bucket {
+                rate,
+                tokens: 1.0,
+                at: std::time::Instant::now(),
+            },
+            skipped: 0,
+        });
         self.0.active.store(tappers.len(), Ordering::Relaxed);
         rx
     }
@@ -114,11 +164,10 @@ impl Taps {
             .collect()
     }
 
-    /// Taps point `name`, if there is one; with the point, for its skipped count.
-    pub fn subscribe(&self, name: &str) -> Option<(Point, mpsc::Receiver<Tapped>)> {
+    /// Taps point `name` at `rate` batches a second at most, if there is such a point.
+    pub fn subscribe(&self, name: &str, rate: f64) -> Option<mpsc::Receiver<(Tapped, u64)>> {
         let point = self.points.lock().expect("taps lock").get(name)?.clone();
-        let rx = point.subscribe();
-        Some((point, rx))
+        Some(point.subscribe(rate))
     }
 }
 
@@ -175,8 +224,9 @@ mod tests {
             tapped(1)
         });
         assert_eq!(built, 0, "nobody taps: nothing is even built");
-        assert!(taps.subscribe("exporter:nope").is_none());
-        let (_, mut rx) = taps.subscribe("exporter:x").unwrap();
+        assert!(taps.subscribe("exporter:nope", 1.0).is_none());
+        // A fast tapper that does not read: its channel fills, the rest are skipped.
+        let mut rx = taps.subscribe("exporter:x", 1e9).unwrap();
         for n in 0..(BACKLOG as u32 + 10) {
             p.offer(|| tapped(n));
         }
@@ -185,13 +235,26 @@ mod tests {
             10,
             "the tapper fell behind: the rest are skipped"
         );
-        assert_eq!(rx.recv().await.unwrap().items, 0);
+        assert_eq!(rx.recv().await.unwrap().0.items, 0);
         drop(rx);
         p.offer(|| tapped(1));
         assert_eq!(
             p.0.active.load(Ordering::Relaxed),
             0,
             "a gone tapper is forgotten"
+        );
+        // One a second: the first goes through, the others within the second are passed over
+        // (never queued).
+        let mut slow = taps.subscribe("exporter:x", 1.0).unwrap();
+        for n in 0..5 {
+            p.offer(|| tapped(n));
+        }
+        assert_eq!(slow.recv().await.unwrap().0.items, 0);
+        assert!(slow.try_recv().is_err(), "nothing else queued");
+        assert_eq!(
+            p.skipped(),
+            10,
+            "passing over for the rate is not falling behind"
         );
     }
 
