@@ -110,7 +110,11 @@ pub async fn tap(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> 
             return None;
         }
         let (t, skipped) = r.rx.recv().await?;
-        let mut line = json_line(&r.point, &t);
+        // Decoding and printing a batch is work for a blocking thread, not a receiving one.
+        let point = r.point.clone();
+        let mut line = tokio::task::spawn_blocking(move || json_line(&point, &t))
+            .await
+            .ok()?;
         // `json_line` ends with `}`: the skipped count goes in as the last field.
         line.pop();
         line.push_str(&format!(",\"skipped\":{skipped}}}\n"));

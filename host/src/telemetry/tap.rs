@@ -171,33 +171,75 @@ impl Taps {
     }
 }
 
-/// A tapped batch as one line of JSON: when, where, the signal, the items, why it was dropped
-/// (at a `dropped:` point) and the request itself as OTLP/JSON.
-pub fn json_line(point: &str, t: &Tapped) -> String {
+/// Items a line shows at most: a tap is a sample to read, and a full batch (thousands of items)
+/// would cost the machine more to print than to carry.
+pub const MAX_SHOWN: usize = 1000;
+
+/// Keeps at most `left` of `v`, counting them off.
+fn trim<T>(v: &mut Vec<T>, left: &mut usize) {
+    v.truncate(*left);
+    *left -= v.len();
+}
+
+/// The request `payload` of `signal` as OTLP/JSON with at most `max` items (spans, log
+/// records; for metrics, whole metrics), and how many it shows.
+fn otlp_json(signal: Signal, payload: &[u8], max: usize) -> Result<(String, usize), String> {
     use ferry_proto::{logs_service, metrics_service, trace_service};
-    fn otlp<M: Message + Default + serde::Serialize>(b: &[u8]) -> serde_json::Value {
-        match M::decode(b) {
-            Ok(m) => serde_json::to_value(&m).unwrap_or(serde_json::Value::Null),
-            Err(e) => serde_json::Value::String(format!("does not decode: {e}")),
+    let mut left = max;
+    let json = match signal {
+        Signal::Traces => {
+            let mut m = trace_service::ExportTraceServiceRequest::decode(payload)
+                .map_err(|e| e.to_string())?;
+            for s in m.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans) {
+                trim(&mut s.spans, &mut left);
+            }
+            serde_json::to_string(&m)
         }
-    }
-    let request = match t.signal {
-        Signal::Traces => otlp::<trace_service::ExportTraceServiceRequest>(&t.payload),
-        Signal::Metrics => otlp::<metrics_service::ExportMetricsServiceRequest>(&t.payload),
-        Signal::Logs => otlp::<logs_service::ExportLogsServiceRequest>(&t.payload),
+        Signal::Metrics => {
+            let mut m = metrics_service::ExportMetricsServiceRequest::decode(payload)
+                .map_err(|e| e.to_string())?;
+            for s in m
+                .resource_metrics
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_metrics)
+            {
+                trim(&mut s.metrics, &mut left);
+            }
+            serde_json::to_string(&m)
+        }
+        Signal::Logs => {
+            let mut m = logs_service::ExportLogsServiceRequest::decode(payload)
+                .map_err(|e| e.to_string())?;
+            for s in m.resource_logs.iter_mut().flat_map(|r| &mut r.scope_logs) {
+                trim(&mut s.log_records, &mut left);
+            }
+            serde_json::to_string(&m)
+        }
+    };
+    Ok((json.map_err(|e| e.to_string())?, max - left))
+}
+
+/// A tapped batch as one line of JSON: when, where, the signal, its items and how many are
+/// shown (at most [`MAX_SHOWN`]), why it was dropped (at a `dropped:` point) and the request
+/// as OTLP/JSON. Written straight to text: a batch is never held as a JSON tree.
+pub fn json_line(point: &str, t: &Tapped) -> String {
+    let (request, shown) = match otlp_json(t.signal, &t.payload, MAX_SHOWN) {
+        Ok(r) => r,
+        Err(e) => (
+            serde_json::Value::from(format!("does not decode: {e}")).to_string(),
+            0,
+        ),
     };
     let at =
         t.at.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-    serde_json::json!({
-        "at_unix_ms": at,
-        "point": point,
-        "signal": t.signal.as_str(),
-        "items": t.items,
-        "reason": t.reason,
-        "request": request,
-    })
-    .to_string()
+    format!(
+        "{{\"at_unix_ms\":{at},\"point\":{},\"signal\":\"{}\",\"items\":{},\"shown\":{shown},\"reason\":{},\"request\":{request}}}",
+        serde_json::Value::from(point),
+        t.signal.as_str(),
+        t.items,
+        serde_json::to_string(&t.reason).unwrap_or_else(|_| "null".into()),
+    )
 }
 
 #[cfg(test)]
@@ -259,11 +301,51 @@ mod tests {
     }
 
     #[test]
-    fn a_line_is_otlp_json() {
-        let line = json_line("receiver:otlp_http", &tapped(0));
+    fn a_line_is_otlp_json_showing_at_most_max_shown_items() {
+        use ferry_proto::logs::{LogRecord, ResourceLogs, ScopeLogs};
+        use ferry_proto::logs_service::ExportLogsServiceRequest;
+        let logs = |n: usize| ScopeLogs {
+            log_records: vec![LogRecord::default(); n],
+            ..Default::default()
+        };
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![logs(MAX_SHOWN - 1), logs(5)],
+                ..Default::default()
+            }],
+        };
+        let t = Tapped {
+            items: MAX_SHOWN as u32 + 4,
+            payload: req.encode_to_vec().into(),
+            reason: Some("why \"so\"".into()),
+            ..tapped(0)
+        };
+        let line = json_line("dropped:x", &t);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["point"], "receiver:otlp_http");
+        assert_eq!(v["point"], "dropped:x");
         assert_eq!(v["signal"], "logs");
-        assert!(v["request"].is_object(), "{line}");
+        assert_eq!(
+            (v["items"].as_u64(), v["shown"].as_u64()),
+            (Some(1004), Some(1000))
+        );
+        assert_eq!(v["reason"], "why \"so\"");
+        let scopes = v["request"]["resourceLogs"][0]["scopeLogs"]
+            .as_array()
+            .unwrap();
+        assert_eq!(scopes[1]["logRecords"].as_array().unwrap().len(), 1);
+        let bad = json_line(
+            "x",
+            &Tapped {
+                payload: Bytes::from_static(&[0xff]),
+                ..tapped(0)
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&bad).unwrap();
+        assert!(
+            v["request"]
+                .as_str()
+                .unwrap()
+                .starts_with("does not decode")
+        );
     }
 }
