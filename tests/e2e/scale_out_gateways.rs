@@ -67,6 +67,19 @@ pub fn gateway_with(
     )
 }
 
+/// Waits until two gateways hold two of the four shards each: a trace is whole at one
+/// gateway only while its shard stays there.
+pub async fn two_shards_each(gateways: &[Ferry; 2]) {
+    eventually("the gateways hold two shards each", async || {
+        let mut owned = Vec::new();
+        for g in gateways {
+            owned.push(g.metric("ferry_receiver_nats_shards_owned", &[]).await);
+        }
+        owned == [2, 2]
+    })
+    .await;
+}
+
 /// An agent: OTLP in, the `nats` exporter to `stream` out (subjects as [`gateway`]'s).
 pub fn agent(name: &str, cluster: &NatsCluster, stream: &str, mode: &str) -> Ferry {
     Ferry::start(
@@ -160,16 +173,7 @@ async fn every_signal_arrives(mode: &str, stream: &str, cluster: &NatsCluster) {
         gateway(&format!("{mode}-g2"), cluster, stream, mode, &sink),
     ];
     if mode == "by_trace" {
-        // A trace is whole at one gateway only while its shard stays there: start once the
-        // two gateways have shared the shards out.
-        eventually("the gateways hold two shards each", async || {
-            let mut owned = Vec::new();
-            for g in &gateways {
-                owned.push(g.metric("ferry_receiver_nats_shards_owned", &[]).await);
-            }
-            owned == [2, 2]
-        })
-        .await;
+        two_shards_each(&gateways).await;
     }
     let agents = [
         agent(&format!("{mode}-a1"), cluster, stream, mode),

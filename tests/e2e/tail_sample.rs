@@ -12,7 +12,7 @@ use crate::harness::{
     Ferry, PREAMBLE, Script, Sink, client_json, client_script, eventually, python,
 };
 use crate::nats::NatsCluster;
-use crate::scale_out_gateways::{agent, gateway_with, spans_at};
+use crate::scale_out_gateways::{agent, gateway_with, spans_at, two_shards_each};
 
 /// A tail sampler keeping error and slow traces, named `tail`.
 fn sampler(wait: &str) -> String {
@@ -307,14 +307,7 @@ async fn behind_two_gateways_by_trace_traces_from_two_agents_are_decided_whole()
         let tail = sampler("4s");
         gateway_with(name, &cluster, "TAIL", "by_trace", &sink, &["tail"], &tail)
     });
-    eventually("the gateways hold two shards each", async || {
-        let mut owned = Vec::new();
-        for g in &gateways {
-            owned.push(g.metric("ferry_receiver_nats_shards_owned", &[]).await);
-        }
-        owned == [2, 2]
-    })
-    .await;
+    two_shards_each(&gateways).await;
     let agents = ["tail-a1", "tail-a2"].map(|name| agent(name, &cluster, "TAIL", "by_trace"));
     // `front` sends to one agent, `back` (with every error) to the other, 2 s later.
     let sent = client_json(

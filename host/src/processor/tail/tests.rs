@@ -37,6 +37,14 @@ fn metric(t: &Telemetry, line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {line} in\n{text}"))
 }
 
+/// Late spans that followed `decision`.
+fn late(t: &Telemetry, decision: &str) -> u64 {
+    metric(
+        t,
+        &format!("ferry_tail_late_spans_total{{processor=\"tail\",decision=\"{decision}\"}}"),
+    )
+}
+
 /// A resource with this `service.name`.
 pub(super) fn service_resource(service: &str) -> Resource {
     Resource {
@@ -135,12 +143,12 @@ async fn a_batch_is_answered_once_its_traces_are_decided_whole_across_batches() 
     let out2 = second.await.unwrap();
     assert_eq!(kept(&b2, &out2), [12]);
     // A late span follows its trace's decision at once.
-    let late = batch("late", &[(1, 13, false), (2, 23, true)]);
-    let out = tokio::time::timeout(Duration::from_millis(1), t.process(&late))
+    let after = batch("late", &[(1, 13, false), (2, 23, true)]);
+    let out = tokio::time::timeout(Duration::from_millis(1), t.process(&after))
         .await
         .expect("late spans wait for nothing");
     assert_eq!(
-        kept(&late, &out),
+        kept(&after, &out),
         [13],
         "trace 2 stays dropped despite a late error"
     );
@@ -156,13 +164,7 @@ async fn a_batch_is_answered_once_its_traces_are_decided_whole_across_batches() 
         (decided("errors", "keep"), decided("default", "drop")),
         (1, 1)
     );
-    let late = |d: &str| {
-        metric(
-            &telemetry,
-            &format!("ferry_tail_late_spans_total{{processor=\"tail\",decision=\"{d}\"}}"),
-        )
-    };
-    assert_eq!((late("keep"), late("drop")), (1, 1));
+    assert_eq!((late(&telemetry, "keep"), late(&telemetry, "drop")), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,13 +214,7 @@ async fn kept_decisions_outlive_the_sampler_and_replayed_spans_follow_them() {
         [12, 31],
         "trace 1 kept and trace 2 dropped as before the restart; trace 3 is new"
     );
-    let late = |d: &str| {
-        metric(
-            &telemetry,
-            &format!("ferry_tail_late_spans_total{{processor=\"tail\",decision=\"{d}\"}}"),
-        )
-    };
-    assert_eq!((late("keep"), late("drop")), (1, 1));
+    assert_eq!((late(&telemetry, "keep"), late(&telemetry, "drop")), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
