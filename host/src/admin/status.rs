@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::layout::{Layout, ProcessorLayout, Reload, unix_ms};
-use crate::telemetry::{NoteSample, Sample, Telemetry};
+use crate::telemetry::{NoteSample, Sample, Telemetry, label};
 
 /// Snapshots kept: rates are over the time between the oldest and the newest.
 pub const WINDOW: usize = 6;
@@ -67,41 +67,47 @@ impl Window {
     /// What is wrong now: exporters whose circuit is open, queues that refused writes in the
     /// window (at their budget, or a durable queue's storage failing).
     pub fn problems(&self, layout: &Layout) -> Vec<String> {
+        self.fresh(|f| problems(f, layout))
+    }
+
+    /// `read` of the figures now (read now, so that they agree with `/metrics`) and the rates
+    /// over the window.
+    fn fresh<T>(&self, read: impl FnOnce(&Figures<'_>) -> T) -> T {
         self.take();
         let snaps = self.snaps.lock().expect("window lock");
-        let f = Figures {
+        read(&Figures {
             old: snaps.front().expect("one"),
             new: snaps.back().expect("one"),
-        };
-        let mut out = Vec::new();
-        for e in &layout.exporters {
-            let l = [("exporter", e.name.as_str())];
-            if f.value("ferry_exporter_circuit_open", &l) > 0 {
-                out.push(format!("exporter {}: circuit open", e.name));
-            }
-        }
-        for s in SIGNALS {
-            for (reason, what) in [
-                ("queue_full", "at its budget"),
-                ("storage", "its storage failing"),
-            ] {
-                let w = [("signal", s), ("reason", reason)];
-                if f.rate("ferry_receiver_refused_requests_total", &w) > 0.0 {
-                    out.push(format!("{s} queue refuses writes ({what})"));
-                }
-            }
-        }
-        out
+        })
     }
 
     /// The status now, with `layout`.
     pub fn status(&self, layout: &Layout) -> Status {
-        // The newest figures are read now, so that the page agrees with `/metrics`.
-        self.take();
-        let snaps = self.snaps.lock().expect("window lock");
-        let (old, new) = (snaps.front().expect("one"), snaps.back().expect("one"));
-        build(&Figures { old, new }, layout)
+        self.fresh(|f| build(f, layout))
     }
+}
+
+/// What is wrong in `f`: see [`Window::problems`].
+fn problems(f: &Figures<'_>, layout: &Layout) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in &layout.exporters {
+        let l = [("exporter", e.name.as_str())];
+        if f.value("ferry_exporter_circuit_open", &l) > 0 {
+            out.push(format!("exporter {}: circuit open", e.name));
+        }
+    }
+    for s in SIGNALS {
+        for (reason, what) in [
+            ("queue_full", "at its budget"),
+            ("storage", "its storage failing"),
+        ] {
+            let w = [("signal", s), ("reason", reason)];
+            if f.rate("ferry_receiver_refused_requests_total", &w) > 0.0 {
+                out.push(format!("{s} queue refuses writes ({what})"));
+            }
+        }
+    }
+    out
 }
 
 /// Two snapshots: figures are read from `new`, rates between `old` and `new`.
@@ -197,13 +203,6 @@ impl Figures<'_> {
                 at_unix_ms: unix_ms(n.at),
             })
     }
-}
-
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
-    labels
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or("", |(_, v)| v.as_str())
 }
 
 /// `/status.json`.

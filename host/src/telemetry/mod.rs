@@ -158,11 +158,16 @@ pub struct Sample {
 impl Sample {
     /// The value of label `key`, or `""`.
     pub fn label(&self, key: &str) -> &str {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or("", |(_, v)| v.as_str())
+        label(&self.labels, key)
     }
+}
+
+/// The value of label `key` in `labels`, or `""`.
+pub fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
+    labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 /// A note at a moment.
